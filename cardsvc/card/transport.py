@@ -1,0 +1,59 @@
+"""The one I/O interface between host code and a card.
+
+Protocol code (APDU formatting, chaining, application sessions) talks only to :class:`CardConnection`.
+Adapters sit behind it: the pyscard PC/SC adapter (real pcscd, simulated cards served through vpcd) and the
+in-process adapter (a simulated card object called directly, for fast unit tests).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+
+class CardError(Exception):
+    """Base of every error raised by the card stack."""
+
+
+class TransportError(CardError):
+    """The link to the reader or card failed in a way that is not a card removal."""
+
+
+class CardRemovedError(TransportError):
+    """The card left the reader (or lost power) during or before a command.
+
+    Every adapter maps its own removal symptoms to this one error; callers recover on the next insertion.
+    """
+
+
+class NoReaderError(TransportError):
+    """The named reader does not exist."""
+
+
+@runtime_checkable
+class CardConnection(Protocol):
+    """A connection to one card: one method that sends a raw command APDU and returns (data, sw)."""
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        """Send one raw command APDU; return the response data and the status word (SW1 << 8 | SW2)."""
+        ...
+
+    def close(self) -> None:
+        """Release the card."""
+        ...
+
+
+@runtime_checkable
+class SimulatedCardLike(Protocol):
+    """What the in-process adapter needs from a simulated card (implemented in hardware_sims)."""
+
+    def power_on(self) -> bytes:
+        """Cold reset: RAM state cleared, journal recovered; returns the ATR."""
+        ...
+
+    def power_off(self) -> None:
+        """Remove power: RAM state is lost."""
+        ...
+
+    def transmit(self, apdu: bytes) -> bytes:
+        """Process one command APDU; return response data followed by SW1 SW2."""
+        ...

@@ -1,0 +1,1 @@
+"""enrolment_station."""

@@ -1,0 +1,10 @@
+"""Command line of hardware_sims. Thin: every subcommand calls a service function."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def main() -> None:
+    """Hardware simulators: smart cards served to pcscd through vpcd, the ZFM fingerprint sensor."""

@@ -1,0 +1,5 @@
+"""Shared test configuration. Each area keeps its fixtures in tests/fixtures/<area>.py."""
+
+pytest_plugins = [
+    "tests.fixtures.shared",
+]
