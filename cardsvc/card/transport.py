@@ -25,8 +25,24 @@ class CardRemovedError(TransportError):
     """
 
 
+class CardResetError(CardRemovedError):
+    """The card was reset under us (another client disconnected with reset, or a power cycle).
+
+    The card is still there but its RAM state is gone: selected application, verified PIN, session keys.
+    Callers must select and authenticate again; reconnecting is enough, no new insertion is needed.
+    """
+
+
 class NoReaderError(TransportError):
     """The named reader does not exist."""
+
+
+class CardBusyError(TransportError):
+    """Another client holds the card in exclusive mode (PC/SC sharing violation 0x8010000B)."""
+
+
+class CardWaitTimeoutError(TransportError):
+    """No card was inserted within the time allowed."""
 
 
 @runtime_checkable
