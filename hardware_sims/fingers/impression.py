@@ -123,8 +123,8 @@ def render(
     skin = ndimage.map_coordinates(master.mask.astype(np.float32), coords, order=1, mode="constant") > 0.5
     contact, pressure = _contact(touch, rng, width, height)
     contact &= skin
-    bias = {SkinQuality.DRY: 0.35, SkinQuality.WET: -0.45}.get(quality, 0.0)
-    bias = bias + 0.1 * _smooth(rng, (height, width), 25.0)
+    skin_bias = {SkinQuality.DRY: 0.35, SkinQuality.WET: -0.45}.get(quality, 0.0)
+    bias = skin_bias + 0.1 * _smooth(rng, (height, width), 25.0)
     # light pressure at the rim prints only the ridge crests
     ink = 1.0 / (1.0 + np.exp(-6.0 * (ridges - bias - 0.7 * (1.0 - pressure))))
     if quality is SkinQuality.DRY:
