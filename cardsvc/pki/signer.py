@@ -1,0 +1,365 @@
+"""Where a private key lives does not matter to the rest of the code: one :class:`Signer` interface.
+
+All signatures are ECDSA P-256 over SHA-256, returned as raw r||s (64 bytes, as in CV certificates); public
+keys travel as the 65-byte uncompressed point (04 || X || Y).
+
+* :class:`SoftwareSigner` - key in memory (tests, simulators, short-lived keys).
+* :class:`FileSigner` - key at rest in a file: PKCS#8 DER encrypted with AES-256-GCM under a scrypt key.
+* :class:`Pkcs11Signer` - key inside a PKCS#11 token (SoftHSM2 in tests, an HSM in production); SoftHSM2
+  refuses CKM_ECDSA_SHA256, so we hash here and sign the digest with CKM_ECDSA.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from cardsvc.pki.errors import FormatError, KeyCustodyError, SignatureInvalidError
+
+CURVE = ec.SECP256R1()
+POINT_LEN = 65
+SIGNATURE_LEN = 64
+_COORD = 32
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """A P-256 private key, wherever it lives."""
+
+    def public_key(self) -> bytes:
+        """The 65-byte uncompressed public point."""
+        ...
+
+    def sign(self, data: bytes) -> bytes:
+        """ECDSA-SHA256 over ``data``; raw r||s, 64 bytes."""
+        ...
+
+
+def raw_from_der(der_sig: bytes) -> bytes:
+    r, s = decode_dss_signature(der_sig)
+    return r.to_bytes(_COORD, "big") + s.to_bytes(_COORD, "big")
+
+
+def load_public_point(point: bytes) -> ec.EllipticCurvePublicKey:
+    """Parse an uncompressed P-256 point; raises FormatError if it is not one (or not on the curve)."""
+    if len(point) != POINT_LEN or point[0] != 0x04:
+        raise FormatError(f"public key must be a {POINT_LEN}-byte uncompressed P-256 point, got {len(point)}")
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(CURVE, point)
+    except ValueError as exc:
+        raise FormatError(f"public key is not a point on P-256: {exc}") from None
+
+
+def point_of(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+
+
+def verify_signature(point: bytes, data: bytes, signature: bytes, *, subject: str = "") -> None:
+    """Raise SignatureInvalidError unless ``signature`` (raw r||s) is valid for ``data`` under ``point``."""
+    if len(signature) != SIGNATURE_LEN:
+        raise SignatureInvalidError(
+            f"signature must be {SIGNATURE_LEN} bytes r||s, got {len(signature)}", subject=subject
+        )
+    key = load_public_point(point)
+    r = int.from_bytes(signature[:_COORD], "big")
+    s = int.from_bytes(signature[_COORD:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise SignatureInvalidError(
+            "signature does not verify under the issuer's key", subject=subject
+        ) from None
+
+
+def key_id(point: bytes) -> str:
+    """Short fingerprint of a public key for logs and listings (never the key itself)."""
+    return hashlib.sha256(point).hexdigest()[:16]
+
+
+class SoftwareSigner:
+    """A key held in memory."""
+
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
+        if not isinstance(private_key.curve, ec.SECP256R1):
+            raise KeyCustodyError(f"only P-256 keys are supported, got {private_key.curve.name}")
+        self._key = private_key
+
+    @classmethod
+    def generate(cls) -> SoftwareSigner:
+        return cls(ec.generate_private_key(CURVE))
+
+    def public_key(self) -> bytes:
+        return point_of(self._key.public_key())
+
+    def sign(self, data: bytes) -> bytes:
+        return raw_from_der(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
+
+    def __repr__(self) -> str:
+        return f"SoftwareSigner(key_id={key_id(self.public_key())})"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Keys at rest: scrypt + AES-256-GCM around PKCS#8 DER
+# ----------------------------------------------------------------------------------------------------
+
+KEYFILE_FORMAT = "cardsvc-encrypted-pkcs8-v1"
+
+
+@dataclass(frozen=True)
+class ScryptCost:
+    """scrypt parameters. The default costs about 0.1 s and 32 MiB; tests pass a cheap one."""
+
+    n: int = 2**15
+    r: int = 8
+    p: int = 1
+
+
+def _kdf(passphrase: bytes, salt: bytes, cost: ScryptCost) -> bytes:
+    return Scrypt(salt=salt, length=32, n=cost.n, r=cost.r, p=cost.p).derive(passphrase)
+
+
+def encrypt_private_key(
+    private_key: ec.EllipticCurvePrivateKey,
+    passphrase: bytes,
+    *,
+    cost: ScryptCost | None = None,
+    rng: Callable[[int], bytes] = os.urandom,
+) -> bytes:
+    """Serialise ``private_key`` as an encrypted key file (JSON envelope, documented in docs/keymgmt.md)."""
+    if not passphrase:
+        raise KeyCustodyError("refusing to store a private key under an empty passphrase")
+    cost = cost or ScryptCost()
+    salt, nonce = rng(16), rng(12)
+    pkcs8 = private_key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    header: dict[str, Any] = {
+        "format": KEYFILE_FORMAT,
+        "kdf": {
+            "name": "scrypt",
+            "n": cost.n,
+            "r": cost.r,
+            "p": cost.p,
+            "salt": base64.b64encode(salt).decode(),
+        },
+        "cipher": {"name": "aes-256-gcm", "nonce": base64.b64encode(nonce).decode()},
+        "public_point": point_of(private_key.public_key()).hex(),
+    }
+    aad = json.dumps(header, sort_keys=True).encode()
+    ciphertext = AESGCM(_kdf(passphrase, salt, cost)).encrypt(nonce, pkcs8, aad)
+    header["ciphertext"] = base64.b64encode(ciphertext).decode()
+    return (json.dumps(header, indent=1, sort_keys=True) + "\n").encode()
+
+
+def decrypt_private_key(blob: bytes, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
+    """Inverse of :func:`encrypt_private_key`; a wrong passphrase or altered file raises KeyCustodyError."""
+    try:
+        header = json.loads(blob)
+        ciphertext = base64.b64decode(header.pop("ciphertext"))
+        if header.get("format") != KEYFILE_FORMAT:
+            raise KeyCustodyError(f"not a {KEYFILE_FORMAT} key file (format={header.get('format')!r})")
+        kdf = header["kdf"]
+        cost = ScryptCost(n=int(kdf["n"]), r=int(kdf["r"]), p=int(kdf["p"]))
+        salt = base64.b64decode(kdf["salt"])
+        nonce = base64.b64decode(header["cipher"]["nonce"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyCustodyError(f"key file is malformed: {exc.__class__.__name__}") from None
+    aad = json.dumps(header, sort_keys=True).encode()
+    try:
+        pkcs8 = AESGCM(_kdf(passphrase, salt, cost)).decrypt(nonce, ciphertext, aad)
+    except InvalidTag:
+        raise KeyCustodyError("wrong passphrase, or the key file was altered") from None
+    key = serialization.load_der_private_key(pkcs8, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KeyCustodyError("key file does not hold an EC private key")
+    if point_of(key.public_key()).hex() != header.get("public_point"):
+        raise KeyCustodyError("key file's public point does not match its private key")
+    return key
+
+
+class FileSigner(SoftwareSigner):
+    """A key stored encrypted at rest; decrypted into memory only when loaded for signing."""
+
+    def __init__(self, path: Path, private_key: ec.EllipticCurvePrivateKey) -> None:
+        super().__init__(private_key)
+        self.path = path
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        passphrase: bytes,
+        *,
+        cost: ScryptCost | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> FileSigner:
+        """Generate a new key and write it encrypted to ``path`` (refuses to overwrite, mode 0600)."""
+        key = ec.generate_private_key(CURVE)
+        blob = encrypt_private_key(key, passphrase, cost=cost, rng=rng)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise KeyCustodyError(f"key file {path} already exists; refusing to overwrite it") from None
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        return cls(path, key)
+
+    @classmethod
+    def load(cls, path: Path, passphrase: bytes) -> FileSigner:
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            raise KeyCustodyError(f"no key file at {path}") from None
+        return cls(path, decrypt_private_key(blob, passphrase))
+
+    @staticmethod
+    def stored_public_key(path: Path) -> bytes:
+        """The public point recorded in a key file, without the passphrase."""
+        try:
+            return bytes.fromhex(json.loads(path.read_bytes())["public_point"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise KeyCustodyError(f"cannot read public key from {path}: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"FileSigner(path={str(self.path)!r}, key_id={key_id(self.public_key())})"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Keys in a PKCS#11 token
+# ----------------------------------------------------------------------------------------------------
+
+SOFTHSM_MODULE_CANDIDATES = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+)
+
+
+def find_softhsm_module() -> str | None:
+    """Path of SoftHSM2's PKCS#11 module, or None (env PKCS11_MODULE wins)."""
+    env = os.environ.get("PKCS11_MODULE")
+    if env:
+        return env
+    for cand in SOFTHSM_MODULE_CANDIDATES:
+        if os.path.exists(cand):
+            return cand
+    return None
+
+
+class Pkcs11Signer:
+    """A P-256 key inside a PKCS#11 token, found by its label. The private key never leaves the token.
+
+    The session stays open while the signer lives; call :meth:`close` (or use ``with``) to log out.
+    """
+
+    def __init__(self, module_path: str, token_label: str, pin: str, key_label: str) -> None:
+        import pkcs11  # local: only key custody needs the PKCS#11 binding
+
+        self.token_label = token_label
+        self.key_label = key_label
+        try:
+            lib = pkcs11.lib(module_path)
+            token = lib.get_token(token_label=token_label)
+            self._session = token.open(user_pin=pin, rw=True)
+        except pkcs11.PinIncorrect:
+            raise KeyCustodyError(f"wrong PIN for token {token_label!r}") from None
+        except (pkcs11.NoSuchToken, pkcs11.PKCS11Error, RuntimeError) as exc:
+            raise KeyCustodyError(
+                f"cannot open PKCS#11 token {token_label!r} via {module_path}: {exc.__class__.__name__}"
+            ) from None
+        try:
+            self._private: Any = self._session.get_key(
+                object_class=pkcs11.ObjectClass.PRIVATE_KEY, key_type=pkcs11.KeyType.EC, label=key_label
+            )
+            public = self._session.get_key(
+                object_class=pkcs11.ObjectClass.PUBLIC_KEY, key_type=pkcs11.KeyType.EC, label=key_label
+            )
+        except (pkcs11.NoSuchKey, pkcs11.MultipleObjectsReturned) as exc:
+            self._session.close()
+            raise KeyCustodyError(
+                f"token {token_label!r} has no single EC key pair labelled {key_label!r} "
+                f"({exc.__class__.__name__})"
+            ) from None
+        self._point = _point_from_ec_point_attr(bytes(public[pkcs11.Attribute.EC_POINT]))
+
+    @classmethod
+    def generate(cls, module_path: str, token_label: str, pin: str, key_label: str) -> Pkcs11Signer:
+        """Generate a non-extractable P-256 key pair in the token under ``key_label`` (refuses duplicates)."""
+        import pkcs11
+        from pkcs11.util.ec import encode_named_curve_parameters
+
+        try:
+            lib = pkcs11.lib(module_path)
+            token = lib.get_token(token_label=token_label)
+            with token.open(user_pin=pin, rw=True) as session:
+                existing = list(session.get_objects({pkcs11.Attribute.LABEL: key_label}))
+                if existing:
+                    raise KeyCustodyError(f"token {token_label!r} already holds a key labelled {key_label!r}")
+                params = session.create_domain_parameters(
+                    pkcs11.KeyType.EC,
+                    {pkcs11.Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+                    local=True,
+                )
+                params.generate_keypair(
+                    store=True,
+                    label=key_label,
+                    private_template={
+                        pkcs11.Attribute.SENSITIVE: True,
+                        pkcs11.Attribute.EXTRACTABLE: False,
+                    },
+                )
+        except pkcs11.PinIncorrect:
+            raise KeyCustodyError(f"wrong PIN for token {token_label!r}") from None
+        except (pkcs11.NoSuchToken, pkcs11.PKCS11Error) as exc:
+            raise KeyCustodyError(
+                f"cannot generate a key in token {token_label!r}: {exc.__class__.__name__}"
+            ) from None
+        return cls(module_path, token_label, pin, key_label)
+
+    def public_key(self) -> bytes:
+        return self._point
+
+    def sign(self, data: bytes) -> bytes:
+        import pkcs11
+
+        digest = hashlib.sha256(data).digest()
+        sig = bytes(self._private.sign(digest, mechanism=pkcs11.Mechanism.ECDSA))
+        if len(sig) != SIGNATURE_LEN:
+            raise KeyCustodyError(f"token returned a {len(sig)}-byte signature, expected raw r||s")
+        return sig
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Pkcs11Signer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kid = key_id(self._point)
+        return f"Pkcs11Signer(token={self.token_label!r}, key={self.key_label!r}, key_id={kid})"
+
+
+def _point_from_ec_point_attr(value: bytes) -> bytes:
+    """CKA_EC_POINT is a DER OCTET STRING around the point (some tokens give the bare point)."""
+    if len(value) == POINT_LEN and value[0] == 0x04:
+        return value
+    if len(value) == POINT_LEN + 2 and value[0] == 0x04 and value[1] == POINT_LEN:
+        return value[2:]
+    raise KeyCustodyError(f"unexpected CKA_EC_POINT encoding ({len(value)} bytes)")
