@@ -2,4 +2,6 @@
 
 pytest_plugins = [
     "tests.fixtures.shared",
+    "tests.fixtures.pcsc",
+    "tests.fixtures.keys",
 ]

@@ -88,8 +88,9 @@ def pcsc_error(hresult: int, what: str) -> TransportError:
     return TransportError(text)
 
 
-def _check(result: tuple[Any, ...] | int, what: str) -> tuple[Any, ...]:
-    tup = result if isinstance(result, tuple) else (result,)
+def _check(result: tuple[Any, ...] | list[Any] | int, what: str) -> tuple[Any, ...]:
+    """Raise the typed error unless the call succeeded; return the call's other results."""
+    tup = tuple(result) if isinstance(result, tuple | list) else (result,)
     hresult = tup[0] & 0xFFFFFFFF
     if hresult != PcscCode.SUCCESS:
         raise pcsc_error(hresult, what)
