@@ -8,3 +8,6 @@ import click
 @click.group()
 def main() -> None:
     """Hardware simulators: smart cards served to pcscd through vpcd, the ZFM fingerprint sensor."""
+
+
+main.add_command(__import__("hardware_sims.sensor.cli", fromlist=["sensor"]).sensor)
