@@ -1,0 +1,188 @@
+"""Typed SQLAlchemy 2.0 models of the central store (SQLite embedded, PostgreSQL in production).
+
+Conventions: 8-byte identifiers (cards, terminals, operators, FKOs) are stored as 16 lower-case hex digits,
+as they appear in JSON; times are unix seconds (BigInteger), the same unit the card records carry. The schema
+itself is created only by the Alembic migrations in ``migrations/`` (kept in step with these classes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: BIGINT on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY auto-increments.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+HEX_ID = 16
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class TerminalStatus:
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class Facility(Base):
+    """A hospital or paypoint; coordinates feed the impossible-travel check."""
+
+    __tablename__ = "facilities"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(200))
+    district: Mapped[str] = mapped_column(String(200))
+    latitude: Mapped[float] = mapped_column(Float)
+    longitude: Mapped[float] = mapped_column(Float)
+
+
+class Terminal(Base):
+    """A registered terminal and the P-256 key it signs requests and batches with."""
+
+    __tablename__ = "terminals"
+    id: Mapped[str] = mapped_column(String(HEX_ID), primary_key=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)  # SEC1 point; later its CV certificate
+    facility_id: Mapped[int | None] = mapped_column(ForeignKey("facilities.id"))
+    status: Mapped[str] = mapped_column(String(16), default=TerminalStatus.ACTIVE)
+    registered_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Operator(Base):
+    """A facility operator (clerk) known by the id on their officer card."""
+
+    __tablename__ = "operators"
+    id: Mapped[str] = mapped_column(String(HEX_ID), primary_key=True)
+    facility_id: Mapped[int | None] = mapped_column(ForeignKey("facilities.id"))
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Card(Base):
+    """A beneficiary card as reported by its camp: household, cover, policy period, public key."""
+
+    __tablename__ = "cards"
+    card_id: Mapped[str] = mapped_column(String(HEX_ID), primary_key=True)
+    household_id: Mapped[str] = mapped_column(String(200))
+    district: Mapped[str] = mapped_column(String(200), index=True)
+    scheme_id: Mapped[int] = mapped_column(SmallInteger)
+    policy_start: Mapped[int] = mapped_column(BigInteger)
+    policy_end: Mapped[int] = mapped_column(BigInteger)
+    cover_paise: Mapped[int] = mapped_column(BigInteger)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    fko_id: Mapped[str] = mapped_column(String(HEX_ID), index=True)
+    members: Mapped[list[Any]] = mapped_column(JSON)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class BatchRow(Base):
+    """An accepted upload, raw bytes kept; the content hash makes uploads idempotent."""
+
+    __tablename__ = "batches"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    terminal_id: Mapped[str] = mapped_column(String(HEX_ID), index=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    created: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[int] = mapped_column(BigInteger)
+    uploaded_by: Mapped[str] = mapped_column(String(HEX_ID))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    item_count: Mapped[int] = mapped_column(Integer)
+    new_items: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="accepted")
+
+
+class TransactionRow(Base):
+    """One verified card record: raw bytes and every parsed field."""
+
+    __tablename__ = "transactions"
+    __table_args__ = (
+        UniqueConstraint("card_id", "counter", "content_hash", name="uq_transactions_card_counter_hash"),
+        Index("ix_transactions_facility_type", "facility_id", "record_type"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    card_id: Mapped[str] = mapped_column(String(HEX_ID))
+    counter: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    record_type: Mapped[int] = mapped_column(SmallInteger)
+    scheme_id: Mapped[int] = mapped_column(SmallInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    time: Mapped[int] = mapped_column(BigInteger)
+    terminal_id: Mapped[str] = mapped_column(String(HEX_ID))
+    operator_id: Mapped[str] = mapped_column(String(HEX_ID))
+    facility_id: Mapped[int] = mapped_column(BigInteger)
+    reference: Mapped[int] = mapped_column(BigInteger)
+    member_index: Mapped[int] = mapped_column(SmallInteger)
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(8))
+    key_source: Mapped[str] = mapped_column(String(16))  # "registered" | "presented"
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+
+
+class FkoLedgerRow(Base):
+    """One FKO card's ledger as read back after a camp."""
+
+    __tablename__ = "fko_ledgers"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+    fko_id: Mapped[str] = mapped_column(String(HEX_ID), index=True)
+    activated: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class FlagRow(Base):
+    """A reconciliation finding for staff to review. ``dedup_key`` keeps re-runs from repeating it."""
+
+    __tablename__ = "flags"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    card_id: Mapped[str | None] = mapped_column(String(HEX_ID))
+    facility_id: Mapped[int | None] = mapped_column(BigInteger)
+    terminal_id: Mapped[str | None] = mapped_column(String(HEX_ID))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    dedup_key: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class Package(Base):
+    """A hospital package in the catalogue; a price change is a new version, old ones stay."""
+
+    __tablename__ = "packages"
+    __table_args__ = (UniqueConstraint("code", "version", name="uq_packages_code_version"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    code: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    price_paise: Mapped[int] = mapped_column(BigInteger)
+    valid_from: Mapped[int] = mapped_column(BigInteger)
+
+
+class NonceRow(Base):
+    """Request nonces seen recently, per terminal: a second use is a replay."""
+
+    __tablename__ = "nonces"
+    terminal_id: Mapped[str] = mapped_column(String(HEX_ID), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[int] = mapped_column(BigInteger, index=True)

@@ -1,0 +1,329 @@
+"""Ingest: verify an uploaded batch end to end, then store it raw and parsed, exactly once.
+
+Order: parse strictly (400), find the batch's terminal (422 unknown, 403 revoked when the batch was made),
+verify the terminal's batch signature (422), answer a batch already held with its original receipt (200),
+verify every item (each card record's signature with the card's key: 422 naming the item), then insert the
+batch row and its items in one transaction. The content hash is UNIQUE in the database: when two identical
+uploads race, the loser's insert fails and it answers with the winner's receipt. Records shared by different
+batches are inserted with ON CONFLICT DO NOTHING on (card, counter, record hash): stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time as _time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import Table, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from cardsvc.central.errors import (
+    AuthenticationError,
+    ConflictError,
+    ForbiddenError,
+    MalformedError,
+    UnprocessableError,
+)
+from cardsvc.central.models import BatchRow, Card, FkoLedgerRow, TransactionRow
+from cardsvc.central.services.terminals import TerminalDirectory, public_key_bytes
+from cardsvc.formats.batch import (
+    Batch,
+    BatchKind,
+    CampCard,
+    FkoLedgerEntry,
+    SignedBatch,
+    TransactionItem,
+    id_hex,
+    load_public_key,
+)
+from cardsvc.formats.errors import FormatError, SignatureError
+from cardsvc.formats.transaction import SIGNED_LENGTH, TransactionRecord, verify_raw_signature
+
+CHUNK: Final = 1000
+RETRIES: Final = 5
+
+
+class KeySource:
+    REGISTERED = "registered"  # the card's key from its camp upload
+    PRESENTED = "presented"  # only the key in the batch (card not yet known: flagged by reconciliation)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What central tells the terminal it holds; the same for every upload of the same content."""
+
+    batch_id: int
+    content_hash: str
+    kind: str
+    terminal_id: str
+    seq: int
+    items: int
+    new_items: int
+    received_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "content_hash": self.content_hash,
+            "kind": self.kind,
+            "terminal_id": self.terminal_id,
+            "seq": self.seq,
+            "items": self.items,
+            "new_items": self.new_items,
+            "received_at": self.received_at,
+        }
+
+    @classmethod
+    def of(cls, row: BatchRow) -> Receipt:
+        return cls(
+            batch_id=row.id,
+            content_hash=row.content_hash,
+            kind=row.kind,
+            terminal_id=row.terminal_id,
+            seq=row.seq,
+            items=row.item_count,
+            new_items=row.new_items,
+            received_at=row.received_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    receipt: Receipt
+    duplicate: bool
+
+
+def ingest_batch(
+    session: Session, directory: TerminalDirectory, wire: bytes, uploaded_by: str, now: int
+) -> IngestResult:
+    """Verify and store one uploaded batch (the wire document); raise a ServiceError to refuse it."""
+    try:
+        signed = SignedBatch.parse(wire)
+    except FormatError as exc:
+        raise MalformedError("malformed_batch", str(exc)) from None
+    batch = signed.batch
+    canonical = batch.canonical()
+    content_hash = hashlib.sha256(canonical).hexdigest()
+    _verify_envelope(directory, signed, canonical)
+    existing = _find(session, content_hash)
+    if existing is not None:
+        return IngestResult(existing, duplicate=True)
+    for attempt in range(RETRIES):
+        try:
+            return _store(session, batch, wire, content_hash, uploaded_by, now)
+        except IntegrityError:
+            session.rollback()
+            existing = _find(session, content_hash)
+            if existing is not None:
+                return IngestResult(existing, duplicate=True)
+            raise
+        except OperationalError as exc:
+            session.rollback()
+            if attempt == RETRIES - 1 or not _retriable(exc):
+                raise
+            _time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _retriable(exc: OperationalError) -> bool:
+    """Deadlocks and serialisation failures (PostgreSQL) and lock time-outs (SQLite) are worth a retry."""
+    code = getattr(exc.orig, "pgcode", None)
+    return code in ("40P01", "40001") or "database is locked" in str(exc.orig)
+
+
+def _verify_envelope(directory: TerminalDirectory, signed: SignedBatch, canonical: bytes) -> None:
+    batch = signed.batch
+    terminal_hex = id_hex(batch.terminal_id)
+    try:
+        terminal = directory.lookup(terminal_hex)
+    except AuthenticationError:
+        raise UnprocessableError(
+            "unknown_batch_terminal", f"batch.terminal_id {terminal_hex} is not a registered terminal"
+        ) from None
+    if terminal.revoked_by(batch.created):
+        raise ForbiddenError(
+            "revoked_batch_terminal",
+            f"batch made at {batch.created} by terminal {terminal_hex}, revoked at {terminal.revoked_at}",
+        )
+    try:
+        verify_raw_signature(terminal.public_key, canonical, signed.signature)
+    except SignatureError:
+        raise UnprocessableError(
+            "bad_batch_signature", f"the batch signature does not verify with terminal {terminal_hex}'s key"
+        ) from None
+
+
+def _find(session: Session, content_hash: str) -> Receipt | None:
+    row = session.execute(select(BatchRow).where(BatchRow.content_hash == content_hash)).scalar_one_or_none()
+    return None if row is None else Receipt.of(row)
+
+
+def _store(
+    session: Session, batch: Batch, wire: bytes, content_hash: str, uploaded_by: str, now: int
+) -> IngestResult:
+    row = BatchRow(
+        content_hash=content_hash,
+        kind=batch.kind.value,
+        terminal_id=id_hex(batch.terminal_id),
+        seq=batch.seq,
+        created=batch.created,
+        received_at=now,
+        uploaded_by=uploaded_by,
+        raw=wire,
+        item_count=len(batch.items),
+        new_items=0,
+        status="accepted",
+    )
+    if batch.kind is BatchKind.TRANSACTIONS:
+        items = [i for i in batch.items if isinstance(i, TransactionItem)]
+        rows = transaction_rows(session, items)
+        session.add(row)
+        session.flush()  # the UNIQUE content hash is checked here
+        for r in rows:
+            r["batch_id"] = row.id
+        insert_ignore(session, TransactionRow.__table__, rows, ["card_id", "counter", "content_hash"])
+        row.new_items = session.execute(
+            select(func.count()).select_from(TransactionRow).where(TransactionRow.batch_id == row.id)
+        ).scalar_one()
+    elif batch.kind is BatchKind.CAMP:
+        cards = [i for i in batch.items if isinstance(i, CampCard)]
+        session.add(row)
+        session.flush()
+        row.new_items = _store_cards(session, cards, row.id)
+    else:
+        entries = [i for i in batch.items if isinstance(i, FkoLedgerEntry)]
+        session.add(row)
+        session.flush()
+        session.add_all(
+            FkoLedgerRow(batch_id=row.id, fko_id=id_hex(e.fko_id), activated=[id_hex(c) for c in e.activated])
+            for e in entries
+        )
+        row.new_items = len(entries)
+    session.commit()
+    return IngestResult(Receipt.of(row), duplicate=False)
+
+
+def transaction_rows(session: Session, items: Sequence[TransactionItem]) -> list[dict[str, Any]]:
+    """Parse and verify every record; return insert rows sorted by (card, counter, hash).
+
+    Raises UnprocessableError naming the first bad item. Keys are parsed once per distinct key.
+    """
+    parsed: list[TransactionRecord] = []
+    for index, item in enumerate(items):
+        try:
+            parsed.append(TransactionRecord.parse(item.record))
+        except FormatError as exc:
+            raise UnprocessableError("bad_record", f"batch.items[{index}].record: {exc}") from None
+    card_ids = sorted({id_hex(r.card_id) for r in parsed})
+    registered: dict[str, bytes] = {}
+    for chunk in _chunks(card_ids, CHUNK):
+        query = select(Card.card_id, Card.public_key).where(Card.card_id.in_(chunk))
+        registered.update((k, v) for k, v in session.execute(query).tuples())
+    keys: dict[bytes, tuple[ec.EllipticCurvePublicKey, bytes]] = {}
+    rows: dict[tuple[str, int, bytes], dict[str, Any]] = {}
+    for index, (item, record) in enumerate(zip(items, parsed, strict=True)):
+        card_hex = id_hex(record.card_id)
+        where = f"batch.items[{index}] (card {card_hex} counter {record.counter})"
+        entry = keys.get(item.card_key)
+        if entry is None:
+            try:
+                key = load_public_key(item.card_key, f"{where} card_key")
+            except FormatError as exc:
+                raise UnprocessableError("bad_card_key", str(exc)) from None
+            entry = keys[item.card_key] = (key, public_key_bytes(key))
+        key, normalised = entry
+        known = registered.get(card_hex)
+        if known is not None and known != normalised:
+            raise UnprocessableError(
+                "card_key_mismatch", f"{where}: card_key is not the card's registered key"
+            )
+        raw = item.record
+        try:
+            verify_raw_signature(key, raw[:SIGNED_LENGTH], raw[SIGNED_LENGTH:])
+        except SignatureError:
+            raise UnprocessableError(
+                "bad_record_signature", f"{where}: the card's signature does not verify"
+            ) from None
+        digest = hashlib.sha256(raw).digest()
+        rows[(card_hex, record.counter, digest)] = {
+            "card_id": card_hex,
+            "counter": record.counter,
+            "content_hash": digest,
+            "raw": raw,
+            "record_type": int(record.record_type),
+            "scheme_id": record.scheme_id,
+            "amount": record.amount,
+            "balance_after": record.balance_after,
+            "time": record.time,
+            "terminal_id": id_hex(record.terminal_id),
+            "operator_id": id_hex(record.operator_id),
+            "facility_id": record.facility_id,
+            "reference": record.reference,
+            "member_index": record.member_index,
+            "prev_hash": record.prev_hash,
+            "key_source": KeySource.PRESENTED if known is None else KeySource.REGISTERED,
+        }
+    return [rows[k] for k in sorted(rows)]
+
+
+def _store_cards(session: Session, cards: Sequence[CampCard], batch_id: int) -> int:
+    """Insert new cards; the same card again with the same key is fine, with another key a conflict."""
+    by_id = {id_hex(c.card_id): c for c in cards}
+    normalised = {cid: public_key_bytes(load_public_key(c.card_key)) for cid, c in by_id.items()}
+    existing: dict[str, bytes] = {}
+    for chunk in _chunks(sorted(by_id), CHUNK):
+        query = select(Card.card_id, Card.public_key).where(Card.card_id.in_(chunk))
+        existing.update((k, v) for k, v in session.execute(query).tuples())
+    for cid, key in existing.items():
+        if key != normalised[cid]:
+            raise ConflictError("card_conflict", f"card {cid} is already registered with another key")
+    rows = [
+        {
+            "card_id": cid,
+            "household_id": c.household_id,
+            "district": c.district,
+            "scheme_id": c.scheme_id,
+            "policy_start": c.policy_start,
+            "policy_end": c.policy_end,
+            "cover_paise": c.cover_paise,
+            "public_key": normalised[cid],
+            "fko_id": id_hex(c.fko_id),
+            "members": [m.to_json() for m in c.members],
+            "batch_id": batch_id,
+            "revoked_at": None,
+        }
+        for cid, c in sorted(by_id.items())
+        if cid not in existing
+    ]
+    insert_ignore(session, Card.__table__, rows, ["card_id"])
+    return len(rows)
+
+
+def insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], conflict: list[str]) -> None:
+    """Bulk INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite, in chunks, without ORM overhead."""
+    if not rows:
+        return
+    assert isinstance(table, Table)
+    connection = session.connection()
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict)
+    else:
+        raise NotImplementedError(f"insert_ignore: {dialect} is not supported (SQLite, PostgreSQL)")
+    for chunk in _chunks(rows, CHUNK):
+        connection.execute(stmt, chunk)
+
+
+T = TypeVar("T")
+
+
+def _chunks(values: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

@@ -1,0 +1,1 @@
+"""Wire formats shared by the field (cards, terminals) and the central service: one home for each format."""

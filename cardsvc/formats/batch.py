@@ -1,0 +1,385 @@
+"""The upload batch envelope: how a terminal hands camps, transactions and FKO ledgers to central.
+
+Encoding: canonical JSON (see docs/formats.md). The signed object is ``batch``; its canonical bytes are
+UTF-8 JSON with sorted keys, no whitespace, ASCII only, integers only (no floats), binary fields as standard
+base64 with padding, identifiers as 16 lower-case hex digits. The wire document is
+``{"batch": {...}, "signature": "<base64 raw r||s>"}``. SHA-256 of the canonical bytes is the batch's content
+hash and idempotency key: the same batch re-signed (ECDSA signatures differ each time) or re-serialised still
+has the same hash, so it is never counted twice.
+
+Pure: no I/O. The terminal's key is found through a caller-supplied lookup.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cardsvc.formats.errors import FieldValueError, FormatError
+from cardsvc.formats.transaction import (
+    RECORD_LENGTH,
+    TransactionRecord,
+    sign_raw,
+    verify_raw_signature,
+)
+
+BATCH_FORMAT: Final = "cardsvc-batch"
+BATCH_VERSION: Final = 1
+MAX_ITEMS: Final = 20_000
+MAX_TEXT: Final = 200
+_HEX_ID = re.compile(r"[0-9a-f]{16}")
+_U32 = 0xFFFF_FFFF
+_U63 = (1 << 63) - 1
+
+
+class BatchKind(StrEnum):
+    """What a batch carries."""
+
+    CAMP = "camp"
+    TRANSACTIONS = "transactions"
+    FKO_LEDGER = "fko_ledger"
+
+
+class Gender(StrEnum):
+    FEMALE = "F"
+    MALE = "M"
+    OTHER = "O"
+
+
+# -- canonical JSON --------------------------------------------------------------------------------
+
+
+def _check_canonical_value(value: Any, where: str) -> None:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        return
+    if isinstance(value, float):
+        raise FieldValueError(f"{where}: floats are not allowed in a batch (use integers)")
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_canonical_value(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise FieldValueError(f"{where}: object keys must be strings")
+            _check_canonical_value(item, f"{where}.{key}")
+        return
+    raise FieldValueError(f"{where}: {type(value).__name__} cannot be encoded")
+
+
+def canonical_json(value: Any) -> bytes:
+    """The one deterministic encoding of a JSON value (sorted keys, no spaces, ASCII, no floats)."""
+    _check_canonical_value(value, "batch")
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return text.encode("ascii")
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: Any, where: str) -> bytes:
+    if not isinstance(text, str):
+        raise FieldValueError(f"{where} must be a base64 string")
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise FieldValueError(f"{where} is not valid base64") from None
+
+
+def id_hex(value: int) -> str:
+    """An 8-byte identifier as the 16 lower-case hex digits used in JSON and in the database."""
+    if not 0 <= value < 1 << 64:
+        raise FieldValueError(f"identifier {value} does not fit in 8 bytes")
+    return f"{value:016x}"
+
+
+def parse_id(text: Any, where: str) -> int:
+    if not isinstance(text, str) or not _HEX_ID.fullmatch(text):
+        raise FieldValueError(f"{where} must be 16 lower-case hex digits")
+    return int(text, 16)
+
+
+# -- field helpers ---------------------------------------------------------------------------------
+
+
+def _obj(value: Any, where: str, keys: set[str], optional: frozenset[str] = frozenset()) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise FieldValueError(f"{where} must be an object")
+    missing = keys - optional - value.keys()
+    if missing:
+        raise FieldValueError(f"{where} lacks {', '.join(sorted(missing))}")
+    extra = value.keys() - keys
+    if extra:
+        raise FieldValueError(f"{where} has unknown fields {', '.join(sorted(extra))}")
+    return value
+
+
+def _int(value: Any, where: str, maximum: int = _U63, minimum: int = 0) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise FieldValueError(f"{where} must be an integer")
+    if not minimum <= value <= maximum:
+        raise FieldValueError(f"{where}={value} is outside {minimum}..{maximum}")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
+        raise FieldValueError(f"{where} must be a non-empty string of at most {MAX_TEXT} characters")
+    return value
+
+
+def load_public_key(sec1: bytes, where: str = "public key") -> ec.EllipticCurvePublicKey:
+    """A P-256 public key from its SEC1 point encoding (65 bytes uncompressed or 33 compressed)."""
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), sec1)
+    except ValueError:
+        raise FieldValueError(f"{where} is not a P-256 point") from None
+
+
+# -- items -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionItem:
+    """One card record and the card key that signed it (SEC1 point; later a CV certificate reference)."""
+
+    record: bytes
+    card_key: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"record": b64encode(self.record), "card_key": b64encode(self.card_key)}
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> TransactionItem:
+        obj = _obj(value, where, {"record", "card_key"})
+        record = b64decode(obj["record"], f"{where}.record")
+        if len(record) != RECORD_LENGTH:
+            raise FieldValueError(f"{where}.record is {len(record)} bytes, expected {RECORD_LENGTH}")
+        card_key = b64decode(obj["card_key"], f"{where}.card_key")
+        if len(card_key) not in (33, 65):
+            raise FieldValueError(f"{where}.card_key must be a 33- or 65-byte SEC1 point")
+        return cls(record=record, card_key=card_key)
+
+    def parsed(self) -> TransactionRecord:
+        return TransactionRecord.parse(self.record)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    gender: Gender
+    birth_year: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gender": self.gender.value, "birth_year": self.birth_year}
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> Member:
+        obj = _obj(value, where, {"gender", "birth_year"})
+        try:
+            gender = Gender(obj["gender"])
+        except ValueError:
+            raise FieldValueError(f"{where}.gender must be one of F, M, O") from None
+        return cls(gender=gender, birth_year=_int(obj["birth_year"], f"{where}.birth_year", 2200, 1880))
+
+
+@dataclass(frozen=True, slots=True)
+class CampCard:
+    """One card activated at a camp: who it belongs to, its cover and policy period, its public key."""
+
+    card_id: int
+    household_id: str
+    district: str
+    scheme_id: int
+    policy_start: int
+    policy_end: int
+    cover_paise: int
+    card_key: bytes
+    fko_id: int
+    members: tuple[Member, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "card_id": id_hex(self.card_id),
+            "household_id": self.household_id,
+            "district": self.district,
+            "scheme_id": self.scheme_id,
+            "policy_start": self.policy_start,
+            "policy_end": self.policy_end,
+            "cover_paise": self.cover_paise,
+            "card_key": b64encode(self.card_key),
+            "fko_id": id_hex(self.fko_id),
+            "members": [m.to_json() for m in self.members],
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> CampCard:
+        keys = {
+            "card_id", "household_id", "district", "scheme_id", "policy_start", "policy_end",
+            "cover_paise", "card_key", "fko_id", "members",
+        }  # fmt: skip
+        obj = _obj(value, where, keys)
+        members = obj["members"]
+        if not isinstance(members, list) or not 1 <= len(members) <= 5:
+            raise FieldValueError(f"{where}.members must list 1 to 5 members")
+        start = _int(obj["policy_start"], f"{where}.policy_start", _U32)
+        end = _int(obj["policy_end"], f"{where}.policy_end", _U32)
+        if end <= start:
+            raise FieldValueError(f"{where}: policy_end must be after policy_start")
+        card_key = b64decode(obj["card_key"], f"{where}.card_key")
+        load_public_key(card_key, f"{where}.card_key")
+        return cls(
+            card_id=parse_id(obj["card_id"], f"{where}.card_id"),
+            household_id=_text(obj["household_id"], f"{where}.household_id"),
+            district=_text(obj["district"], f"{where}.district"),
+            scheme_id=_int(obj["scheme_id"], f"{where}.scheme_id", 0xFF),
+            policy_start=start,
+            policy_end=end,
+            cover_paise=_int(obj["cover_paise"], f"{where}.cover_paise", _U32),
+            card_key=card_key,
+            fko_id=parse_id(obj["fko_id"], f"{where}.fko_id"),
+            members=tuple(Member.from_json(m, f"{where}.members[{i}]") for i, m in enumerate(members)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FkoLedgerEntry:
+    """What one FKO card's ledger says it activated, read back by the district after a camp."""
+
+    fko_id: int
+    activated: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fko_id": id_hex(self.fko_id), "activated": [id_hex(c) for c in self.activated]}
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> FkoLedgerEntry:
+        obj = _obj(value, where, {"fko_id", "activated"})
+        activated = obj["activated"]
+        if not isinstance(activated, list) or len(activated) > MAX_ITEMS:
+            raise FieldValueError(f"{where}.activated must be a list of at most {MAX_ITEMS} card ids")
+        return cls(
+            fko_id=parse_id(obj["fko_id"], f"{where}.fko_id"),
+            activated=tuple(parse_id(c, f"{where}.activated[{i}]") for i, c in enumerate(activated)),
+        )
+
+
+Item = TransactionItem | CampCard | FkoLedgerEntry
+_ITEM_TYPES: dict[BatchKind, Callable[[Any, str], Item]] = {
+    BatchKind.TRANSACTIONS: TransactionItem.from_json,
+    BatchKind.CAMP: CampCard.from_json,
+    BatchKind.FKO_LEDGER: FkoLedgerEntry.from_json,
+}
+
+
+# -- the envelope ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The signed content of an upload. Build, then :meth:`sign`; parse with :meth:`SignedBatch.parse`."""
+
+    kind: BatchKind
+    terminal_id: int
+    seq: int
+    created: int
+    items: tuple[Item, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": BATCH_FORMAT,
+            "version": BATCH_VERSION,
+            "kind": self.kind.value,
+            "terminal_id": id_hex(self.terminal_id),
+            "seq": self.seq,
+            "created": self.created,
+            "items": [item.to_json() for item in self.items],
+        }
+
+    def canonical(self) -> bytes:
+        return canonical_json(self.to_json())
+
+    def content_hash(self) -> bytes:
+        """SHA-256 of the canonical bytes: the idempotency key."""
+        return hashlib.sha256(self.canonical()).digest()
+
+    def sign(self, terminal_key: ec.EllipticCurvePrivateKey) -> SignedBatch:
+        return SignedBatch(self, sign_raw(terminal_key, self.canonical()))
+
+    @classmethod
+    def from_json(cls, value: Any) -> Batch:
+        obj = _obj(value, "batch", {"format", "version", "kind", "terminal_id", "seq", "created", "items"})
+        if obj["format"] != BATCH_FORMAT:
+            raise FieldValueError(f"batch.format must be {BATCH_FORMAT!r}")
+        if type(obj["version"]) is not int or obj["version"] != BATCH_VERSION:
+            raise FieldValueError(f"batch.version {obj['version']!r} is not supported (known: 1)")
+        try:
+            kind = BatchKind(obj["kind"])
+        except ValueError:
+            raise FieldValueError("batch.kind must be one of camp, transactions, fko_ledger") from None
+        items = obj["items"]
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
+            raise FieldValueError(f"batch.items must list 1 to {MAX_ITEMS} items")
+        parse_item = _ITEM_TYPES[kind]
+        return cls(
+            kind=kind,
+            terminal_id=parse_id(obj["terminal_id"], "batch.terminal_id"),
+            seq=_int(obj["seq"], "batch.seq"),
+            created=_int(obj["created"], "batch.created", _U32),
+            items=tuple(parse_item(item, f"batch.items[{i}]") for i, item in enumerate(items)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SignedBatch:
+    """A batch with the terminal's raw r||s signature over its canonical bytes."""
+
+    batch: Batch
+    signature: bytes
+
+    def encode(self) -> bytes:
+        """The wire document (itself canonical JSON, though the server does not require that)."""
+        return canonical_json({"batch": self.batch.to_json(), "signature": b64encode(self.signature)})
+
+    @classmethod
+    def parse(cls, wire: bytes) -> SignedBatch:
+        """Strictly parse the wire document; the signature is NOT checked here (see :meth:`verify`)."""
+        try:
+            document = json.loads(wire, parse_float=_refuse_float, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:
+            if isinstance(exc, FormatError):
+                raise
+            raise FormatError(f"batch is not valid JSON: {exc}") from None
+        obj = _obj(document, "document", {"batch", "signature"})
+        signature = b64decode(obj["signature"], "signature")
+        if len(signature) != 64:
+            raise FieldValueError("signature must be 64 bytes (raw r||s)")
+        return cls(Batch.from_json(obj["batch"]), signature)
+
+    def verify(self, terminal_key: Callable[[int], ec.EllipticCurvePublicKey]) -> None:
+        """Check the signature with the key of the batch's terminal; raises SignatureError."""
+        verify_raw_signature(terminal_key(self.batch.terminal_id), self.batch.canonical(), self.signature)
+
+
+def _refuse_float(text: str) -> float:
+    raise FieldValueError(f"floats are not allowed in a batch ({text[:20]})")
+
+
+def _refuse_constant(text: str) -> float:
+    raise FieldValueError(f"{text} is not allowed in a batch")
+
+
+def transaction_items(records: Sequence[bytes], card_key: bytes) -> tuple[TransactionItem, ...]:
+    """Convenience for a terminal: items for records of one card."""
+    return tuple(TransactionItem(record=r, card_key=card_key) for r in records)
