@@ -27,7 +27,13 @@ from enum import IntEnum
 from cardsvc.pki._tlv import expect_sequence, parse_all, parse_single, tlv
 from cardsvc.pki.chain import Revocation, TrustAnchor, validate_chain
 from cardsvc.pki.cvc import CvCertificate, check_reference
-from cardsvc.pki.errors import FormatError, RevocationListError, RollbackError, WrongIssuerError
+from cardsvc.pki.errors import (
+    FormatError,
+    MissingRightError,
+    RevocationListError,
+    RollbackError,
+    WrongIssuerError,
+)
 from cardsvc.pki.rights import Right
 from cardsvc.pki.signer import SIGNATURE_LEN, Signer, verify_signature
 
@@ -235,10 +241,15 @@ def verify_revocation_list(
     if rl.issuer == anchor.chr and not issuer_chain:
         verify_signature(anchor.public_point, rl.body, rl.signature, subject=label)
         return
-    validated = validate_chain(issuer_chain, anchor, now=now, required=Right.REVOKE)
+    validated = validate_chain(issuer_chain, anchor, now=now)
     if validated.leaf.chr != rl.issuer:
         raise WrongIssuerError(
             f"list names issuer {rl.issuer}, but the chain given is for {validated.leaf.chr}",
+            subject=rl.issuer,
+        )
+    if Right.REVOKE not in validated.rights:
+        raise MissingRightError(
+            f"{rl.issuer} ({validated.role.name}) lacks the right REVOKE to sign revocation lists",
             subject=rl.issuer,
         )
     verify_signature(validated.leaf.public_point, rl.body, rl.signature, subject=label)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,27 +262,72 @@ def find_softhsm_module() -> str | None:
     return None
 
 
+@dataclass
+class _PooledSession:
+    session: Any
+    pin_digest: bytes
+    refs: int
+
+
+# PKCS#11 login state is per token and per process: a second C_Login fails (UserAlreadyLoggedIn) and closing
+# any logged-in session logs out all of them. So signers on one token share one logged-in session.
+_POOL_LOCK = threading.Lock()
+_POOL: dict[tuple[str, str], _PooledSession] = {}
+
+
+def _acquire_session(module_path: str, token_label: str, pin: str) -> Any:
+    import pkcs11
+
+    digest = hashlib.sha256(pin.encode()).digest()
+    key = (module_path, token_label)
+    with _POOL_LOCK:
+        entry = _POOL.get(key)
+        if entry is not None:
+            if not hmac.compare_digest(entry.pin_digest, digest):
+                raise KeyCustodyError(f"wrong PIN for token {token_label!r}")
+            entry.refs += 1
+            return entry.session
+        try:
+            lib = pkcs11.lib(module_path)
+            token = lib.get_token(token_label=token_label)
+            session = token.open(user_pin=pin, rw=True)
+        except pkcs11.PinIncorrect:
+            raise KeyCustodyError(f"wrong PIN for token {token_label!r}") from None
+        except pkcs11.PinLocked:
+            raise KeyCustodyError(f"the user PIN of token {token_label!r} is locked") from None
+        except (pkcs11.NoSuchToken, pkcs11.PKCS11Error, RuntimeError) as exc:
+            raise KeyCustodyError(
+                f"cannot open PKCS#11 token {token_label!r} via {module_path}: {exc.__class__.__name__}"
+            ) from None
+        _POOL[key] = _PooledSession(session=session, pin_digest=digest, refs=1)
+        return session
+
+
+def _release_session(module_path: str, token_label: str) -> None:
+    with _POOL_LOCK:
+        entry = _POOL.get((module_path, token_label))
+        if entry is None:
+            return
+        entry.refs -= 1
+        if entry.refs <= 0:
+            del _POOL[(module_path, token_label)]
+            entry.session.close()
+
+
 class Pkcs11Signer:
     """A P-256 key inside a PKCS#11 token, found by its label. The private key never leaves the token.
 
-    The session stays open while the signer lives; call :meth:`close` (or use ``with``) to log out.
+    The (shared) logged-in session stays open while the signer lives; call :meth:`close` or use ``with``.
     """
 
     def __init__(self, module_path: str, token_label: str, pin: str, key_label: str) -> None:
         import pkcs11  # local: only key custody needs the PKCS#11 binding
 
+        self.module_path = module_path
         self.token_label = token_label
         self.key_label = key_label
-        try:
-            lib = pkcs11.lib(module_path)
-            token = lib.get_token(token_label=token_label)
-            self._session = token.open(user_pin=pin, rw=True)
-        except pkcs11.PinIncorrect:
-            raise KeyCustodyError(f"wrong PIN for token {token_label!r}") from None
-        except (pkcs11.NoSuchToken, pkcs11.PKCS11Error, RuntimeError) as exc:
-            raise KeyCustodyError(
-                f"cannot open PKCS#11 token {token_label!r} via {module_path}: {exc.__class__.__name__}"
-            ) from None
+        self._closed = False
+        self._session = _acquire_session(module_path, token_label, pin)
         try:
             self._private: Any = self._session.get_key(
                 object_class=pkcs11.ObjectClass.PRIVATE_KEY, key_type=pkcs11.KeyType.EC, label=key_label
@@ -289,7 +336,7 @@ class Pkcs11Signer:
                 object_class=pkcs11.ObjectClass.PUBLIC_KEY, key_type=pkcs11.KeyType.EC, label=key_label
             )
         except (pkcs11.NoSuchKey, pkcs11.MultipleObjectsReturned) as exc:
-            self._session.close()
+            self.close()
             raise KeyCustodyError(
                 f"token {token_label!r} has no single EC key pair labelled {key_label!r} "
                 f"({exc.__class__.__name__})"
@@ -302,32 +349,27 @@ class Pkcs11Signer:
         import pkcs11
         from pkcs11.util.ec import encode_named_curve_parameters
 
+        session = _acquire_session(module_path, token_label, pin)
         try:
-            lib = pkcs11.lib(module_path)
-            token = lib.get_token(token_label=token_label)
-            with token.open(user_pin=pin, rw=True) as session:
-                existing = list(session.get_objects({pkcs11.Attribute.LABEL: key_label}))
-                if existing:
-                    raise KeyCustodyError(f"token {token_label!r} already holds a key labelled {key_label!r}")
-                params = session.create_domain_parameters(
-                    pkcs11.KeyType.EC,
-                    {pkcs11.Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
-                    local=True,
-                )
-                params.generate_keypair(
-                    store=True,
-                    label=key_label,
-                    private_template={
-                        pkcs11.Attribute.SENSITIVE: True,
-                        pkcs11.Attribute.EXTRACTABLE: False,
-                    },
-                )
-        except pkcs11.PinIncorrect:
-            raise KeyCustodyError(f"wrong PIN for token {token_label!r}") from None
-        except (pkcs11.NoSuchToken, pkcs11.PKCS11Error) as exc:
+            existing = list(session.get_objects({pkcs11.Attribute.LABEL: key_label}))
+            if existing:
+                raise KeyCustodyError(f"token {token_label!r} already holds a key labelled {key_label!r}")
+            params = session.create_domain_parameters(
+                pkcs11.KeyType.EC,
+                {pkcs11.Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+                local=True,
+            )
+            params.generate_keypair(
+                store=True,
+                label=key_label,
+                private_template={pkcs11.Attribute.SENSITIVE: True, pkcs11.Attribute.EXTRACTABLE: False},
+            )
+        except pkcs11.PKCS11Error as exc:
             raise KeyCustodyError(
                 f"cannot generate a key in token {token_label!r}: {exc.__class__.__name__}"
             ) from None
+        finally:
+            _release_session(module_path, token_label)
         return cls(module_path, token_label, pin, key_label)
 
     def public_key(self) -> bytes:
@@ -336,6 +378,8 @@ class Pkcs11Signer:
     def sign(self, data: bytes) -> bytes:
         import pkcs11
 
+        if self._closed:
+            raise KeyCustodyError(f"signer for {self.key_label!r} in token {self.token_label!r} is closed")
         digest = hashlib.sha256(data).digest()
         sig = bytes(self._private.sign(digest, mechanism=pkcs11.Mechanism.ECDSA))
         if len(sig) != SIGNATURE_LEN:
@@ -343,7 +387,9 @@ class Pkcs11Signer:
         return sig
 
     def close(self) -> None:
-        self._session.close()
+        if not self._closed:
+            self._closed = True
+            _release_session(self.module_path, self.token_label)
 
     def __enter__(self) -> Pkcs11Signer:
         return self
