@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.shared",
+    "tests.fixtures.sensor",
     "tests.fixtures.pcsc",
     "tests.fixtures.keys",
 ]
