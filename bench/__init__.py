@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its figure beside the ceiling it is compared with (never timed tests)."""

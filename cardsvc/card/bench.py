@@ -1,0 +1,191 @@
+"""APDU benchmark through the real PC/SC stack (pcscd + vpcd + pyscard) with a simulated card.
+
+Figures, each printed beside its ceiling: the median round trip of a short APDU (raw and through the whole
+processor stack), and the time and APDU count to read an 8 KB file on a card that takes extended APDUs and
+on one limited to short APDUs. A benchmark, not a test: the suite never asserts on time.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cardsvc.card.iso import Ins
+from cardsvc.card.pcsc import PcscConnection
+from cardsvc.card.pcscd import VPCD_PORTS, PcscdHandle, ensure_pcscd, wait_for_card_state
+from cardsvc.card.session import Iso7816Session
+
+BENCH_AID = bytes.fromhex("D276000001") + b"BENCH"
+BENCH_DF = 0x4200
+BENCH_EF = 0x0101
+FILE_SIZE = 8 * 1024
+SHORT_ONLY = {"max_command_apdu": 4 + 1 + 255 + 1, "max_response_apdu": 256 + 2}
+
+#: Ceilings (HARDWARE.md: short APDU about 0.1 ms, 4 KB extended about 0.35 ms, 4 KB in 17 short 2.3 ms)
+CEILING_SHORT_MS = 1.0
+CEILING_8K_EXTENDED_MS = 5.0
+CEILING_8K_EXTENDED_APDUS = 1
+CEILING_8K_SHORT_MS = 25.0
+CEILING_8K_SHORT_APDUS = 32
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    ceiling: float
+
+    @property
+    def ok(self) -> bool:
+        return self.value <= self.ceiling
+
+    def line(self) -> str:
+        verdict = "ok" if self.ok else "OVER CEILING"
+        value = f"{self.value:>9.3f} {self.unit:<6}"
+        return f"  {self.name:<52} {value} ceiling {self.ceiling:>8.3f} {self.unit:<6} {verdict}"
+
+
+class CountingConnection:
+    """Wraps a CardConnection and counts the APDUs that cross it."""
+
+    def __init__(self, inner: PcscConnection) -> None:
+        self.inner = inner
+        self.count = 0
+
+    @property
+    def atr(self) -> bytes:
+        return self.inner.atr
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        self.count += 1
+        return self.inner.send_and_receive(apdu)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _bench_application() -> Any:
+    """A card application with one 8 KB transparent EF readable by anyone (built on the simulator's API)."""
+    from hardware_sims.card import access
+    from hardware_sims.card.access import AccessCondition, Op
+    from hardware_sims.card.application import Application, CardServices
+
+    class BenchApplication(Application):
+        aid = BENCH_AID
+        label = "BENCH"
+        df_fid = BENCH_DF
+
+        def install(self, card: CardServices) -> None:
+            content = bytes(i * 7 & 0xFF for i in range(FILE_SIZE))
+            rules: dict[Op, AccessCondition] = {Op.READ: access.ALWAYS, Op.UPDATE: access.ALWAYS}
+            card.create_ef(self, BENCH_EF, FILE_SIZE, rules, content=content)
+
+    return BenchApplication()
+
+
+@contextmanager
+def served_card(daemon: PcscdHandle, state_dir: Path, slot: int = 0, **card_kwargs: Any) -> Iterator[str]:
+    """Serve a bench card on a vpcd slot; yields the reader name once pcscd sees the card."""
+    from hardware_sims.card.vpcd import VpcdCardServer
+
+    from hardware_sims.card.cardos import SimulatedCard
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    card = SimulatedCard(state_dir, applications=[_bench_application()], **card_kwargs)
+    reader = daemon.reader(slot)
+    with VpcdCardServer(card, port=VPCD_PORTS[slot]):
+        wait_for_card_state(reader, present=True)
+        yield reader
+
+
+def _median_ms(action: Callable[[], object], rounds: int, warmup: int = 20) -> float:
+    for _ in range(warmup):
+        action()
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter_ns()
+        action()
+        samples.append(time.perf_counter_ns() - start)
+    return statistics.median(samples) / 1e6
+
+
+def _read_figures(reader: str, label: str, reps: int) -> tuple[float, int, bytes]:
+    with PcscConnection(reader, exclusive=True) as pcsc:
+        conn = CountingConnection(pcsc)
+        session = Iso7816Session(conn)
+        session.read_limits()
+        session.select_aid(BENCH_AID)
+        session.select_file(BENCH_EF)
+        before = conn.count
+        content = session.read_binary(length=FILE_SIZE)
+        apdus = conn.count - before
+        if len(content) != FILE_SIZE:
+            raise RuntimeError(f"{label}: read {len(content)} bytes, expected {FILE_SIZE}")
+        ms = _median_ms(lambda: session.read_binary(length=FILE_SIZE), reps, warmup=3)
+        return ms, apdus, content
+
+
+def measure(daemon: PcscdHandle, work_dir: Path, rounds: int = 1000, read_reps: int = 50) -> list[Figure]:
+    """Run every measurement; return the figures."""
+    figures: list[Figure] = []
+    with served_card(daemon, work_dir / "extended") as reader:
+        with PcscConnection(reader, exclusive=True) as pcsc:
+            session = Iso7816Session(pcsc)
+            session.select_aid(BENCH_AID)
+            session.select_file(BENCH_EF)
+            raw = bytes([0x00, Ins.READ_BINARY, 0x00, 0x00, 0x10])  # READ BINARY, 16 bytes
+            figures.append(
+                Figure(
+                    f"short APDU round trip, raw, median of {rounds}",
+                    _median_ms(lambda: pcsc.send_and_receive(raw), rounds),
+                    "ms",
+                    CEILING_SHORT_MS,
+                )
+            )
+            figures.append(
+                Figure(
+                    f"short APDU round trip, send_apdu, median of {rounds}",
+                    _median_ms(lambda: session.send_apdu(Ins.READ_BINARY, 0, 0, le=16), rounds),
+                    "ms",
+                    CEILING_SHORT_MS,
+                )
+            )
+        ms, apdus, extended_content = _read_figures(reader, "extended", read_reps)
+        figures.append(
+            Figure("read 8 KB, extended-length card: time (median)", ms, "ms", CEILING_8K_EXTENDED_MS)
+        )
+        figures.append(
+            Figure("read 8 KB, extended-length card: APDUs", apdus, "APDUs", CEILING_8K_EXTENDED_APDUS)
+        )
+    with served_card(daemon, work_dir / "short", **SHORT_ONLY) as reader:
+        ms, apdus, short_content = _read_figures(reader, "short", read_reps)
+        if short_content != extended_content:
+            raise RuntimeError("the short-APDU read returned different content")
+        figures.append(Figure("read 8 KB, short-APDU card: time (median)", ms, "ms", CEILING_8K_SHORT_MS))
+        figures.append(Figure("read 8 KB, short-APDU card: APDUs", apdus, "APDUs", CEILING_8K_SHORT_APDUS))
+    return figures
+
+
+def run_apdu_benchmark(
+    rounds: int = 1000, json_path: str | None = None, out: Callable[[str], None] = print
+) -> bool:
+    """Measure, print each figure beside its ceiling, optionally write JSON; True if all are within."""
+    with ensure_pcscd() as daemon, tempfile.TemporaryDirectory(prefix="bench-apdu-") as tmp:
+        out(f"APDU benchmark: pcscd (pid {daemon.pid}) + vpcd + pyscard, simulated card, loopback")
+        figures = measure(daemon, Path(tmp), rounds=rounds)
+    for figure in figures:
+        out(figure.line())
+    ok = all(f.ok for f in figures)
+    out("all figures within their ceilings" if ok else "SOME FIGURES ARE OVER THEIR CEILINGS")
+    if json_path:
+        payload = {"benchmark": "apdu", "ok": ok, "figures": [asdict(f) | {"ok": f.ok} for f in figures]}
+        Path(json_path).write_text(json.dumps(payload, indent=2) + "\n")
+    return ok
