@@ -1,0 +1,79 @@
+"""Mapping of the raw LSS-R similarity to a calibrated score, -10 * log10(FMR).
+
+The table (calibration_mcc.json, beside this module) holds raw-score knots and the impostor false-match rate
+at each, measured on impostor comparisons (`cardsvc bio calibrate`, see docs/biometrics.md); between knots
+the score is interpolated linearly, beyond the last knot it follows the fitted exponential tail.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+TABLE_FILE = "calibration_mcc.json"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    raw: tuple[float, ...]  # increasing raw similarities
+    score: tuple[float, ...]  # -10 log10(FMR) at each raw knot, non-decreasing
+    tail_slope: float = 0.0  # score per unit raw above the last knot (exponential tail of the FMR)
+    source: str = ""
+
+    def score_of(self, raw: float) -> float:
+        if not self.raw:
+            return raw * 100.0
+        if raw <= self.raw[-1]:
+            return float(np.interp(raw, self.raw, self.score))
+        return self.score[-1] + self.tail_slope * (raw - self.raw[-1])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"raw": list(self.raw), "score": list(self.score), "tail_slope": self.tail_slope,
+                "source": self.source}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Calibration:
+        raw = tuple(float(v) for v in data["raw"])
+        score = tuple(float(v) for v in data["score"])
+        if len(raw) != len(score) or any(b < a for a, b in itertools.pairwise(raw)):
+            raise ValueError("calibration table: raw knots must increase and pair with scores")
+        return cls(raw, score, float(data.get("tail_slope", 0.0)), str(data.get("source", "")))
+
+    @classmethod
+    def fit(cls, impostor_raw: np.ndarray, *, knots: int = 60, source: str = "") -> Calibration:
+        """Fit the table on impostor raw scores: FMR(t) = share of impostors scoring >= t."""
+        s = np.sort(np.asarray(impostor_raw, dtype=np.float64))
+        n = s.size
+        if n < 100:
+            raise ValueError(f"need at least 100 impostor scores to calibrate, got {n}")
+        # knots at FMR decades down to a few impostors
+        fmrs = np.logspace(0, math.log10(max(5.0 / n, 1e-9)), knots)
+        raw_knots, scores = [0.0], [0.0]
+        for f in fmrs[1:]:
+            t = float(s[min(n - 1, math.ceil(n * (1 - f)))])
+            if t > raw_knots[-1] + 1e-6:
+                raw_knots.append(t)
+                scores.append(-10.0 * math.log10(f))
+        # exponential tail: fit log10 FMR ~ linear in raw on the top 2% of impostors
+        top = s[int(n * 0.98) :]
+        ranks = (n - np.arange(int(n * 0.98), n)) / n  # FMR at each of the top scores
+        slope = 0.0
+        if top.size > 10 and np.ptp(top) > 0:
+            a, _ = np.polyfit(top, -10.0 * np.log10(ranks), 1)
+            slope = max(float(a), 1.0)
+        return cls(tuple(raw_knots), tuple(scores), slope, source)
+
+
+def load_default_calibration() -> Calibration:
+    """The packaged table; without one (before `cardsvc bio calibrate` ran) raw * 100."""
+    try:
+        text = resources.files("cardsvc.bio").joinpath(TABLE_FILE).read_text()
+    except FileNotFoundError:
+        return Calibration((), ())
+    return Calibration.from_json(json.loads(text))
