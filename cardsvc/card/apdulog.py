@@ -18,6 +18,15 @@ logging.addLevelName(TRAFFIC, "TRAFFIC")
 
 logger = logging.getLogger("cardsvc.apdu")
 
+#: Longer data is dumped up to this many bytes, then its size: an 8 KB read must not flood the log.
+DUMP_LIMIT = 256
+
+
+def _hex(data: bytes) -> str:
+    if len(data) <= DUMP_LIMIT:
+        return data.hex(" ").upper()
+    return f"{data[:DUMP_LIMIT].hex(' ').upper()} ... ({len(data)} bytes)"
+
 
 def command_redacted(apdu: CommandApdu) -> bool:
     """True when the command data must not be logged."""
@@ -31,13 +40,13 @@ def format_command(apdu: CommandApdu, wire: bytes) -> str:
             f"{wire[:4].hex(' ').upper()} [{len(apdu.data)} data bytes redacted]"
             + (f" Le={apdu.le}" if apdu.le else "")
         )
-    return wire.hex(" ").upper()
+    return _hex(wire)
 
 
 def format_response(apdu: CommandApdu, response: ResponseApdu) -> str:
     if response.data and apdu.sensitive:
         return f"[{len(response.data)} data bytes redacted] {sw_name(response.sw)}"
-    data = response.data.hex(" ").upper()
+    data = _hex(response.data)
     return f"{data} {sw_name(response.sw)}" if data else sw_name(response.sw)
 
 
