@@ -2,7 +2,9 @@
 
 pytest_plugins = [
     "tests.fixtures.shared",
+    "tests.fixtures.cardsim",
     "tests.fixtures.sensor",
+    "tests.fixtures.db",
     "tests.fixtures.pcsc",
     "tests.fixtures.keys",
 ]

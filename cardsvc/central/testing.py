@@ -109,3 +109,16 @@ class SimTerminal:
         self, method: str, path: str, body: bytes, now: int, nonce: str | None = None
     ) -> dict[str, str]:
         return sign_request(self.key, self.terminal_id, method, path, body, now, nonce)
+
+
+@dataclass
+class FixedClock:
+    """An injectable clock (``CLOCK`` config) that moves only when a test says so."""
+
+    now: float
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -223,7 +223,7 @@ def transaction_rows(session: Session, items: Sequence[TransactionItem]) -> list
     registered: dict[str, bytes] = {}
     for chunk in _chunks(card_ids, CHUNK):
         query = select(Card.card_id, Card.public_key).where(Card.card_id.in_(chunk))
-        registered.update((k, v) for k, v in session.execute(query).tuples())
+        registered.update((k, v) for k, v in session.execute(query))
     keys: dict[bytes, tuple[ec.EllipticCurvePublicKey, bytes]] = {}
     rows: dict[tuple[str, int, bytes], dict[str, Any]] = {}
     for index, (item, record) in enumerate(zip(items, parsed, strict=True)):
@@ -278,7 +278,7 @@ def _store_cards(session: Session, cards: Sequence[CampCard], batch_id: int) -> 
     existing: dict[str, bytes] = {}
     for chunk in _chunks(sorted(by_id), CHUNK):
         query = select(Card.card_id, Card.public_key).where(Card.card_id.in_(chunk))
-        existing.update((k, v) for k, v in session.execute(query).tuples())
+        existing.update((k, v) for k, v in session.execute(query))
     for cid, key in existing.items():
         if key != normalised[cid]:
             raise ConflictError("card_conflict", f"card {cid} is already registered with another key")

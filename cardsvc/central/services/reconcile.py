@@ -1,0 +1,369 @@
+"""Reconciliation v1: rebuild every card's ledger from its counter and flag what does not add up.
+
+A full pass over the stored records (columns only, no ORM objects). Findings become rows in ``flags``; a
+finding already recorded is not repeated (``dedup_key``), and findings that describe a state which later
+uploads may cure (gaps, FKO count mismatches) are replaced on every run. Thresholds are in
+:class:`ReconcilePolicy` and documented in docs/central.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from cardsvc.central.models import Card, Facility, FkoLedgerRow, FlagRow, Operator, Terminal, TransactionRow
+from cardsvc.central.services.ingest import KeySource, insert_ignore
+from cardsvc.formats.transaction import GENESIS_PREV_HASH, PREV_HASH_LENGTH, RecordType
+
+
+class FlagKind(StrEnum):
+    DUPLICATE_COUNTER = "duplicate_counter"  # same card and counter, different content: clone or replay
+    COUNTER_GAP = "counter_gap"  # counters missing: records not yet uploaded (or withheld)
+    BALANCE_MISMATCH = "balance_mismatch"  # balance_after does not follow from the previous record
+    CHAIN_BREAK = "chain_break"  # prev_hash is not the hash of the previous record
+    OUTSIDE_POLICY = "outside_policy"  # used outside the card's policy period
+    IMPOSSIBLE_TRAVEL = "impossible_travel"  # same card at distant facilities within hours
+    PACKAGE_MIX_OUTLIER = "package_mix_outlier"  # a facility's package share far above its peers
+    REVOKED_TERMINAL = "revoked_terminal"  # record made by a terminal after its revocation
+    REVOKED_OPERATOR = "revoked_operator"  # record made by an operator after their revocation
+    FKO_COUNT_MISMATCH = "fko_count_mismatch"  # FKO ledger read-back differs from uploaded camps
+    UNREGISTERED_CARD = "unregistered_card"  # records of a card no camp has reported
+
+
+#: Findings about a state that later uploads may cure: recomputed from scratch on each run.
+STATEFUL = (FlagKind.COUNTER_GAP, FlagKind.FKO_COUNT_MISMATCH, FlagKind.UNREGISTERED_CARD)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilePolicy:
+    """Thresholds. Travel: flag when at least ``min_distance_km`` apart and faster than ``max_speed_kmh``."""
+
+    min_distance_km: float = 100.0
+    max_speed_kmh: float = 60.0
+    mix_min_claims: int = 30  # a facility (and its peers) need this many admissions to be judged
+    mix_min_z: float = 4.0  # share z-score against the pooled peer share
+    mix_min_excess: float = 0.10  # and at least 10 percentage points above the peers
+    max_listed: int = 20  # at most this many ids/counters listed in one flag's details
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    kind: FlagKind
+    details: dict[str, Any]
+    card_id: str | None = None
+    facility_id: int | None = None
+    terminal_id: str | None = None
+
+    def dedup_key(self) -> str:
+        identity = [self.kind.value, self.card_id, self.facility_id, self.terminal_id, self.details]
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class ReconcileReport:
+    cards: int = 0
+    records: int = 0
+    flags: Counter[str] = field(default_factory=Counter)
+    new_flags: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        flags = dict(sorted(self.flags.items()))
+        return {"cards": self.cards, "records": self.records, "flags": flags, "new_flags": self.new_flags}
+
+
+@dataclass(frozen=True, slots=True)
+class _Rec:
+    counter: int
+    content_hash: bytes
+    record_type: int
+    amount: int
+    balance_after: int
+    time: int
+    terminal_id: str
+    operator_id: str
+    facility_id: int
+    reference: int
+    prev_hash: bytes
+    key_source: str
+
+
+_COLUMNS = (
+    TransactionRow.card_id,
+    TransactionRow.counter,
+    TransactionRow.content_hash,
+    TransactionRow.record_type,
+    TransactionRow.amount,
+    TransactionRow.balance_after,
+    TransactionRow.time,
+    TransactionRow.terminal_id,
+    TransactionRow.operator_id,
+    TransactionRow.facility_id,
+    TransactionRow.reference,
+    TransactionRow.prev_hash,
+    TransactionRow.key_source,
+)
+
+
+def reconcile(session: Session, now: int, policy: ReconcilePolicy | None = None) -> ReconcileReport:
+    """Run every check over everything stored; record new findings; return what was found."""
+    policy = policy or ReconcilePolicy()
+    cards = {
+        c.card_id: c
+        for c in session.execute(
+            select(Card.card_id, Card.policy_start, Card.policy_end, Card.cover_paise, Card.fko_id)
+        ).all()
+    }
+    terminal_revoked = dict(
+        session.execute(
+            select(Terminal.id, Terminal.revoked_at).where(Terminal.revoked_at.is_not(None))
+        ).all()
+    )
+    operator_revoked = dict(
+        session.execute(
+            select(Operator.id, Operator.revoked_at).where(Operator.revoked_at.is_not(None))
+        ).all()
+    )
+    places = {
+        f.id: (f.latitude, f.longitude)
+        for f in session.execute(select(Facility.id, Facility.latitude, Facility.longitude)).all()
+    }
+
+    report = ReconcileReport()
+    flags: list[Flag] = []
+    mix: defaultdict[int, Counter[int]] = defaultdict(Counter)
+    ledger: defaultdict[str, list[_Rec]] = defaultdict(list)
+    order = (TransactionRow.card_id, TransactionRow.counter, TransactionRow.content_hash)
+    for row in session.execute(select(*_COLUMNS).order_by(*order)):
+        rec = _Rec(*row[1:])  # type: ignore[call-arg]
+        ledger[row[0]].append(rec)
+        if rec.record_type == RecordType.BLOCK:
+            mix[rec.facility_id][rec.reference] += 1
+        report.records += 1
+    report.cards = len(ledger)
+
+    for card_id, records in ledger.items():
+        card = cards.get(card_id)
+        flags.extend(_card_checks(card_id, records, card, policy))
+        flags.extend(_actor_checks(card_id, records, terminal_revoked, operator_revoked))
+        flags.extend(_travel_checks(card_id, records, places, policy))
+        if card is None and any(r.key_source == KeySource.PRESENTED for r in records):
+            flags.append(Flag(FlagKind.UNREGISTERED_CARD, {"records": len(records)}, card_id=card_id))
+    flags.extend(_package_mix(mix, policy))
+    flags.extend(_fko_counts(session, policy))
+
+    session.execute(delete(FlagRow).where(FlagRow.kind.in_([k.value for k in STATEFUL])))
+    before = session.execute(select(func.count()).select_from(FlagRow)).scalar_one()
+    rows = {
+        f.dedup_key(): {
+            "kind": f.kind.value,
+            "card_id": f.card_id,
+            "facility_id": f.facility_id,
+            "terminal_id": f.terminal_id,
+            "details": f.details,
+            "created_at": now,
+            "dedup_key": f.dedup_key(),
+        }
+        for f in flags
+    }
+    insert_ignore(session, FlagRow.__table__, [rows[k] for k in sorted(rows)], ["dedup_key"])
+    after = session.execute(select(func.count()).select_from(FlagRow)).scalar_one()
+    session.commit()
+    report.flags.update(f.kind.value for f in flags)
+    report.new_flags = after - before
+    return report
+
+
+def _card_checks(card_id: str, records: list[_Rec], card: Any, policy: ReconcilePolicy) -> Iterable[Flag]:
+    """Counter duplicates and gaps, chain links, balance arithmetic and the policy period of one card."""
+    by_counter: defaultdict[int, list[_Rec]] = defaultdict(list)
+    for rec in records:
+        by_counter[rec.counter].append(rec)
+    for counter, versions in sorted(by_counter.items()):
+        if len(versions) > 1:
+            yield Flag(
+                FlagKind.DUPLICATE_COUNTER,
+                {
+                    "counter": counter,
+                    "versions": len(versions),
+                    "content_hashes": sorted(v.content_hash.hex() for v in versions),
+                },
+                card_id=card_id,
+            )
+    highest = max(by_counter)
+    missing = [c for c in range(1, highest + 1) if c not in by_counter]
+    if missing:
+        yield Flag(
+            FlagKind.COUNTER_GAP,
+            {"missing": len(missing), "counters": missing[: policy.max_listed], "highest": highest},
+            card_id=card_id,
+        )
+
+    blocks: dict[int, int] = {}
+    previous: _Rec | None = None
+    balance: int | None = card.cover_paise if card is not None else None
+    for counter in range(1, highest + 1):
+        found = by_counter.get(counter)
+        if found is None or len(found) > 1:
+            previous, balance = None, None  # unknown or ambiguous: the chain restarts after it
+            continue
+        rec = found[0]
+        if counter == 1 and rec.prev_hash != GENESIS_PREV_HASH:
+            yield Flag(FlagKind.CHAIN_BREAK, {"counter": 1, "reason": "first record not at genesis"}, card_id)
+        elif previous is not None and rec.prev_hash != previous.content_hash[:PREV_HASH_LENGTH]:
+            yield Flag(FlagKind.CHAIN_BREAK, {"counter": counter, "reason": "prev_hash mismatch"}, card_id)
+        expected = _expected(rec, balance, blocks)
+        if expected is not None and expected != rec.balance_after:
+            yield Flag(
+                FlagKind.BALANCE_MISMATCH,
+                {"counter": counter, "expected": expected, "reported": rec.balance_after},
+                card_id=card_id,
+            )
+        if rec.record_type == RecordType.BLOCK:
+            blocks[counter] = rec.amount
+        renewal = rec.record_type == RecordType.RENEWAL
+        if card is not None and not renewal and not card.policy_start <= rec.time < card.policy_end:
+            yield Flag(
+                FlagKind.OUTSIDE_POLICY,
+                {"counter": counter, "time": rec.time, "policy": [card.policy_start, card.policy_end]},
+                card_id=card_id,
+                facility_id=rec.facility_id,
+            )
+        previous, balance = rec, rec.balance_after
+
+
+def _expected(rec: _Rec, balance: int | None, blocks: dict[int, int]) -> int | None:
+    if balance is None:
+        return None
+    kind = rec.record_type
+    if kind in (RecordType.BLOCK, RecordType.CASH):
+        return balance - rec.amount
+    if kind == RecordType.SETTLE:
+        held = blocks.get(rec.reference)
+        return None if held is None else balance + held - rec.amount
+    if kind == RecordType.RELEASE:
+        held = blocks.get(rec.reference)
+        return None if held is None else balance + held
+    if kind == RecordType.PROOF_OF_LIFE:
+        return balance
+    if kind == RecordType.TOP_UP:
+        return balance + rec.amount
+    return rec.amount  # RENEWAL
+
+
+def _actor_checks(
+    card_id: str, records: list[_Rec], terminals: dict[str, int | None], operators: dict[str, int | None]
+) -> Iterable[Flag]:
+    for rec in records:
+        revoked = terminals.get(rec.terminal_id)
+        if revoked is not None and rec.time >= revoked:
+            yield Flag(
+                FlagKind.REVOKED_TERMINAL,
+                {"counter": rec.counter, "time": rec.time, "revoked_at": revoked},
+                card_id=card_id,
+                facility_id=rec.facility_id,
+                terminal_id=rec.terminal_id,
+            )
+        revoked = operators.get(rec.operator_id)
+        if revoked is not None and rec.time >= revoked:
+            yield Flag(
+                FlagKind.REVOKED_OPERATOR,
+                {"counter": rec.counter, "time": rec.time, "revoked_at": revoked},
+                card_id=card_id,
+                facility_id=rec.facility_id,
+                terminal_id=rec.terminal_id,
+            )
+
+
+def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance (haversine, mean Earth radius)."""
+    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6371.0088 * math.asin(math.sqrt(min(1.0, h)))
+
+
+def _travel_checks(
+    card_id: str, records: list[_Rec], places: dict[int, tuple[float, float]], policy: ReconcilePolicy
+) -> Iterable[Flag]:
+    """Consecutive uses (by time) at facilities too far apart for the time between them."""
+    timeline = sorted(records, key=lambda r: (r.time, r.counter))
+    for first, second in itertools.pairwise(timeline):
+        if first.facility_id == second.facility_id:
+            continue
+        a, b = places.get(first.facility_id), places.get(second.facility_id)
+        if a is None or b is None:
+            continue
+        km = distance_km(a, b)
+        hours = (second.time - first.time) / 3600
+        if km >= policy.min_distance_km and km > policy.max_speed_kmh * hours:
+            yield Flag(
+                FlagKind.IMPOSSIBLE_TRAVEL,
+                {
+                    "counters": [first.counter, second.counter],
+                    "facilities": [first.facility_id, second.facility_id],
+                    "km": round(km, 1),
+                    "hours": round(hours, 2),
+                },
+                card_id=card_id,
+                facility_id=second.facility_id,
+            )
+
+
+def _package_mix(mix: dict[int, Counter[int]], policy: ReconcilePolicy) -> Iterable[Flag]:
+    """A facility whose share of one package is far above the pooled share of all other facilities."""
+    totals: Counter[int] = Counter()
+    for counts in mix.values():
+        totals.update(counts)
+    grand = sum(totals.values())
+    for facility_id, counts in sorted(mix.items()):
+        n = sum(counts.values())
+        peers = grand - n
+        if n < policy.mix_min_claims or peers < policy.mix_min_claims:
+            continue
+        for package, count in sorted(counts.items()):
+            share = count / n
+            peer_share = (totals[package] - count) / peers
+            floor = max(peer_share, 0.5 / peers)  # a package peers never use still has some uncertainty
+            z = (share - floor) / math.sqrt(floor * (1 - floor) / n) if floor < 1 else 0.0
+            if z >= policy.mix_min_z and share - peer_share >= policy.mix_min_excess:
+                yield Flag(
+                    FlagKind.PACKAGE_MIX_OUTLIER,
+                    {
+                        "package": package,
+                        "share": round(share, 4),
+                        "peer_share": round(peer_share, 4),
+                        "z": round(z, 1),
+                        "admissions": n,
+                    },
+                    facility_id=facility_id,
+                )
+
+
+def _fko_counts(session: Session, policy: ReconcilePolicy) -> Iterable[Flag]:
+    """Each FKO's ledger (union of its read-backs) against the cards camps reported under that FKO."""
+    ledgers: defaultdict[str, set[str]] = defaultdict(set)
+    for fko_id, activated in session.execute(select(FkoLedgerRow.fko_id, FkoLedgerRow.activated)):
+        ledgers[fko_id].update(activated)
+    for fko_id, on_ledger in sorted(ledgers.items()):
+        uploaded = set(session.execute(select(Card.card_id).where(Card.fko_id == fko_id)).scalars())
+        if on_ledger != uploaded:
+            yield Flag(
+                FlagKind.FKO_COUNT_MISMATCH,
+                {
+                    "ledger": len(on_ledger),
+                    "uploaded": len(uploaded),
+                    "not_uploaded": sorted(on_ledger - uploaded)[: policy.max_listed],
+                    "not_on_ledger": sorted(uploaded - on_ledger)[: policy.max_listed],
+                },
+                terminal_id=None,
+                card_id=None,
+            )

@@ -1,0 +1,94 @@
+"""The upload batch envelope: canonical JSON, content hash as idempotency key, strict parsing."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from cardsvc.central.testing import SimCard, SimTerminal
+from cardsvc.formats.batch import Batch, BatchKind, SignedBatch, canonical_json
+from cardsvc.formats.errors import FieldValueError, FormatError, SignatureError
+from cardsvc.formats.transaction import RecordType
+
+NOW = 1_800_000_000
+
+
+@pytest.fixture
+def parts() -> tuple[SimTerminal, SimCard]:
+    rng = random.Random(3)
+    terminal, card = SimTerminal.new(0xABCDEF, rng), SimCard.new(0x77, rng)
+    card.transact(RecordType.BLOCK, 1000, NOW, terminal.terminal_id, 5, 9, reference=12)
+    card.transact(RecordType.SETTLE, 900, NOW + 60, terminal.terminal_id, 5, 9, reference=1)
+    return terminal, card
+
+
+def test_canonical_json_ignores_key_order_and_refuses_floats() -> None:
+    assert canonical_json({"b": 1, "a": [2, "x"]}) == b'{"a":[2,"x"],"b":1}'
+    with pytest.raises(FieldValueError, match="float"):
+        canonical_json({"a": 1.5})
+
+
+def test_content_hash_survives_resigning_and_reserialising(parts: tuple[SimTerminal, SimCard]) -> None:
+    terminal, card = parts
+    wire = terminal.batch(BatchKind.TRANSACTIONS, card.items(), NOW, seq=1)
+    again = terminal.batch(BatchKind.TRANSACTIONS, card.items(), NOW, seq=1)
+    assert wire != again  # ECDSA signatures differ ...
+    first, second = SignedBatch.parse(wire), SignedBatch.parse(again)
+    assert first.batch.content_hash() == second.batch.content_hash()  # ... the idempotency key does not
+    pretty = json.dumps(json.loads(wire), indent=2).encode()
+    assert SignedBatch.parse(pretty).batch.content_hash() == first.batch.content_hash()
+
+
+def test_signature_checked_with_the_terminals_key(parts: tuple[SimTerminal, SimCard]) -> None:
+    terminal, card = parts
+    signed = SignedBatch.parse(terminal.batch(BatchKind.TRANSACTIONS, card.items(), NOW))
+    signed.verify(lambda _tid: terminal.key.public_key())
+    impostor = SimTerminal.new(terminal.terminal_id, random.Random(99))
+    with pytest.raises(SignatureError):
+        signed.verify(lambda _tid: impostor.key.public_key())
+
+
+def test_changed_content_does_not_verify(parts: tuple[SimTerminal, SimCard]) -> None:
+    terminal, card = parts
+    document = json.loads(terminal.batch(BatchKind.TRANSACTIONS, card.items(), NOW))
+    document["batch"]["seq"] += 1
+    signed = SignedBatch.parse(json.dumps(document).encode())
+    with pytest.raises(SignatureError):
+        signed.verify(lambda _tid: terminal.key.public_key())
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["batch"].update(kind="cheques"), "batch.kind"),
+        (lambda d: d["batch"].update(extra=1), "unknown fields extra"),
+        (lambda d: d["batch"].pop("seq"), "lacks seq"),
+        (lambda d: d["batch"].update(seq=1.0), "float"),
+        (lambda d: d["batch"].update(version=True), "version"),
+        (lambda d: d["batch"].update(terminal_id="ABC"), "terminal_id"),
+        (lambda d: d["batch"].update(items=[]), "1 to"),
+        (lambda d: d["batch"]["items"][0].update(record="!!"), "base64"),
+        (lambda d: d["batch"]["items"][0].update(record="AAAA"), "expected 124"),
+        (lambda d: d.update(signature="AAAA"), "64 bytes"),
+    ],
+)
+def test_strict_parsing_says_what_is_wrong(parts: tuple[SimTerminal, SimCard], mutate, message: str) -> None:
+    terminal, card = parts
+    document = json.loads(terminal.batch(BatchKind.TRANSACTIONS, card.items(), NOW))
+    mutate(document)
+    with pytest.raises(FormatError, match=message):
+        SignedBatch.parse(json.dumps(document).encode())
+
+
+def test_camp_and_fko_items_round_trip(parts: tuple[SimTerminal, SimCard]) -> None:
+    terminal, card = parts
+    from cardsvc.formats.batch import FkoLedgerEntry
+
+    camp = terminal.batch(BatchKind.CAMP, [card.camp_card("Jaipur", NOW - 10, NOW + 10, 0xF0)], NOW)
+    parsed = SignedBatch.parse(camp).batch
+    assert parsed.kind is BatchKind.CAMP
+    assert parsed.items[0] == card.camp_card("Jaipur", NOW - 10, NOW + 10, 0xF0)
+    ledger = Batch(BatchKind.FKO_LEDGER, 1, 1, NOW, (FkoLedgerEntry(0xF0, (card.card_id,)),))
+    assert SignedBatch.parse(ledger.sign(terminal.key).encode()).batch == ledger
