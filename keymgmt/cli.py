@@ -1,10 +1,357 @@
-"""Command line of keymgmt. Thin: every subcommand calls a service function."""
+"""Command line of keymgmt. Thin: every subcommand calls a KeyManager method and prints its outcome.
+
+Secrets (key passphrases, token PINs) are read from environment variables when set (for scripted
+ceremonies and tests) and otherwise prompted for without echo; they are never printed or logged.
+"""
 
 from __future__ import annotations
 
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
 import click
+
+from cardsvc.pki.chain import explain
+from cardsvc.pki.errors import PkiError, ValidationError
+from cardsvc.pki.revocation import RevocationReason, SubjectKind
+from cardsvc.pki.rights import Right, Role
+from cardsvc.pki.signer import ScryptCost, find_softhsm_module
+from keymgmt.keystore import HOME_ENV, default_home
+from keymgmt.service import Custody, FileCustody, KeyManager, Pkcs11Custody
+
+ROOT_SECRET_ENV = "KEYMGMT_ROOT_SECRET"
+DISTRICT_SECRET_ENV = "KEYMGMT_DISTRICT_SECRET"
+NEW_KEY_SECRET_ENV = "KEYMGMT_NEW_KEY_SECRET"
+TERMINAL_PASSPHRASE_ENV = "KEYMGMT_TERMINAL_PASSPHRASE"
+SCRYPT_N_ENV = "KEYMGMT_SCRYPT_N"  # tests only: a cheaper scrypt cost
+
+TERMINAL_TYPES = {"enrolment": Role.ENROLMENT_TERMINAL, "pos": Role.POS_TERMINAL}
+OFFICER_TYPES = {"fko": Role.FIELD_KEY_OFFICER, "facility-operator": Role.FACILITY_OPERATOR}
+
+
+def _parse_time(text: str) -> datetime:
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _secret(env: str, label: str, *, confirm: bool = False) -> str:
+    value = os.environ.get(env)
+    if value:
+        return value
+    entered: str = click.prompt(label, hide_input=True, confirmation_prompt=confirm)
+    return entered
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(1)
+
+
+def _run(action: Callable[[], Any]) -> Any:
+    """Run a service call; turn every PKI error into one clear line and exit status 1."""
+    try:
+        return action()
+    except ValidationError as exc:
+        _fail(explain(exc))
+    except PkiError as exc:
+        _fail(f"error ({exc.rule}): {exc.message}")
+    except (ValueError, OSError) as exc:
+        _fail(f"error: {exc}")
+
+
+def _manager(ctx: click.Context) -> KeyManager:
+    obj: KeyManager = ctx.obj
+    return obj
+
+
+def _rights(text: str | None) -> Right | None:
+    return None if text is None else Right.parse_names(text)
+
+
+def _custody(kind: str, module: str | None, token: str | None, key_label: str, secret_label: str) -> Custody:
+    if kind == "file":
+        return FileCustody(
+            _secret(NEW_KEY_SECRET_ENV, f"passphrase for the new {secret_label} key", confirm=True).encode()
+        )
+    module = module or find_softhsm_module()
+    if not module or not token:
+        _fail("error: PKCS#11 custody needs --token (and --pkcs11-module if SoftHSM2 is not installed)")
+    pin = _secret(NEW_KEY_SECRET_ENV, f"user PIN of token {token}")
+    return Pkcs11Custody(module=module, token=token, pin=pin, key_label=key_label)
+
+
+def custody_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--key-label", default=None, help="Label of the key in the token (default: the reference)."
+    )(f)
+    f = click.option("--token", default=None, help="PKCS#11 token label (custody pkcs11).")(f)
+    f = click.option("--pkcs11-module", default=None, envvar="PKCS11_MODULE", help="PKCS#11 module path.")(f)
+    f = click.option(
+        "--custody",
+        type=click.Choice(["file", "pkcs11"]),
+        default="file",
+        show_default=True,
+        help="Where the new private key lives: encrypted file in the keystore, or a PKCS#11 token.",
+    )(f)
+    return f
 
 
 @click.group()
-def main() -> None:
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar=HOME_ENV,
+    default=None,
+    help=f"Keystore directory (env {HOME_ENV}; default ~/.keymgmt).",
+)
+@click.option(
+    "--actor", envvar="KEYMGMT_ACTOR", default=None, help="Who acts (audit log); default: login name."
+)
+@click.option("--now", "now_text", default=None, hidden=True, help="Fixed clock (ISO time) for rehearsals.")
+@click.pass_context
+def main(ctx: click.Context, home: Path | None, actor: str | None, now_text: str | None) -> None:
     """Key management: root, districts, officer cards, terminals, revocation, audit."""
+    fixed = _parse_time(now_text) if now_text else None
+    n_env = os.environ.get(SCRYPT_N_ENV)
+    ctx.obj = KeyManager(
+        home or default_home(),
+        actor=actor or getpass.getuser(),
+        now=(lambda: fixed) if fixed else (lambda: datetime.now(UTC)),
+        scrypt_cost=ScryptCost(n=int(n_env)) if n_env else None,
+    )
+
+
+@main.command("init-root")
+@click.argument("reference")
+@custody_options
+@click.option("--years", default=20, show_default=True)
+@click.pass_context
+def init_root(
+    ctx: click.Context,
+    reference: str,
+    custody: str,
+    pkcs11_module: str | None,
+    token: str | None,
+    key_label: str | None,
+    years: int,
+) -> None:
+    """Create the root key and its self-signed certificate (REFERENCE, e.g. INROOT00001)."""
+    c = _custody(custody, pkcs11_module, token, key_label or reference, "root")
+    cert = _run(lambda: _manager(ctx).init_root(reference, c, years=years))
+    click.echo(f"root created: {cert.describe()}")
+
+
+@main.command("add-district")
+@click.argument("reference")
+@custody_options
+@click.option("--rights", default=None, help="Comma-separated rights (default: all).")
+@click.option("--years", default=10, show_default=True)
+@click.pass_context
+def add_district(
+    ctx: click.Context,
+    reference: str,
+    custody: str,
+    pkcs11_module: str | None,
+    token: str | None,
+    key_label: str | None,
+    rights: str | None,
+    years: int,
+) -> None:
+    """Create a district (DKMA) key and certify it under the root."""
+    m = _manager(ctx)
+    root_secret = _secret(ROOT_SECRET_ENV, "root key passphrase / PIN")
+    c = _custody(custody, pkcs11_module, token, key_label or reference, "district")
+    cert = _run(
+        lambda: m.add_district(reference, c, root_secret=root_secret, rights=_rights(rights), years=years)
+    )
+    click.echo(f"district added: {cert.describe()}")
+
+
+@main.command("register-terminal")
+@click.argument("reference")
+@click.option("--district", required=True, help="Reference of the certifying district.")
+@click.option("--type", "kind", type=click.Choice(sorted(TERMINAL_TYPES)), required=True)
+@click.option("--rights", default=None, help="Comma-separated rights (default: by terminal type).")
+@click.option("--years", default=3, show_default=True)
+@click.pass_context
+def register_terminal(
+    ctx: click.Context, reference: str, district: str, kind: str, rights: str | None, years: int
+) -> None:
+    """Generate a terminal key (encrypted at rest) and certify it under a district."""
+    m = _manager(ctx)
+    d_secret = _secret(DISTRICT_SECRET_ENV, f"key passphrase / PIN of {district}")
+    t_pass = _secret(TERMINAL_PASSPHRASE_ENV, "passphrase for the terminal key", confirm=True).encode()
+    cert = _run(
+        lambda: m.register_terminal(
+            reference,
+            district=district,
+            role=TERMINAL_TYPES[kind],
+            district_secret=d_secret,
+            terminal_passphrase=t_pass,
+            rights=_rights(rights),
+            years=years,
+        )
+    )
+    click.echo(f"terminal registered: {cert.describe()}")
+
+
+@main.command("issue-officer")
+@click.argument("reference")
+@click.option("--district", required=True)
+@click.option("--role", "kind", type=click.Choice(sorted(OFFICER_TYPES)), required=True)
+@click.option("--public-key", default=None, help="Officer's public point (hex, 65 bytes) read from the card.")
+@click.option("--generate-key", is_flag=True, help="Demo without a card: generate the key here, encrypted.")
+@click.option("--rights", default=None)
+@click.option("--years", default=3, show_default=True)
+@click.pass_context
+def issue_officer(
+    ctx: click.Context,
+    reference: str,
+    district: str,
+    kind: str,
+    public_key: str | None,
+    generate_key: bool,
+    rights: str | None,
+    years: int,
+) -> None:
+    """Certify an officer (FKO or facility operator) under a district."""
+    m = _manager(ctx)
+    if bool(public_key) == generate_key:
+        _fail("error: give exactly one of --public-key HEX or --generate-key")
+    d_secret = _secret(DISTRICT_SECRET_ENV, f"key passphrase / PIN of {district}")
+    point: bytes | None = None
+    key_custody: Custody | None = None
+    if public_key:
+        try:
+            point = bytes.fromhex(public_key)
+        except ValueError:
+            _fail("error: --public-key must be hex")
+    else:
+        key_custody = FileCustody(
+            _secret(NEW_KEY_SECRET_ENV, "passphrase for the officer key", confirm=True).encode()
+        )
+    cert = _run(
+        lambda: m.issue_officer(
+            reference,
+            district=district,
+            role=OFFICER_TYPES[kind],
+            district_secret=d_secret,
+            public_point=point,
+            key_custody=key_custody,
+            rights=_rights(rights),
+            years=years,
+        )
+    )
+    click.echo(f"officer certified: {cert.describe()}")
+
+
+@main.command()
+@click.argument("subject")
+@click.option(
+    "--by", "by", required=True, help="Revoking authority: the root or the district that certified it."
+)
+@click.option(
+    "--reason", type=click.Choice([r.name.lower() for r in RevocationReason]), default="unspecified"
+)
+@click.option("--kind", type=click.Choice([k.name.lower() for k in SubjectKind]), default=None)
+@click.option("--at", "at_text", default=None, help="Revocation time (ISO, UTC); default now.")
+@click.pass_context
+def revoke(
+    ctx: click.Context, subject: str, by: str, reason: str, kind: str | None, at_text: str | None
+) -> None:
+    """Record a revocation; `publish` puts it into the next signed list."""
+    m = _manager(ctx)
+    entry = _run(
+        lambda: m.revoke(
+            subject,
+            by=by,
+            reason=RevocationReason[reason.upper()],
+            kind=SubjectKind[kind.upper()] if kind else None,
+            at=_parse_time(at_text) if at_text else None,
+        )
+    )
+    click.echo(
+        f"revoked {entry.subject} ({entry.kind.name}) at {entry.revoked_at:%Y-%m-%dT%H:%M:%SZ}; "
+        "publish to take effect"
+    )
+
+
+@main.command()
+@click.option("--by", "by", required=True, help="Issuer of the list (root or district reference).")
+@click.pass_context
+def publish(ctx: click.Context, by: str) -> None:
+    """Sign and store the next version of an issuer's revocation list."""
+    m = _manager(ctx)
+    is_root = _run(lambda: m.store.root_certificate().chr == by)
+    secret = _secret(ROOT_SECRET_ENV if is_root else DISTRICT_SECRET_ENV, f"key passphrase / PIN of {by}")
+    rl, path = _run(lambda: m.publish(by=by, secret=secret))
+    click.echo(f"published {rl.issuer} v{rl.version} with {len(rl.entries)} entries: {path}")
+
+
+@main.command()
+@click.argument("reference")
+@click.pass_context
+def show(ctx: click.Context, reference: str) -> None:
+    """Show a holder's certificate chain, top first."""
+    m = _manager(ctx)
+    root = _run(lambda: m.store.root_certificate())
+    certs = _run(lambda: m.chain(reference))
+    for depth, cert in enumerate([root, *certs]):
+        click.echo("  " * depth + cert.describe())
+
+
+@main.command()
+@click.argument("reference")
+@click.option("--at", "at_text", default=None, help="Validate at this time (ISO); default now.")
+@click.option("--require", "require", default=None, help="Rights the holder must have, comma-separated.")
+@click.pass_context
+def verify(ctx: click.Context, reference: str, at_text: str | None, require: str | None) -> None:
+    """Validate a holder's chain as a terminal would (root key + published lists). Exit 1 if refused."""
+    m = _manager(ctx)
+    required = _rights(require) or Right.NONE
+    result = _run(
+        lambda: m.verify(reference, at=_parse_time(at_text) if at_text else None, required=required)
+    )
+    m.audit.append(actor=m.actor, action="chain.verify", subject=reference, details={"result": "valid"})
+    click.echo(f"valid: {result.leaf.describe()}")
+
+
+@main.command("export-chain")
+@click.argument("reference")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def export_chain(ctx: click.Context, reference: str, out: Path) -> None:
+    """Write the root certificate and REFERENCE's chain (concatenated CV certificates) to OUT."""
+    m = _manager(ctx)
+    certs = _run(lambda: [m.store.root_certificate(), *m.chain(reference)])
+    out.write_bytes(b"".join(c.encode() for c in certs))
+    click.echo(f"wrote {len(certs)} certificates to {out}")
+
+
+@main.group()
+def audit() -> None:
+    """The append-only, hash-chained audit log."""
+
+
+@audit.command("verify")
+@click.pass_context
+def audit_verify(ctx: click.Context) -> None:
+    """Check every entry's hash chain and signature; name the first tampered entry."""
+    m = _manager(ctx.find_root())
+    count = _run(lambda: m.verify_audit())
+    click.echo(f"audit log intact: {count} entries")
+
+
+@audit.command("show")
+@click.pass_context
+def audit_show(ctx: click.Context) -> None:
+    """Print the log, one entry a line."""
+    m = _manager(ctx.find_root())
+    for e in _run(lambda: list(m.audit.entries())):
+        signed = f" signed-by={e['signer']}" if "sig" in e else ""
+        click.echo(f"{e['seq']:>5} {e['time']} {e['actor']:<12} {e['action']:<18} {e['subject']}{signed}")
