@@ -317,7 +317,6 @@ def verify(ctx: click.Context, reference: str, at_text: str | None, require: str
     result = _run(
         lambda: m.verify(reference, at=_parse_time(at_text) if at_text else None, required=required)
     )
-    m.audit.append(actor=m.actor, action="chain.verify", subject=reference, details={"result": "valid"})
     click.echo(f"valid: {result.leaf.describe()}")
 
 

@@ -4,9 +4,9 @@ Layout (documented in docs/keymgmt.md)::
 
     HOME/
       root/root.cvc                 self-signed root certificate
-      root/custody.json             where the root key is: {"kind": "file", "file": "root.key"} or
+      root/custody.json             where the root key is: {"kind": "file", "file": "key.enc"} or
                                     {"kind": "pkcs11", "module": ..., "token": ..., "label": ...}
-      root/root.key                 (file custody) scrypt + AES-GCM encrypted PKCS#8
+      root/key.enc                  (file custody) scrypt + AES-GCM encrypted PKCS#8
       districts/<CHR>/cert.cvc, custody.json, key.enc
       holders/<CHR>/cert.cvc        officers and terminals
       holders/<CHR>/holder.json     {"role": ..., "district": ...}

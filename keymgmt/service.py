@@ -499,13 +499,19 @@ class KeyManager:
     def verify(self, chr: str, *, at: datetime | None = None, required: Right = Right.NONE) -> ValidatedChain:
         """Validate ``chr``'s chain as a terminal would: root key only, published revocation lists."""
         when = at or self.now()
-        result = validate_chain(
-            self.store.chain(chr),
-            self.anchor(),
-            now=when,
-            required=required,
-            revocations=self.revocation_store(),
-        )
+        details: dict[str, Any] = {"at": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "required": required.names()}
+        try:
+            result = validate_chain(
+                self.store.chain(chr),
+                self.anchor(),
+                now=when,
+                required=required,
+                revocations=self.revocation_store(),
+            )
+        except PkiError as exc:
+            self._record("chain.verify", chr, details | {"result": "refused", "rule": exc.rule}, None, None)
+            raise
+        self._record("chain.verify", chr, details | {"result": "valid"}, None, None)
         return result
 
     def audit_public_keys(self) -> dict[str, bytes]:
