@@ -60,7 +60,7 @@ class SimCard:
         balance = expected_balance(draft, self.balance, blocked)
         if balance is None or balance < 0:
             raise ValueError(f"card {self.card_id:016x} cannot do {record_type.name} of {amount}")
-        record = replace(draft, balance_after=balance, **overrides).signed_with(self.key)
+        record = replace(draft, **{"balance_after": balance, **overrides}).signed_with(self.key)
         self.counter = record.counter
         self.balance = record.balance_after
         self.link = record.link()
