@@ -16,7 +16,12 @@ from sqlalchemy import select
 from cardsvc.central.extensions import get_db
 from cardsvc.central.models import FlagRow
 from cardsvc.central.services.reconcile import FlagKind, ReconcileReport, distance_km, reconcile
-from cardsvc.central.services.terminals import add_facility, register_terminal, revoke_operator, revoke_terminal
+from cardsvc.central.services.terminals import (
+    add_facility,
+    register_terminal,
+    revoke_operator,
+    revoke_terminal,
+)
 from cardsvc.central.testing import FixedClock, SimCard, SimTerminal
 from cardsvc.formats.batch import BatchKind, FkoLedgerEntry, Item
 from cardsvc.formats.transaction import RecordType
@@ -53,7 +58,9 @@ class World:
         response = self.app.test_client().post("/api/v1/batches", data=body, headers=headers)
         assert response.status_code == 201, response.get_json()
 
-    def debit(self, card: SimCard, kind: RecordType, amount: int, at: int, facility: int = JAIPUR, **kw: object):
+    def debit(
+        self, card: SimCard, kind: RecordType, amount: int, at: int, facility: int = JAIPUR, **kw: object
+    ):
         terminal = int(kw.pop("terminal", self.terminal.terminal_id))  # type: ignore[call-overload]
         operator = int(kw.pop("operator", OPERATOR))  # type: ignore[call-overload]
         return card.transact(kind, amount, at, terminal, operator, facility, **kw)  # type: ignore[arg-type]
@@ -129,7 +136,7 @@ def test_gap_flagged_until_the_missing_record_arrives(world: World) -> None:
 def test_balance_that_does_not_add_up_flagged(world: World) -> None:
     card = world.card()
     world.debit(card, RecordType.CASH, 50_000, world.now - 3 * DAY)
-    world.debit(card, RecordType.CASH, 50_000, world.now - 2 * DAY, balance_after=2_990_000)  # 40,000 too much
+    world.debit(card, RecordType.CASH, 50_000, world.now - 2 * DAY, balance_after=2_990_000)  # 40,000 high
     world.upload(BatchKind.TRANSACTIONS, card.items())
     world.reconcile()
     [flag] = world.flags(FlagKind.BALANCE_MISMATCH)
@@ -185,8 +192,10 @@ def test_facility_package_mix_far_from_peers_flagged(world: World) -> None:
             if facility_id == 14 and n < 24:
                 package = 999  # 60% of this hospital's admissions are one package peers rarely use
             else:
-                package = mix_rng.choice(common + [999] if n == 0 else common)
-            world.debit(card, RecordType.BLOCK, 10_000, world.now - DAY, facility=facility_id, reference=package)
+                package = mix_rng.choice([*common, 999] if n == 0 else common)
+            world.debit(
+                card, RecordType.BLOCK, 10_000, world.now - DAY, facility=facility_id, reference=package
+            )
             items += card.items()
     world.upload(BatchKind.TRANSACTIONS, items)
     world.reconcile()
@@ -203,7 +212,7 @@ def test_actions_by_revoked_terminal_and_operator_after_revocation_flagged(world
         revoke_operator(session, 0xC1E4, world.now - 10 * DAY)
         session.commit()
     card = world.card()
-    world.debit(card, RecordType.CASH, 1_000, world.now - 12 * DAY, terminal=rogue.terminal_id)  # before: fine
+    world.debit(card, RecordType.CASH, 1_000, world.now - 12 * DAY, terminal=rogue.terminal_id)  # before
     world.debit(card, RecordType.CASH, 1_000, world.now - 8 * DAY, terminal=rogue.terminal_id)
     world.debit(card, RecordType.CASH, 1_000, world.now - 7 * DAY, operator=0xC1E4)
     world.upload(BatchKind.TRANSACTIONS, card.items())  # relayed by a terminal in good standing
