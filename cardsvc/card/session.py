@@ -142,7 +142,8 @@ class Iso7816Session:
             pos = offset + len(out)
             data, end = self._read_chunk(pos, want, sensitive)
             out += data
-            if end or not data or (length is None and len(data) < want):
+            short_even_read = pos <= _MAX_EVEN_OFFSET and len(data) < want  # B0: fewer bytes = end of file
+            if end or not data or (length is None and short_even_read):
                 break
             if len(out) > _MAX_FILE:
                 raise ProtocolError(f"file larger than {_MAX_FILE} bytes: refusing to read on")
