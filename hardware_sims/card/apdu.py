@@ -66,3 +66,25 @@ def parse_command(raw: bytes, *, max_command: int, extended_allowed: bool) -> Co
         le = int.from_bytes(raw[-2:], "big")
         return CommandApdu(cla, ins, p1, p2, raw[7:7 + lc], le or 65536, True)
     raise IsoError(SW.WRONG_LENGTH, f"extended Lc={lc} does not match the {n - 7} bytes that follow")
+
+
+def build_command(cla: int, ins: int, p1: int, p2: int, data: bytes = b"", ne: int = 0,
+                  *, extended: bool | None = None) -> bytes:
+    """Encode a command APDU (tests, benchmarks and demo scripts drive the simulator with it).
+
+    ``extended`` None picks the short form when data and Ne fit in it.
+    """
+    if extended is None:
+        extended = len(data) > 255 or ne > 256
+    header = bytes([cla, ins, p1, p2])
+    if not extended:
+        body = (bytes([len(data)]) + data) if data else b""
+        le = bytes([ne & 0xFF]) if ne else b""
+        return header + body + le
+    body = (b"\x00" + len(data).to_bytes(2, "big") + data) if data else b""
+    le = b""
+    if ne:
+        le = (ne & 0xFFFF).to_bytes(2, "big")
+        if not data:
+            le = b"\x00" + le
+    return header + body + le

@@ -28,6 +28,8 @@ EF_EITHER = 0x0104  # read PIN OR TERMINAL_RIGHT(read_protected); update NEVER
 
 INS_ATOMIC_UPDATE = 0x10
 """CLA 80 INS 10: data = repeated (FID 2 | offset 2 | length 2 | bytes); all files change or none."""
+INS_CREATE_EF = 0x12
+"""CLA 80 INS 12 (PIN): data = FID 2 | size 3: a new EF, read/update ALWAYS (6A84 when the card is full)."""
 
 DEFAULT_PIN = b"123456"
 DEFAULT_PUK = b"12345678"
@@ -63,6 +65,8 @@ class GenericApplication(Application):
         card.create_key_slot(self, SIGNING_KEY, {Op.USE: Pin(PIN_REF), Op.GENERATE: Pin(PIN_REF)})
 
     def process(self, apdu: CommandApdu, card: CardServices) -> Response:
+        if apdu.ins == INS_CREATE_EF:
+            return self._create_ef(apdu, card)
         if apdu.ins != INS_ATOMIC_UPDATE:
             return super().process(apdu, card)
         if apdu.p1p2 != 0:
@@ -74,6 +78,17 @@ class GenericApplication(Application):
                 card.require(header.rule(Op.UPDATE), header.df_scope, f"updating EF {fid:04X}")
                 card.write_file(self, fid, offset, data)
                 card.checkpoint(f"atomic update: file {i + 1} of {len(writes)} staged")
+        return b"", SW.OK
+
+    def _create_ef(self, apdu: CommandApdu, card: CardServices) -> Response:
+        card.require(Pin(PIN_REF), card.app_df(self), "creating a file")
+        if len(apdu.data) != 5:
+            raise IsoError(SW.WRONG_LENGTH, "CREATE EF takes FID (2) and size (3)")
+        fid = int.from_bytes(apdu.data[:2], "big")
+        size = int.from_bytes(apdu.data[2:], "big")
+        if size == 0:
+            raise IsoError(SW.WRONG_DATA, "a file needs at least one byte")
+        card.create_ef(self, fid, size, {Op.READ: ALWAYS, Op.UPDATE: ALWAYS})
         return b"", SW.OK
 
 
