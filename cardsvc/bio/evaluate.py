@@ -169,8 +169,11 @@ class MatcherResult:
 def run_pairs(
     prepared: Sequence[Any], pairs: Sequence[tuple[int, int]], compare: Callable[[Any, Any], float]
 ) -> tuple[list[float], float]:
+    from cardsvc.bio.mcc import single_threaded_blas
+
     start = time.perf_counter()
-    scores = [compare(prepared[i], prepared[j]) for i, j in pairs]
+    with single_threaded_blas():
+        scores = [compare(prepared[i], prepared[j]) for i, j in pairs]
     return scores, time.perf_counter() - start
 
 

@@ -69,7 +69,8 @@ class Matcher:
 
     def similarity(self, a: TemplateLike, b: TemplateLike) -> float:
         """The raw LSS-R similarity in [0, 1] (uncalibrated)."""
-        return mcc.lssr_score(self._encoded(a), self._encoded(b), self.params)
+        with mcc.single_threaded_blas():
+            return mcc.lssr_score(self._encoded(a), self._encoded(b), self.params)
 
     def compare(self, a: TemplateLike, b: TemplateLike) -> float:
         """Calibrated score: -10 * log10(FMR)."""

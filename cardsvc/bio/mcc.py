@@ -17,10 +17,13 @@ which matches the ISO angle convention of `cardsvc.bio.template` once y is negat
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -101,6 +104,41 @@ def _inside_enlarged_hull(points: NDArray[np.float64], sites: NDArray[np.float64
     return np.asarray(inside | (dist <= margin))
 
 
+_blas_depth = 0
+_blas_controller: Any = None
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Run the enclosed matrix products on one BLAS thread.
+
+    The cylinder products are tiny (about 40 x 1236 x 40): OpenBLAS's thread hand-off costs more than it
+    saves, five times more on a busy two-core machine. Nested uses cost nothing, so wrap whole loops.
+    """
+    global _blas_depth, _blas_controller
+    if _blas_depth:
+        _blas_depth += 1
+        try:
+            yield
+        finally:
+            _blas_depth -= 1
+        return
+    try:
+        if _blas_controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            _blas_controller = ThreadpoolController()
+        limiter: Any = _blas_controller.limit(limits=1, user_api="blas")
+    except ImportError:  # threadpoolctl absent: correct, only slower
+        limiter = contextlib.nullcontext()
+    _blas_depth += 1
+    try:
+        with limiter:
+            yield
+    finally:
+        _blas_depth -= 1
+
+
 ENCODING_MAGIC = b"MCC1"
 
 
@@ -118,6 +156,7 @@ class EncodedTemplate:
     validity: NDArray[np.uint8]  # (n, ceil(cells / 8)) packed spatial-cell validity
     n_minutiae: int  # minutiae in the template, valid cylinder or not
     _unpacked: tuple[F32, F32, F32] | None = field(default=None, repr=False, compare=False)
+    _geometry: tuple[F32, F32, F32, F32] | None = field(default=None, repr=False, compare=False)
 
     @property
     def count(self) -> int:
@@ -134,9 +173,28 @@ class EncodedTemplate:
             self._unpacked = (vals, counts, valid)
         return self._unpacked
 
+    def geometry(self) -> tuple[F32, F32, F32, F32]:
+        """Pairwise (distance, direction difference, radial angle) of the minutiae, and unit directions.
+
+        LSS-R needs these for the selected pairs only; computing them once per template makes a
+        comparison an indexing operation.
+        """
+        if self._geometry is None:
+            xy = self.xy.astype(np.float64)
+            th = self.theta.astype(np.float64)
+            dx = xy[None, :, 0] - xy[:, None, 0]
+            dy = xy[None, :, 1] - xy[:, None, 1]
+            dist = np.hypot(dx, dy).astype(np.float32)
+            ddir = _wrap(th[:, None] - th[None, :]).astype(np.float32)
+            radial = _wrap(th[:, None] - np.arctan2(dy, dx)).astype(np.float32)
+            unit = np.stack([np.cos(th), np.sin(th)], axis=1).astype(np.float32)
+            self._geometry = (dist, ddir, radial, unit)
+        return self._geometry
+
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
         state["_unpacked"] = None
+        state["_geometry"] = None
         return state
 
     def to_bytes(self) -> bytes:
@@ -229,26 +287,37 @@ def encode(template: FingerTemplate, params: MccParams = MccParams()) -> Encoded
 
 
 def local_similarities(a: EncodedTemplate, b: EncodedTemplate, params: MccParams = MccParams()) -> F32:
-    """Gamma: bit-MCC similarity 1 - sqrt(|ca^cb|) / (sqrt|ca| + sqrt|cb|) over commonly valid cells."""
+    """Gamma: bit-MCC similarity 1 - sqrt(|ca^cb|) / (sqrt|ca| + sqrt|cb|) over commonly valid cells.
+
+    |ca ^ cb| restricted to cells valid in both = |ca & vb| + |va & cb| - 2 |ca & cb|, each a 0/1 dot product.
+    """
     va, ca, ma = a.unpacked(params)
     vb, cb, mb = b.unpacked(params)
-    both = va @ vb.T  # bits set in both (both are then valid)
+    both = va @ vb.T  # bits set in both (both cells are then valid)
     na = ca @ mb.T  # a's bits on cells valid in b
     nb = ma @ cb.T
     common = ma @ mb.T
     nx = np.maximum(na + nb - 2.0 * both, 0.0)
     denom = np.sqrt(na) + np.sqrt(nb)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gamma = np.where(denom > 0, 1.0 - np.sqrt(nx) / denom, 0.0).astype(np.float32)
-    ncell = ma.shape[1] if ma.ndim == 2 and ma.shape[1] else _disc_cells(params).shape[0]
+    denom[denom == 0] = np.inf
+    gamma = 1.0 - np.sqrt(nx) / denom
+    ncell = _disc_cells(params).shape[0]
     gamma[common < params.min_matchable * ncell] = 0.0
-    dtheta = np.abs(_wrap(a.theta[:, None].astype(np.float64) - b.theta[None, :]))
-    gamma[dtheta > params.max_direction_difference] = 0.0
+    # directions more than 90 degrees apart never pair: cos(theta_a - theta_b) < 0
+    cos_limit = math.cos(params.max_direction_difference)
+    gamma[a.geometry()[3] @ b.geometry()[3].T < cos_limit - 1e-6] = 0.0
     return gamma
 
 
-def _sigmoid(v: NDArray[np.float64], mu: float, tau: float) -> NDArray[np.float64]:
-    return np.asarray(1.0 / (1.0 + np.exp(-tau * (v - mu))))
+def _angle_gap(d: F32) -> F32:
+    """|wrap(d)| for d in (-2 pi, 2 pi): the absolute angular difference in [0, pi]."""
+    d = np.abs(d)
+    return np.minimum(d, np.float32(TWO_PI) - d)
+
+
+def _rho(d: F32, mu: float, tau: float) -> F32:
+    """1 + exp(-tau (d - mu)): the reciprocal of the paper's sigmoid, clipped against overflow."""
+    return 1.0 + np.exp(np.minimum(-tau * (d - mu), 25.0))
 
 
 def pairs_to_consider(na: int, nb: int, params: MccParams) -> int:
@@ -272,33 +341,27 @@ def lssr_score(
     else:
         top = np.arange(flat.size)
     top = top[flat[top] > 0]
-    if top.size == 0:
-        return 0.0
-    ia, ib = np.divmod(top, gamma.shape[1])
-    lam0 = flat[top].astype(np.float64)
-    n_p = pairs_to_consider(a.count, b.count, params)
-    if top.size == 1:
+    if top.size < 2:
         return 0.0  # a single pair has nothing to be consistent with
-    pa = a.xy[ia].astype(np.float64)
-    pb = b.xy[ib].astype(np.float64)
-    ta = a.theta[ia].astype(np.float64)
-    tb = b.theta[ib].astype(np.float64)
-    da = np.hypot(pa[:, None, 0] - pa[None, :, 0], pa[:, None, 1] - pa[None, :, 1])
-    db = np.hypot(pb[:, None, 0] - pb[None, :, 0], pb[:, None, 1] - pb[None, :, 1])
-    d1 = np.abs(da - db)
-    d2 = np.abs(_wrap(_wrap(ta[:, None] - ta[None, :]) - _wrap(tb[:, None] - tb[None, :])))
-    ra = _wrap(ta[:, None] - np.arctan2(pa[None, :, 1] - pa[:, None, 1], pa[None, :, 0] - pa[:, None, 0]))
-    rb = _wrap(tb[:, None] - np.arctan2(pb[None, :, 1] - pb[:, None, 1], pb[None, :, 0] - pb[:, None, 0]))
-    d3 = np.abs(_wrap(ra - rb))
+    ia, ib = np.divmod(top, gamma.shape[1])
+    lam0 = flat[top]
+    dist_a, dir_a, rad_a, _ = a.geometry()
+    dist_b, dir_b, rad_b, _ = b.geometry()
+    ra, ca = ia[:, None], ia[None, :]
+    rb, cb = ib[:, None], ib[None, :]
+    d1 = np.abs(dist_a[ra, ca] - dist_b[rb, cb])
+    d2 = _angle_gap(dir_a[ra, ca] - dir_b[rb, cb])
+    d3 = _angle_gap(rad_a[ra, ca] - rad_b[rb, cb])
     mu, tau = params.mu_rho, params.tau_rho
-    rho = _sigmoid(d1, mu[0], tau[0]) * _sigmoid(d2, mu[1], tau[1]) * _sigmoid(d3, mu[2], tau[2])
+    rho = 1.0 / (_rho(d1, mu[0], tau[0]) * _rho(d2, mu[1], tau[1]) * _rho(d3, mu[2], tau[2]))
     np.fill_diagonal(rho, 0.0)
     w = params.relax_weight
-    lam = lam0
-    scale = (1 - w) / (lam0.size - 1)
+    rho *= (1 - w) / (lam0.size - 1)
+    lam: NDArray[Any] = lam0
     for _ in range(params.relax_iterations):
-        lam = w * lam + scale * (rho @ lam)
+        lam = w * lam + rho @ lam
     efficiency = lam / lam0
+    n_p = pairs_to_consider(a.count, b.count, params)
     k = min(n_p, lam.size)
     best = np.argpartition(-efficiency, k - 1)[:k]
     return float(lam[best].sum() / n_p)
