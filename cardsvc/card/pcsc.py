@@ -124,15 +124,25 @@ class PcscContext:
             return matches[0]
         raise NoReaderError(f"no reader named {reader!r}; readers: {readers or 'none'}")
 
-    def card_present(self, reader: str) -> bool:
+    def reader_state(self, reader: str) -> tuple[int, int]:
+        """(event counter, state flags) of ``reader``; the counter moves on every insertion and removal."""
         (states,) = _check(
             scard.SCardGetStatusChange(self.handle, 0, [(reader, scard.SCARD_STATE_UNAWARE)]),
             f"reading the state of {reader!r}",
         )
-        return bool(states[0][1] & scard.SCARD_STATE_PRESENT)
+        event = int(states[0][1])
+        return event >> 16, event & 0xFFFF
 
-    def wait_for_card(self, reader: str, timeout: float) -> None:
-        """Block until a card is present in ``reader``; CardWaitTimeoutError after ``timeout`` seconds."""
+    def card_present(self, reader: str) -> bool:
+        return bool(self.reader_state(reader)[1] & scard.SCARD_STATE_PRESENT)
+
+    def wait_for_card(self, reader: str, timeout: float, *, not_event: int | None = None) -> None:
+        """Block until a card is present in ``reader``; CardWaitTimeoutError after ``timeout`` seconds.
+
+        With ``not_event`` (an event counter from :meth:`reader_state`), a card that was present at that
+        event does not count: only a new insertion does. pcscd notices a removal at its next poll, so
+        without this a stale "present" would end the wait before the card is back.
+        """
         deadline = time.monotonic() + timeout
         state = scard.SCARD_STATE_UNAWARE
         while True:
@@ -143,8 +153,9 @@ class PcscContext:
             if hresult == PcscCode.E_TIMEOUT:
                 raise CardWaitTimeoutError(f"no card inserted in {reader!r} within {timeout:g} s")
             _check(hresult, f"waiting for a card in {reader!r}")
-            event = states[0][1]
-            if event & scard.SCARD_STATE_PRESENT and not event & scard.SCARD_STATE_MUTE:
+            event = int(states[0][1])
+            present = event & scard.SCARD_STATE_PRESENT and not event & scard.SCARD_STATE_MUTE
+            if present and (not_event is None or event >> 16 != not_event):
                 return
             if remaining <= 0:
                 raise CardWaitTimeoutError(f"no card inserted in {reader!r} within {timeout:g} s")
@@ -216,6 +227,7 @@ class PcscConnection:
             f"connecting to {self.reader!r}",
         )
         self._hcard = hcard
+        self._event_count = self._context.reader_state(self.reader)[0]
         self._pci = scard.SCARD_PCI_T1 if protocol == scard.SCARD_PROTOCOL_T1 else scard.SCARD_PCI_T0
         self.protocol = protocol
 
@@ -248,7 +260,16 @@ class PcscConnection:
         a card first (after a removal).
         """
         if wait is not None:
-            self._context.wait_for_card(self.reader, wait)
+            # After a removal the old handle is dead: drop it and connect afresh to a NEW insertion.
+            if self._hcard is not None:
+                scard.SCardDisconnect(self._hcard, scard.SCARD_LEAVE_CARD)
+                self._hcard = None
+            try:
+                self._context.wait_for_card(self.reader, wait, not_event=self._event_count)
+            except CardWaitTimeoutError:
+                # Reinserted faster than pcscd polls (no event seen): if a card is there, try it.
+                if not self._context.card_present(self.reader):
+                    raise
         if self._hcard is not None:
             hresult, protocol = scard.SCardReconnect(
                 self._hcard, self._share, scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1, initialization
