@@ -11,3 +11,4 @@ def main() -> None:
 
 
 main.add_command(__import__("hardware_sims.sensor.cli", fromlist=["sensor"]).sensor)
+main.add_command(__import__("hardware_sims.card.cli", fromlist=["card_group"]).card_group)
