@@ -354,3 +354,12 @@ def audit_show(ctx: click.Context) -> None:
     for e in _run(lambda: list(m.audit.entries())):
         signed = f" signed-by={e['signer']}" if "sig" in e else ""
         click.echo(f"{e['seq']:>5} {e['time']} {e['actor']:<12} {e['action']:<18} {e['subject']}{signed}")
+
+
+@main.command()
+@click.option("--rounds", default=500, show_default=True, help="Repetitions behind each median.")
+def bench(rounds: int) -> None:
+    """Print PKI speed figures beside their ceilings; exit 1 if one is over (docs/keymgmt.md)."""
+    from cardsvc.pki.bench import main as bench_main
+
+    sys.exit(bench_main(rounds=rounds))

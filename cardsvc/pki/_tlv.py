@@ -1,7 +1,8 @@
 """Minimal BER-TLV (ISO 7816-4 / BER) for the PKI formats: pure functions, no I/O.
 
 Private to cardsvc.pki until the shared cardsvc/tlv.py lands; only what certificates and revocation lists
-need: multi-byte tags, definite lengths up to 0xFFFF, constructed values parsed on demand.
+need: multi-byte tags, definite lengths up to 16 MiB (revocation lists grow large), constructed
+values parsed on demand.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def encode_length(n: int) -> bytes:
         return bytes([0x81, n])
     if n <= 0xFFFF:
         return bytes([0x82]) + n.to_bytes(2, "big")
-    raise ValueError(f"TLV value of {n} bytes is too long for these formats (max 65535)")
+    if n <= 0xFFFFFF:
+        return bytes([0x83]) + n.to_bytes(3, "big")
+    raise FormatError(f"TLV value of {n} bytes is too long for these formats (max 16 MiB)")
 
 
 def tlv(tag: int, value: bytes) -> bytes:
@@ -76,12 +79,12 @@ def parse_one(data: bytes, offset: int = 0) -> tuple[Tlv, int]:
     offset += 1
     if lb < 0x80:
         length = lb
-    elif lb in (0x81, 0x82):
+    elif lb in (0x81, 0x82, 0x83):
         k = lb - 0x80
         if offset + k > n:
             raise FormatError(f"truncated TLV: length of tag {tag:X}")
         length = int.from_bytes(data[offset : offset + k], "big")
-        if (k == 1 and length < 0x80) or (k == 2 and length < 0x100):
+        if length < (0x80 if k == 1 else 1 << (8 * (k - 1))):
             raise FormatError(f"non-minimal length encoding for tag {tag:X}")
         offset += k
     else:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
+from functools import cached_property
 
 from cardsvc.pki._tlv import expect_sequence, parse_all, parse_single, tlv
 from cardsvc.pki.chain import Revocation, TrustAnchor, validate_chain
@@ -189,11 +190,13 @@ class RevocationList:
             body=tlv(RevocationTag.BODY, body_value),
         )
 
+    @cached_property
+    def _index(self) -> dict[str, RevocationEntry]:
+        return {e.subject: e for e in self.entries}
+
     def entry_for(self, subject: str) -> RevocationEntry | None:
-        for e in self.entries:
-            if e.subject == subject:
-                return e
-        return None
+        """O(1) lookup (terminals hold lists of many thousand cards)."""
+        return self._index.get(subject)
 
 
 def build_revocation_list(

@@ -112,7 +112,10 @@ _OPERATIONS = (
 ROLE_MAX_RIGHTS: dict[Role, Right] = {
     Role.ROOT: Right.all(),
     Role.DISTRICT: Right.all(),
-    Role.FIELD_KEY_OFFICER: Right.CERTIFY | Right.ACTIVATE_CARD | Right.ENROL | Right.READ_PROFILE
+    Role.FIELD_KEY_OFFICER: Right.CERTIFY
+    | Right.ACTIVATE_CARD
+    | Right.ENROL
+    | Right.READ_PROFILE
     | Right.READ_TEMPLATES,
     Role.FACILITY_OPERATOR: _OPERATIONS,
     Role.ENROLMENT_TERMINAL: Right.ENROL | Right.READ_PROFILE | Right.READ_TEMPLATES | Right.RENEW,

@@ -1,0 +1,213 @@
+"""PKI benchmark: each figure printed beside its ceiling; exit status 1 if any figure is over its ceiling.
+
+Run: ``.venv/bin/keymgmt bench`` (or ``.venv/bin/python -m cardsvc.pki.bench``). Ceilings come from
+/work/shared/HARDWARE.md (ECDSA P-256 about 15,000 verifies/s and SoftHSM2 about 8,600 signs/s per core)
+with headroom for a noisy shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from cardsvc.pki.chain import TrustAnchor, validate_chain
+from cardsvc.pki.cvc import CvCertificate, issue_certificate, self_signed_root
+from cardsvc.pki.revocation import (
+    RevocationEntry,
+    RevocationList,
+    RevocationStore,
+    SubjectKind,
+    build_revocation_list,
+)
+from cardsvc.pki.rights import DEFAULT_RIGHTS, Right, Role
+from cardsvc.pki.signer import FileSigner, ScryptCost, Signer, SoftwareSigner, find_softhsm_module
+from cardsvc.pki.termauth import authenticate_terminal, sign_terminal_auth
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    value: float
+    unit: str
+    ceiling: float
+
+    @property
+    def ok(self) -> bool:
+        return self.value <= self.ceiling
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else "OVER"
+        value = f"{self.value:>10.3f} {self.unit:<4}"
+        return f"{mark} {self.name:<58} {value} (ceiling {self.ceiling:g} {self.unit})"
+
+
+def _median_ms(fn: Callable[[], object], rounds: int) -> float:
+    samples = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples) * 1000
+
+
+def _issue(issuer_signer: Signer, car: str, chr: str, role: Role, signer: Signer) -> CvCertificate:
+    return issue_certificate(
+        issuer_signer,
+        car=car,
+        chr=chr,
+        public_point=signer.public_key(),
+        role=role,
+        rights=DEFAULT_RIGHTS[role],
+        effective=date(2026, 1, 1),
+        expiry=date(2030, 12, 31),
+    )
+
+
+def run(rounds: int = 500, list_entries: int = 10_000) -> list[Figure]:
+    root_key, district_key, fko_key, card_key, pos_key = (SoftwareSigner.generate() for _ in range(5))
+    root = self_signed_root(root_key, chr="INROOT00001", effective=date(2026, 1, 1), expiry=date(2036, 1, 1))
+    anchor = TrustAnchor.from_certificate(root)
+    district = _issue(root_key, root.chr, "INDKMA-PATNA1", Role.DISTRICT, district_key)
+    fko = _issue(district_key, district.chr, "INFKO-PAT-0007", Role.FIELD_KEY_OFFICER, fko_key)
+    card = _issue(fko_key, fko.chr, "CARD-10000000001", Role.BENEFICIARY_CARD, card_key)
+    pos = _issue(district_key, district.chr, "INTRM-POS-0001", Role.POS_TERMINAL, pos_key)
+    card_chain = [c.encode() for c in (district, fko, card)]
+
+    entries = [
+        RevocationEntry(f"CARD-{i:011d}", SubjectKind.CARD, NOW - timedelta(days=1))
+        for i in range(list_entries)
+    ]
+    t = time.perf_counter()
+    rl = build_revocation_list(district_key, issuer=district.chr, version=1, issued_at=NOW, entries=entries)
+    build_s = time.perf_counter() - t
+    raw_list = rl.encode()
+    t = time.perf_counter()
+    store = RevocationStore(anchor)
+    store.offer(RevocationList.parse(raw_list), now=NOW, issuer_chain=[district])
+    load_s = time.perf_counter() - t
+
+    figures = [
+        Figure(
+            "parse one CV certificate (median)",
+            _median_ms(lambda: CvCertificate.parse(card_chain[2]), rounds),
+            "ms",
+            0.2,
+        ),
+        Figure(
+            "validate card chain, 3 certificates, no lists (median)",
+            _median_ms(lambda: validate_chain(card_chain, anchor, now=NOW), rounds),
+            "ms",
+            2.0,
+        ),
+        Figure(
+            f"validate card chain against a {list_entries}-entry list (median)",
+            _median_ms(lambda: validate_chain(card_chain, anchor, now=NOW, revocations=store), rounds),
+            "ms",
+            2.0,
+        ),
+    ]
+    challenge = bytes(range(8))
+    sig = sign_terminal_auth(pos_key, challenge=challenge, card_id=card.chr, terminal_chr=pos.chr)
+    pos_chain = [district, pos]
+    figures.append(
+        Figure(
+            "terminal authentication check on the card side (median)",
+            _median_ms(
+                lambda: authenticate_terminal(
+                    pos_chain,
+                    sig,
+                    anchor=anchor,
+                    challenge=challenge,
+                    card_id=card.chr,
+                    now=NOW,
+                    required=Right.READ_TEMPLATES,
+                ),
+                rounds,
+            ),
+            "ms",
+            3.0,
+        )
+    )
+    figures += [
+        Figure(
+            f"revocation list size, {list_entries} card entries",
+            len(raw_list) / 1024,
+            "KiB",
+            list_entries * 36 / 1024,
+        ),
+        Figure(f"build + sign a {list_entries}-entry list", build_s * 1000, "ms", 1500),
+        Figure(f"parse + verify + install a {list_entries}-entry list", load_s * 1000, "ms", 1500),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        path = Path(tmp) / "k.enc"
+        FileSigner.create(path, b"bench passphrase", cost=ScryptCost())
+        FileSigner.load(path, b"bench passphrase")
+        figures.append(
+            Figure(
+                "create + unlock a key file (scrypt n=2^15, twice)",
+                (time.perf_counter() - t) * 1000,
+                "ms",
+                2000,
+            )
+        )
+    figures += _pkcs11_figures(rounds)
+    return figures
+
+
+def _pkcs11_figures(rounds: int) -> list[Figure]:
+    module = find_softhsm_module()
+    if module is None or shutil.which("softhsm2-util") is None:
+        print("skip: SoftHSM2 not installed; no PKCS#11 figure")
+        return []
+    from cardsvc.pki.signer import Pkcs11Signer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokens = Path(tmp) / "tokens"
+        tokens.mkdir()
+        conf = Path(tmp) / "softhsm2.conf"
+        conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+        os.environ["SOFTHSM2_CONF"] = str(conf)
+        subprocess.run(
+            [
+                "softhsm2-util",
+                "--init-token",
+                "--free",
+                "--label",
+                "bench",
+                "--pin",
+                "1234",
+                "--so-pin",
+                "5678",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        signer = Pkcs11Signer.generate(module, "bench", "1234", "bench-key")
+        try:
+            ms = _median_ms(lambda: signer.sign(b"x" * 200), rounds)
+        finally:
+            signer.close()
+    return [Figure("SoftHSM2 ECDSA P-256 sign, SHA-256 on the host (median)", ms, "ms", 1.0)]
+
+
+def main(rounds: int = 500) -> int:
+    figures = run(rounds=rounds)
+    for f in figures:
+        print(f.line())
+    return 0 if all(f.ok for f in figures) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
