@@ -22,9 +22,8 @@ from cardsvc.card.pcsc import PcscConnection
 from cardsvc.card.pcscd import VPCD_PORTS, PcscdHandle, ensure_pcscd, wait_for_card_state
 from cardsvc.card.session import Iso7816Session
 
-BENCH_AID = bytes.fromhex("D276000001") + b"BENCH"
-BENCH_DF = 0x4200
-BENCH_EF = 0x0101
+BENCH_AID = bytes.fromhex("F05253425953494D01")  # the simulator's generic test application
+BENCH_EF = 0x0103  # its big EF, read/update ALWAYS
 FILE_SIZE = 8 * 1024
 SHORT_ONLY = {"max_command_apdu": 4 + 1 + 255 + 1, "max_response_apdu": 256 + 2}
 
@@ -49,8 +48,9 @@ class Figure:
 
     def line(self) -> str:
         verdict = "ok" if self.ok else "OVER CEILING"
-        value = f"{self.value:>9.3f} {self.unit:<6}"
-        return f"  {self.name:<52} {value} ceiling {self.ceiling:>8.3f} {self.unit:<6} {verdict}"
+        digits = 0 if self.unit == "APDUs" else 3
+        value = f"{self.value:>9.{digits}f} {self.unit:<6}"
+        return f"  {self.name:<52} {value} ceiling {self.ceiling:>8.{digits}f} {self.unit:<6} {verdict}"
 
 
 class CountingConnection:
@@ -72,38 +72,20 @@ class CountingConnection:
         self.inner.close()
 
 
-def _bench_application() -> Any:
-    """A card application with one 8 KB transparent EF readable by anyone (built on the simulator's API)."""
-    from hardware_sims.card import access
-    from hardware_sims.card.access import AccessCondition, Op
-    from hardware_sims.card.application import Application, CardServices
-
-    class BenchApplication(Application):
-        aid = BENCH_AID
-        label = "BENCH"
-        df_fid = BENCH_DF
-
-        def install(self, card: CardServices) -> None:
-            content = bytes(i * 7 & 0xFF for i in range(FILE_SIZE))
-            rules: dict[Op, AccessCondition] = {Op.READ: access.ALWAYS, Op.UPDATE: access.ALWAYS}
-            card.create_ef(self, BENCH_EF, FILE_SIZE, rules, content=content)
-
-    return BenchApplication()
-
-
 @contextmanager
 def served_card(daemon: PcscdHandle, state_dir: Path, slot: int = 0, **card_kwargs: Any) -> Iterator[str]:
     """Serve a bench card on a vpcd slot; yields the reader name once pcscd sees the card."""
-    from hardware_sims.card.vpcd import VpcdCardServer
-
-    from hardware_sims.card.cardos import SimulatedCard
+    from hardware_sims.card import cardos, vpcd
+    from hardware_sims.card.apps import generic
 
     state_dir.mkdir(parents=True, exist_ok=True)
-    card = SimulatedCard(state_dir, applications=[_bench_application()], **card_kwargs)
+    app = generic.GenericApplication(big_file_size=FILE_SIZE)
+    card = cardos.SimulatedCard(state_dir, applications=[app], **card_kwargs)
     reader = daemon.reader(slot)
-    with VpcdCardServer(card, port=VPCD_PORTS[slot]):
+    with vpcd.VpcdCardServer(card, port=VPCD_PORTS[slot]):
         wait_for_card_state(reader, present=True)
         yield reader
+    wait_for_card_state(reader, present=False)  # so the next card on this slot is not mistaken for it
 
 
 def _median_ms(action: Callable[[], object], rounds: int, warmup: int = 20) -> float:
