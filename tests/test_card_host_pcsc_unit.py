@@ -54,6 +54,10 @@ def _fake_connected(mocker: Any) -> PcscConnection:
     mocker.patch.object(pcsc.scard, "SCardConnect", return_value=(0, 99, pcsc.scard.SCARD_PROTOCOL_T1))
     mocker.patch.object(pcsc.scard, "SCardDisconnect", return_value=0)
     mocker.patch.object(pcsc.scard, "SCardReleaseContext", return_value=0)
+    present = pcsc.scard.SCARD_STATE_PRESENT | 1 << 16
+    mocker.patch.object(
+        pcsc.scard, "SCardGetStatusChange", return_value=(0, [("Virtual PCD 00 00", present, [0x3B, 0])])
+    )
     return PcscConnection("Virtual PCD")
 
 
@@ -108,3 +112,21 @@ def test_closed_connection_refuses_to_send(mocker: Any) -> None:
 def test_long_responses_are_cut_in_the_log() -> None:
     text = format_response(CommandApdu(0, 0xB0, 0, 0, le=8192), ResponseApdu(bytes(8192), 0x9000))
     assert "(8192 bytes)" in text and len(text) < 1000
+
+
+def test_reconnect_after_removal_waits_for_a_new_insertion(mocker: Any) -> None:
+    conn = _fake_connected(mocker)  # connected at reader event 1
+    reader = "Virtual PCD 00 00"
+    same, empty, new = (
+        pcsc.scard.SCARD_STATE_PRESENT | 1 << 16,
+        pcsc.scard.SCARD_STATE_EMPTY | 2 << 16,
+        pcsc.scard.SCARD_STATE_PRESENT | 3 << 16,
+    )
+    status = mocker.patch.object(
+        pcsc.scard,
+        "SCardGetStatusChange",
+        side_effect=[(0, [(reader, s, [])]) for s in (same, empty, new, new)],
+    )
+    conn.reconnect(wait=1)
+    assert status.call_count == 4  # stale "present" (event 1) and "empty" were not taken for the new card
+    assert pcsc.scard.SCardConnect.call_count == 2
