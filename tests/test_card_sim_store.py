@@ -116,3 +116,20 @@ def test_full_card_refuses_the_whole_transaction(tmp_path: Path) -> None:
 def test_usable_memory_matches_the_card_budget(tmp_path: Path, capacity: int, low: int, high: int) -> None:
     store = _store(tmp_path, capacity=capacity * 1024)
     assert low * 1024 <= store.usable <= high * 1024
+
+
+def test_stale_commit_of_an_older_transaction_never_completes_a_torn_one(tmp_path: Path) -> None:
+    faults = FaultInjector()
+    store = _store(tmp_path, faults)
+    store.put("ef.a", b"0" * 8)
+    store.put("ef.b", b"0" * 8)
+    with store.transaction():  # leaves a long journal behind (cleared by zeroing its first byte)
+        store.put("ef.a", b"1" * 8)
+        store.put("ef.b", b"1" * 8)
+    store.put("ef.b", b"2" * 8)
+    # next transaction writes the same first entry as the older one, then dies before its commit record
+    faults.arm(after_writes=2)
+    with pytest.raises(CardTorn), store.transaction():
+        store.put("ef.a", b"1" * 8)
+        store.put("ef.c", b"x" * 8)
+    assert _store(tmp_path).snapshot() == {"ef.a": b"1" * 8, "ef.b": b"2" * 8}, "older ef.b=1 came back"

@@ -6,15 +6,18 @@ Layout of the state directory::
     journal.bin     write-ahead journal: entry records, then one commit record
 
 A transaction is written as: one journal entry per changed object, a commit record (with the entry count
-and a CRC over the entries), then each object file in place, then the journal is cleared. Every one of
-those steps is one *persistent write*, counted (and possibly torn) by the :class:`FaultInjector`.
-Recovery on power-up: a journal ending in a valid commit record is redone (idempotent: whole objects are
-rewritten); anything else in the journal is discarded. So a tear at any write leaves the old state (before
-the commit record is complete) or the new state (after), never a mix.
+and a CRC over the entries), then each object file in place, then the journal is cleared (its first byte
+zeroed). Every one of those steps is one *persistent write*, counted (and possibly torn: only a prefix of
+the bytes lands) by the :class:`FaultInjector`. Writes go in place (no truncate-and-rewrite), like EEPROM
+pages. Entries and commit carry an 8-byte transaction nonce, so stale bytes of an older, longer journal
+can never complete a newer one. Recovery on power-up: a journal with a valid commit record is redone
+(idempotent: whole objects are rewritten); anything else is discarded. So a tear at any write leaves the
+old state (before the commit record is complete) or the new state (after), never a mix.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import zlib
@@ -81,8 +84,8 @@ class PersistentStore:
         if not self._journal.exists():
             return
         raw = self._journal.read_bytes()
-        if not raw:
-            return
+        if raw[:1] not in (_ENTRY, _COMMIT):
+            return  # cleared
         entries = _parse_committed_journal(raw)
         if entries is not None:
             for key, value in entries.items():
@@ -187,12 +190,14 @@ class PersistentStore:
         needed = _footprint(view)
         if needed > self.usable:
             raise MemoryFullError(needed - _footprint(self._cache), self.usable - _footprint(self._cache))
+        nonce = os.urandom(8)
         body = b""
         for key, value in changes.items():
-            record = _encode_entry(key, value)
+            record = _encode_entry(nonce, key, value)
+            self._write(self._journal, record, offset=len(body), what=f"journal entry {key}")
             body += record
-            self._write(self._journal, record, append=True, what=f"journal entry {key}")
-        self._write(self._journal, _encode_commit(len(changes), body), append=True, what="journal commit")
+        self._write(self._journal, _encode_commit(nonce, len(changes), body), offset=len(body),
+                    what="journal commit")
         for key, value in changes.items():
             self._apply(key, value)
         self._clear_journal()
@@ -206,19 +211,22 @@ class PersistentStore:
             path.unlink(missing_ok=True)
             self._cache.pop(key, None)
         else:
-            self._write(path, value, append=False, what=f"object {key}")
+            self._write(path, value, offset=0, what=f"object {key}", exact=True)
             self._cache[key] = value
 
     def _clear_journal(self) -> None:
-        cut = self.faults.write_cut(0)
-        if cut is not None:
-            self.faults.die(f"at write {self.faults.writes} (journal clear)")
-        self._journal.write_bytes(b"")
+        self._write(self._journal, b"\x00", offset=0, what="journal clear")
 
-    def _write(self, path: Path, data: bytes, *, append: bool, what: str) -> None:
+    def _write(self, path: Path, data: bytes, *, offset: int, what: str, exact: bool = False) -> None:
+        """One persistent write, in place. ``exact``: the file ends up exactly ``data`` (object files)."""
         cut = self.faults.write_cut(len(data))
-        with open(path, "ab" if append else "wb") as fh:
-            fh.write(data if cut is None else data[:cut])
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.pwrite(fd, data if cut is None else data[:cut], offset)
+            if exact and cut is None and os.fstat(fd).st_size > len(data):
+                os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
         if cut is not None:
             self.faults.die(f"at write {self.faults.writes} ({what}, {cut} of {len(data)} bytes written)")
 
@@ -227,33 +235,36 @@ def _footprint(objects: dict[str, bytes]) -> int:
     return sum(len(v) + OBJECT_OVERHEAD for v in objects.values())
 
 
-def _encode_entry(key: str, value: bytes | None) -> bytes:
+def _encode_entry(nonce: bytes, key: str, value: bytes | None) -> bytes:
     kb = key.encode("ascii")
-    head = _ENTRY + (_DELETE if value is None else _PUT) + bytes([len(kb)]) + kb
+    head = _ENTRY + nonce + (_DELETE if value is None else _PUT) + bytes([len(kb)]) + kb
     payload = b"" if value is None else value
     rec = head + struct.pack(">I", len(payload)) + payload
     return rec + struct.pack(">I", zlib.crc32(rec))
 
 
-def _encode_commit(count: int, body: bytes) -> bytes:
-    rec = _COMMIT + struct.pack(">II", count, zlib.crc32(body))
+def _encode_commit(nonce: bytes, count: int, body: bytes) -> bytes:
+    rec = _COMMIT + nonce + struct.pack(">II", count, zlib.crc32(body))
     return rec + struct.pack(">I", zlib.crc32(rec))
 
 
 def _parse_committed_journal(raw: bytes) -> dict[str, bytes | None] | None:
-    """Entries of a journal that ends in a valid commit record; None if it is incomplete or damaged."""
+    """Entries of a journal holding a valid commit record; None if it is incomplete, stale or damaged."""
     entries: dict[str, bytes | None] = {}
+    nonce = raw[1:9]
     pos = 0
     count = 0
     while pos < len(raw):
         kind = raw[pos:pos + 1]
+        if raw[pos + 1:pos + 9] != nonce or len(nonce) != 8:
+            return None
         if kind == _ENTRY:
             try:
-                op = raw[pos + 1:pos + 2]
-                klen = raw[pos + 2]
-                key = raw[pos + 3:pos + 3 + klen].decode("ascii")
-                (vlen,) = struct.unpack_from(">I", raw, pos + 3 + klen)
-                start = pos + 7 + klen
+                op = raw[pos + 9:pos + 10]
+                klen = raw[pos + 10]
+                key = raw[pos + 11:pos + 11 + klen].decode("ascii")
+                (vlen,) = struct.unpack_from(">I", raw, pos + 11 + klen)
+                start = pos + 15 + klen
                 end = start + vlen
                 (crc,) = struct.unpack_from(">I", raw, end)
             except (IndexError, struct.error, UnicodeDecodeError):
@@ -264,11 +275,11 @@ def _parse_committed_journal(raw: bytes) -> dict[str, bytes | None] | None:
             count += 1
             pos = end + 4
         elif kind == _COMMIT:
-            if len(raw) - pos != 13:
+            rec = raw[pos:pos + 17]
+            if len(raw) - pos < 21:
                 return None
-            rec = raw[pos:pos + 9]
-            n, body_crc = struct.unpack(">II", raw[pos + 1:pos + 9])
-            (crc,) = struct.unpack(">I", raw[pos + 9:pos + 13])
+            n, body_crc = struct.unpack(">II", raw[pos + 9:pos + 17])
+            (crc,) = struct.unpack(">I", raw[pos + 17:pos + 21])
             if zlib.crc32(rec) != crc or n != count or zlib.crc32(raw[:pos]) != body_crc:
                 return None
             return entries

@@ -48,8 +48,11 @@ class VpcdCardServer:
     """
 
     def __init__(self, card: SimulatedCard, host: str = "127.0.0.1", port: int = VPCD_BASE_PORT, *,
-                 backoff_min: float = 0.05, backoff_max: float = 2.0, io_timeout: float = 0.5) -> None:
+                 backoff_min: float = 0.05, backoff_max: float = 2.0, io_timeout: float = 0.5,
+                 quickack: bool = True) -> None:
         self.card = card
+        self.quickack = quickack
+        """False only to measure the latency trap (bench/bench_card_sim.py)."""
         self.host = host
         self.port = port
         self.backoff_min = backoff_min
@@ -160,7 +163,8 @@ class VpcdCardServer:
                 self._stop.wait(self.backoff_min)  # pcscd restarting: do not spin
 
     def _serve_connection(self, sock: socket.socket) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.quickack:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(self.io_timeout)
         while True:
             (length,) = struct.unpack(">H", self._recv_exact(sock, 2))
@@ -212,7 +216,8 @@ class VpcdCardServer:
         while len(buf) < n:
             if self._stop.is_set() or not self._inserted.is_set():
                 raise _Closed
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)  # not sticky: before EVERY recv
+            if self.quickack:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)  # not sticky: before EVERY recv
             try:
                 chunk = sock.recv(n - len(buf))
             except TimeoutError:
