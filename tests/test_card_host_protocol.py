@@ -232,3 +232,17 @@ def test_application_session_reads_ef_atr_then_selects_its_aid(mocker: Any) -> N
     assert (session.limits.max_command_data, session.limits.max_response_data) == (1024, 4096)
     assert sent(conn)[0] == "00A4000402" + "2F01" + "00"
     assert sent(conn)[2] == "00A4040007A000000003100100"
+
+
+def test_limits_from_get_data_when_the_card_has_no_ef_atr(mocker: Any) -> None:
+    info = Tlv(0x7F66, Tlv(0x02, (512 + 9).to_bytes(2, "big")) + Tlv(0x02, (1024 + 2).to_bytes(2, "big")))
+    conn = fake_connection(mocker, (b"", 0x6A82), (info, 0x9000))
+    session = Iso7816Session(conn, limits=CardLimits.extended())
+    assert (session.read_limits().max_command_data, session.limits.max_response_data) == (512, 1024)
+    assert sent(conn)[1] == "00CA7F6600"
+
+
+def test_card_without_limit_information_keeps_its_atr_limits(mocker: Any) -> None:
+    conn = fake_connection(mocker, (b"", 0x6A82), (b"", 0x6A88))
+    session = Iso7816Session(conn)
+    assert session.read_limits() == CardLimits.short()

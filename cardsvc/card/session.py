@@ -101,7 +101,10 @@ class Iso7816Session:
         try:
             content = self.read_binary(FileId.EF_ATR, p1=SelectP1.FILE_ID)
         except CardFileNotFoundError:
-            return self.limits
+            try:  # some cards answer GET DATA 7F66 instead of keeping EF.ATR
+                content = self.send_apdu(Ins.GET_DATA, 0x7F, 0x66, le=SHORT_MAX_LE)
+            except ApduError:
+                return self.limits
         self.protocol.limits = limits_from_extended_length_info(self.limits, content)
         return self.limits
 
