@@ -28,6 +28,7 @@ ROOT_SECRET_ENV = "KEYMGMT_ROOT_SECRET"
 DISTRICT_SECRET_ENV = "KEYMGMT_DISTRICT_SECRET"
 NEW_KEY_SECRET_ENV = "KEYMGMT_NEW_KEY_SECRET"
 TERMINAL_PASSPHRASE_ENV = "KEYMGMT_TERMINAL_PASSPHRASE"
+OFFICER_PIN_ENV = "KEYMGMT_OFFICER_PIN"
 SCRYPT_N_ENV = "KEYMGMT_SCRYPT_N"  # tests only: a cheaper scrypt cost
 
 TERMINAL_TYPES = {"enrolment": Role.ENROLMENT_TERMINAL, "pos": Role.POS_TERMINAL}
@@ -248,6 +249,68 @@ def issue_officer(
         )
     )
     click.echo(f"officer certified: {cert.describe()}")
+
+
+@main.command("personalise-officer-card")
+@click.argument("reference")
+@click.option("--district", required=True)
+@click.option("--role", "kind", type=click.Choice(sorted(OFFICER_TYPES)), required=True)
+@click.option("--reader", required=True, help="PC/SC reader holding the blank officer card.")
+@click.option(
+    "--template",
+    "templates",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Officer fingerprint template: compact minutiae, raw or 7F2E-wrapped (repeat per finger).",
+)
+@click.option("--rights", default=None)
+@click.option("--years", default=3, show_default=True)
+@click.pass_context
+def personalise_officer_card(
+    ctx: click.Context,
+    reference: str,
+    district: str,
+    kind: str,
+    reader: str,
+    templates: tuple[Path, ...],
+    rights: str | None,
+    years: int,
+) -> None:
+    """Personalise a blank officer card: key on the card, certificate, fingerprints, PIN, lock."""
+    from cardsvc.bio.iso19794 import wrap_verify_template
+    from cardsvc.card.pcsc import PcscConnection
+    from cardsvc.pki.officer_card import OfficerCardSession
+
+    m = _manager(ctx)
+    wrapped: list[bytes] = []
+    for path in templates:
+        raw = path.read_bytes()
+        try:
+            wrapped.append(raw if raw[:2] == b"\x7f\x2e" else wrap_verify_template(raw))
+        except ValueError as exc:
+            _fail(f"error: template {path}: {exc}")
+    d_secret = _secret(DISTRICT_SECRET_ENV, f"key passphrase / PIN of {district}")
+    pin = _secret(OFFICER_PIN_ENV, "the officer's new PIN (4-12 digits)", confirm=True)
+    conn = _run(lambda: PcscConnection(reader, exclusive=True))
+    try:
+        session = _run(lambda: OfficerCardSession(conn))
+        cert = _run(
+            lambda: m.personalise_officer_card(
+                session,
+                reference,
+                district=district,
+                role=OFFICER_TYPES[kind],
+                district_secret=d_secret,
+                pin=pin,
+                templates=wrapped,
+                rights=_rights(rights),
+                years=years,
+            )
+        )
+    finally:
+        conn.close()
+    click.echo(f"officer card personalised: {cert.describe()}")
 
 
 @main.command()

@@ -8,15 +8,16 @@ signed by the key that performed it. Time is injected (``now=``) so ceremonies a
 from __future__ import annotations
 
 import calendar
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cardsvc.pki.chain import TrustAnchor, ValidatedChain, validate_chain
 from cardsvc.pki.cvc import CvCertificate, check_reference, issue_certificate, self_signed_root
 from cardsvc.pki.errors import KeyCustodyError, PkiError
+from cardsvc.pki.officer import Lifecycle
 from cardsvc.pki.revocation import (
     RevocationEntry,
     RevocationList,
@@ -31,6 +32,9 @@ from cardsvc.pki.rights import DEFAULT_RIGHTS, Right, Role
 from cardsvc.pki.signer import FileSigner, Pkcs11Signer, ScryptCost, Signer, key_id
 from keymgmt.audit import AuditLog, verify_log
 from keymgmt.keystore import Keystore, KeystoreError
+
+if TYPE_CHECKING:
+    from cardsvc.pki.officer_card import OfficerCardSession
 
 OFFICER_ROLES = frozenset({Role.FIELD_KEY_OFFICER, Role.FACILITY_OPERATOR})
 TERMINAL_ROLES = frozenset({Role.ENROLMENT_TERMINAL, Role.POS_TERMINAL})
@@ -295,6 +299,50 @@ class KeyManager:
             custody=key_custody,
             public_point=public_point,
         )
+
+    def personalise_officer_card(
+        self,
+        session: OfficerCardSession,
+        chr: str,
+        *,
+        district: str,
+        role: Role,
+        district_secret: str,
+        pin: str,
+        templates: Sequence[bytes],
+        rights: Right | None = None,
+        years: int = 3,
+    ) -> CvCertificate:
+        """Personalise a blank officer card in a reader: key generated ON the card, certificate issued
+        under ``district`` (same checks as any issuance), then certificate, fingerprint templates (each
+        7F2E-wrapped compact minutiae) and PIN written and the card locked."""
+        if not templates:
+            raise ServiceError("an officer card needs at least one fingerprint template", subject=chr)
+        status = session.status()
+        if status.lifecycle is not Lifecycle.PERSONALISATION:
+            raise ServiceError(f"the card in the reader is already {status.lifecycle.name}", subject=chr)
+        point = session.generate_key()
+        cert = self.issue_officer(
+            chr,
+            district=district,
+            role=role,
+            district_secret=district_secret,
+            public_point=point,
+            rights=rights,
+            years=years,
+        )
+        session.put_certificate(cert)
+        session.put_templates(templates)
+        session.set_pin(pin)
+        session.lock()
+        self._record(
+            "officer.card.personalise",
+            chr,
+            {"key_id": key_id(point), "fingers": len(templates), "on_card_key": True},
+            None,
+            None,
+        )
+        return cert
 
     def _issue_holder(
         self,

@@ -22,7 +22,7 @@ parse and build certificates here. Layout (every tag documented in docs/certific
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import IntEnum
 
@@ -191,6 +191,17 @@ class CvCertificate:
             signature=sig,
             body=body_raw,
         )
+
+    @classmethod
+    def parse_body(cls, body: bytes) -> CvCertificate:
+        """Parse an unsigned 7F4E body (what an officer card is asked to sign); ``signature`` is empty."""
+        placeholder = tlv(CvcTag.SIGNATURE, bytes(SIGNATURE_LEN))
+        parsed = cls.parse(tlv(CvcTag.CERTIFICATE, bytes(body) + placeholder))
+        return replace(parsed, signature=b"")
+
+    def with_signature(self, signature: bytes) -> CvCertificate:
+        """The certificate assembled from this body and the issuer's signature (re-parsed, checked)."""
+        return CvCertificate.parse(tlv(CvcTag.CERTIFICATE, self.body + tlv(CvcTag.SIGNATURE, signature)))
 
     def verify_signed_by(self, issuer_point: bytes) -> None:
         """Raise SignatureInvalidError unless the issuer key signed this body."""

@@ -1,0 +1,233 @@
+"""Officer card application: the one home of its commands, data layout and activation ledger format.
+
+Pure (no I/O): the simulated card application (hardware_sims/card/apps/officer.py) and the host session
+(cardsvc/pki/officer_card.py) both use these definitions. Documented in docs/officer-card.md.
+
+Life cycle: a blank card is in PERSONALISATION; the DKMA generates the officer key ON the card, writes the
+officer certificate, the officer's fingerprint templates and PIN, then LOCKs it (OPERATIONAL, for good).
+In OPERATIONAL the card signs a beneficiary card's certificate body only after the PIN AND a matching
+fingerprint (match-on-card) in the same power session, and appends every activation to its own ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import IntEnum
+
+from cardsvc.pki._tlv import expect_sequence, parse_all, tlv
+from cardsvc.pki.cvc import check_reference
+from cardsvc.pki.errors import FormatError, SignatureInvalidError
+from cardsvc.pki.signer import verify_signature
+
+OFFICER_AID = bytes.fromhex("F0525342594F464601")
+"""'\\xF0RSBYOFF\\x01' (proprietary RID range F0)."""
+
+OFFICER_CLA = 0x80
+PIN_REF = 0x81  # local PIN of the officer application (ISO VERIFY 00 20 00 81)
+OFFICER_KEY_REF = 0x01  # the officer's signing key, generated on the card; usable only through ACTIVATE
+PIN_MAX_TRIES = 3
+BIO_MAX_TRIES = 5
+LEDGER_CAPACITY = 200
+CHR_FIELD = 24
+
+
+class OfficerIns(IntEnum):
+    """Proprietary instructions (CLA 80) of the officer application."""
+
+    GET_STATUS = 0x10
+    GENERATE_KEY = 0x46  # personalisation: new key pair on the card; returns the 65-byte public point
+    PUT_CERTIFICATE = 0x50  # personalisation: the officer's CV certificate (must carry the card's key)
+    PUT_TEMPLATES = 0x52  # personalisation: one or more 7F2E {81 compact minutiae}
+    SET_PIN = 0x54  # personalisation: the officer's PIN (4-12 digits)
+    LOCK = 0x56  # end personalisation: OPERATIONAL for good
+    GET_CERTIFICATE = 0x58  # the officer certificate (always readable)
+    VERIFY_BIOMETRIC = 0x21  # 7F2E {81 compact minutiae}: match-on-card against the stored templates
+    ACTIVATE_CARD = 0x60  # data = a beneficiary card's 7F4E body; returns the 64-byte signature
+    READ_LEDGER = 0x62  # P1P2 = first entry index, data = host challenge (8-32 bytes)
+
+
+class Lifecycle(IntEnum):
+    PERSONALISATION = 1
+    OPERATIONAL = 2
+
+
+class LedgerTag(IntEnum):
+    """Tags of the READ LEDGER response."""
+
+    COUNT = 0x80  # 4 bytes: entries written so far
+    HEAD = 0x81  # 32 bytes: hash-chain head over all entries
+    FIRST = 0x82  # 4 bytes: index of the first entry returned
+    ENTRIES = 0x83  # n x 64-byte entries
+    SIGNATURE = 0x5F37  # officer key over ledger_statement(...)
+
+
+@dataclass(frozen=True)
+class Status:
+    """GET STATUS answer: 01 lifecycle | 02 PIN tries | 03 bio tries | 04 count(2) | 05 capacity(2)."""
+
+    lifecycle: Lifecycle
+    pin_tries_left: int
+    bio_tries_left: int
+    ledger_count: int
+    ledger_capacity: int
+
+    def encode(self) -> bytes:
+        return struct.pack(
+            ">BBBHH",
+            self.lifecycle,
+            self.pin_tries_left,
+            self.bio_tries_left,
+            self.ledger_count,
+            self.ledger_capacity,
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Status:
+        if len(raw) != 7:
+            raise FormatError(f"officer status must be 7 bytes, got {len(raw)}")
+        lc, pin, bio, count, cap = struct.unpack(">BBBHH", raw)
+        try:
+            return cls(Lifecycle(lc), pin, bio, count, cap)
+        except ValueError:
+            raise FormatError(f"unknown officer card life cycle {lc}") from None
+
+
+LEDGER_ENTRY_SIZE = 4 + 4 + CHR_FIELD + 32
+GENESIS_HEAD = bytes(32)
+LEDGER_DOMAIN = b"RSBY-LEDGER\x01"
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One activation: sequence number (from 1), card time (Unix seconds), card CHR, SHA-256 of the body."""
+
+    seq: int
+    time: int
+    card_chr: str
+    body_hash: bytes
+
+    def encode(self) -> bytes:
+        chr_raw = check_reference(self.card_chr, "card id").encode("ascii").ljust(CHR_FIELD, b"\x00")
+        if len(self.body_hash) != 32:
+            raise FormatError("ledger body hash must be 32 bytes")
+        return struct.pack(">II", self.seq, self.time) + chr_raw + self.body_hash
+
+    @classmethod
+    def decode(cls, raw: bytes) -> LedgerEntry:
+        if len(raw) != LEDGER_ENTRY_SIZE:
+            raise FormatError(f"ledger entry must be {LEDGER_ENTRY_SIZE} bytes, got {len(raw)}")
+        seq, t = struct.unpack(">II", raw[:8])
+        try:
+            chr_ = raw[8 : 8 + CHR_FIELD].rstrip(b"\x00").decode("ascii")
+        except UnicodeDecodeError:
+            raise FormatError("ledger card id is not ASCII") from None
+        return cls(seq, t, check_reference(chr_, "card id"), raw[8 + CHR_FIELD :])
+
+    @property
+    def when(self) -> datetime:
+        return datetime.fromtimestamp(self.time, tz=UTC)
+
+
+def next_head(head: bytes, entry: bytes) -> bytes:
+    """The ledger is a hash chain: head_n = SHA-256(head_{n-1} || entry_n)."""
+    return hashlib.sha256(head + entry).digest()
+
+
+def ledger_statement(officer_chr: str, count: int, head: bytes, challenge: bytes) -> bytes:
+    """What the card signs on READ LEDGER: binds the officer, the count, the head and a fresh challenge."""
+    return (
+        LEDGER_DOMAIN
+        + tlv(0x80, check_reference(officer_chr, "officer CHR").encode("ascii"))
+        + tlv(0x81, count.to_bytes(4, "big"))
+        + tlv(0x82, head)
+        + tlv(0x83, challenge)
+    )
+
+
+def encode_ledger_response(count: int, head: bytes, first: int, entries: bytes, signature: bytes) -> bytes:
+    return (
+        tlv(LedgerTag.COUNT, count.to_bytes(4, "big"))
+        + tlv(LedgerTag.HEAD, head)
+        + tlv(LedgerTag.FIRST, first.to_bytes(4, "big"))
+        + tlv(LedgerTag.ENTRIES, entries)
+        + tlv(LedgerTag.SIGNATURE, signature)
+    )
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    count: int
+    head: bytes
+    first: int
+    entries: tuple[LedgerEntry, ...]
+    raw_entries: bytes
+    signature: bytes
+
+    @classmethod
+    def parse(cls, data: bytes) -> LedgerPage:
+        count, head, first, entries, sig = expect_sequence(
+            parse_all(data),
+            [LedgerTag.COUNT, LedgerTag.HEAD, LedgerTag.FIRST, LedgerTag.ENTRIES, LedgerTag.SIGNATURE],
+            "ledger",
+        )
+        if len(entries) % LEDGER_ENTRY_SIZE:
+            raise FormatError("ledger entries are not a whole number of 64-byte entries")
+        parsed = tuple(
+            LedgerEntry.decode(entries[i : i + LEDGER_ENTRY_SIZE])
+            for i in range(0, len(entries), LEDGER_ENTRY_SIZE)
+        )
+        return cls(int.from_bytes(count, "big"), head, int.from_bytes(first, "big"), parsed, entries, sig)
+
+
+def verify_ledger(
+    officer_chr: str,
+    officer_point: bytes,
+    challenge: bytes,
+    raw_entries: bytes,
+    count: int,
+    head: bytes,
+    signature: bytes,
+) -> tuple[LedgerEntry, ...]:
+    """Check a COMPLETE ledger (all ``count`` entries from index 0) against the card's signed head.
+
+    Raises SignatureInvalidError if the card did not sign this count and head for this challenge, and
+    FormatError if the entries do not chain to the head or are out of sequence (tampered or incomplete).
+    """
+    verify_signature(
+        officer_point, ledger_statement(officer_chr, count, head, challenge), signature, subject=officer_chr
+    )
+    if len(raw_entries) != count * LEDGER_ENTRY_SIZE:
+        raise FormatError(
+            f"ledger holds {len(raw_entries) // LEDGER_ENTRY_SIZE} entries, the card signed {count}"
+        )
+    h = GENESIS_HEAD
+    entries: list[LedgerEntry] = []
+    for i in range(count):
+        raw = raw_entries[i * LEDGER_ENTRY_SIZE : (i + 1) * LEDGER_ENTRY_SIZE]
+        entry = LedgerEntry.decode(raw)
+        if entry.seq != i + 1:
+            raise FormatError(f"ledger entry {i + 1} carries sequence number {entry.seq}")
+        entries.append(entry)
+        h = next_head(h, raw)
+    if h != head:
+        raise SignatureInvalidError(
+            "ledger entries do not chain to the head the card signed (altered, dropped or reordered)",
+            subject=officer_chr,
+        )
+    return tuple(entries)
+
+
+def split_templates(data: bytes) -> list[bytes]:
+    """PUT TEMPLATES data: one or more 7F2E TLVs; returns each whole TLV (checked, not decoded)."""
+    items = parse_all(data)
+    if not items or any(t.tag != 0x7F2E for t in items):
+        raise FormatError("templates must be one or more 7F2E biometric data templates")
+    return [tlv(t.tag, t.value) for t in items]
+
+
+def join_templates(templates: Sequence[bytes]) -> bytes:
+    return b"".join(templates)

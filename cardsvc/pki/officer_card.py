@@ -1,0 +1,132 @@
+"""Host session for the officer card (FKO / facility operator): personalisation, activation, ledger.
+
+Domain verbs over the card-host stack (``ApplicationSession``); formats from cardsvc/pki/officer.py. Every
+answer the card signs is verified here before it is returned, so callers get checked objects or an error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cardsvc.card.errors import WrongPinError
+from cardsvc.card.session import ApplicationSession
+from cardsvc.pki import officer as fmt
+from cardsvc.pki.cvc import CvCertificate
+from cardsvc.pki.errors import FormatError, PkiError
+from cardsvc.pki.signer import POINT_LEN, load_public_point
+
+
+class OfficerCardError(PkiError):
+    rule = "officer-card"
+
+
+class FingerprintMismatchError(OfficerCardError):
+    """Match-on-card said no; ``attempts_remaining`` before fingerprint verification blocks."""
+
+    rule = "fingerprint-mismatch"
+
+    def __init__(self, attempts_remaining: int) -> None:
+        self.attempts_remaining = attempts_remaining
+        super().__init__(
+            f"fingerprint does not match the officer's; {attempts_remaining} attempt(s) remaining"
+        )
+
+
+@dataclass(frozen=True)
+class VerifiedLedger:
+    """The whole activation ledger, checked against the head the card signed for our challenge."""
+
+    officer: CvCertificate
+    entries: tuple[fmt.LedgerEntry, ...]
+    head: bytes
+
+
+class OfficerCardSession(ApplicationSession):
+    """Talk to the officer application (selected on construction)."""
+
+    AID = fmt.OFFICER_AID
+
+    def _cmd(
+        self, ins: fmt.OfficerIns, data: bytes = b"", *, p1p2: int = 0, le: int = 0, sensitive: bool = False
+    ) -> bytes:
+        return self.protocol.send_apdu(
+            fmt.OFFICER_CLA, ins, p1p2 >> 8, p1p2 & 0xFF, data, le, sensitive=sensitive
+        )
+
+    # --- state -------------------------------------------------------------------------------------
+    def status(self) -> fmt.Status:
+        return fmt.Status.decode(self._cmd(fmt.OfficerIns.GET_STATUS, le=256))
+
+    def certificate(self) -> CvCertificate:
+        return CvCertificate.parse(self._cmd(fmt.OfficerIns.GET_CERTIFICATE, le=65536))
+
+    # --- personalisation (DKMA) --------------------------------------------------------------------
+    def generate_key(self) -> bytes:
+        """A new officer key pair ON the card; returns its public point (the private key never leaves)."""
+        point = self._cmd(fmt.OfficerIns.GENERATE_KEY, le=256)
+        if len(point) != POINT_LEN:
+            raise FormatError(f"card returned a {len(point)}-byte public point")
+        load_public_point(point)
+        return point
+
+    def put_certificate(self, cert: CvCertificate) -> None:
+        self._cmd(fmt.OfficerIns.PUT_CERTIFICATE, cert.encode())
+
+    def put_templates(self, templates: Sequence[bytes]) -> None:
+        """``templates``: each a 7F2E {81 compact minutiae} (cardsvc.bio.iso19794.wrap_verify_template)."""
+        data = fmt.join_templates(templates)
+        fmt.split_templates(data)
+        self._cmd(fmt.OfficerIns.PUT_TEMPLATES, data, sensitive=True)
+
+    def set_pin(self, pin: str) -> None:
+        self._cmd(fmt.OfficerIns.SET_PIN, pin.encode("ascii"), sensitive=True)
+
+    def lock(self) -> None:
+        self._cmd(fmt.OfficerIns.LOCK)
+
+    # --- operational -------------------------------------------------------------------------------
+    def verify_pin_code(self, pin: str) -> None:
+        """ISO VERIFY of the officer PIN; raises cardsvc WrongPinError / AuthBlockedError."""
+        self.verify_pin(pin, fmt.PIN_REF)
+
+    def verify_fingerprint(self, probe: bytes) -> None:
+        """Match-on-card of a live ``probe`` (7F2E-wrapped compact minutiae)."""
+        try:
+            self._cmd(fmt.OfficerIns.VERIFY_BIOMETRIC, probe, sensitive=True)
+        except WrongPinError as exc:
+            raise FingerprintMismatchError(exc.attempts_remaining) from None
+
+    def activate_card(self, body: bytes) -> CvCertificate:
+        """Have the card sign a beneficiary card's certificate body (after PIN and fingerprint).
+
+        Returns the complete certificate, checked against this officer's key; the card has appended the
+        activation to its ledger.
+        """
+        signature = self._cmd(fmt.OfficerIns.ACTIVATE_CARD, body, le=256)
+        officer = self.certificate()
+        cert = CvCertificate.parse_body(body).with_signature(signature)
+        cert.verify_signed_by(officer.public_point)
+        return cert
+
+    def read_ledger(self, *, rng: Callable[[int], bytes] = os.urandom) -> VerifiedLedger:
+        """Read the whole ledger with a fresh challenge and verify the card's signature and hash chain."""
+        challenge = rng(16)
+        page = fmt.LedgerPage.parse(self._cmd(fmt.OfficerIns.READ_LEDGER, challenge, p1p2=0, le=65536))
+        officer = self.certificate()
+        if page.first != 0:
+            raise FormatError("card returned a ledger page not starting at entry 0")
+        entries = fmt.verify_ledger(
+            officer.chr,
+            officer.public_point,
+            challenge,
+            page.raw_entries,
+            page.count,
+            page.head,
+            page.signature,
+        )
+        return VerifiedLedger(officer, entries, page.head)
+
+
+__all__ = ["FingerprintMismatchError", "OfficerCardError", "OfficerCardSession", "VerifiedLedger"]

@@ -1,0 +1,262 @@
+"""Officer card application (FKO / facility operator), hosted by the simulated card OS.
+
+Formats and command numbers come from cardsvc/pki/officer.py (shared with the host session); certificate
+checks use cardsvc/pki/cvc.py, the same pure code terminals run. See docs/officer-card.md.
+
+Personalisation (life cycle PERSONALISATION): GENERATE KEY, PUT CERTIFICATE, PUT TEMPLATES, SET PIN, LOCK.
+Operational: ISO VERIFY of PIN 81, VERIFY BIOMETRIC (match-on-card), ACTIVATE CARD (needs PIN AND
+fingerprint in this power session; appends to the ledger in the same transaction), READ LEDGER (signed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from cardsvc.pki import officer as fmt
+from cardsvc.pki.cvc import CvCertificate
+from cardsvc.pki.errors import FormatError
+from cardsvc.pki.rights import Role
+
+from ..access import NEVER, AccessCondition, Op, Pin
+from ..apdu import CommandApdu
+from ..application import Application, CardServices, Response
+from ..errors import IsoError
+from ..iso import SW, sw_tries_left
+from ..security import PinObject
+
+EF_STATE = 0x0200  # lifecycle(1) | bio tries left(1) | ledger count(2) | ledger head(32)
+EF_CERT = 0x0201  # length(2) | officer CV certificate
+EF_TEMPLATES = 0x0202  # length(2) | 7F2E templates
+EF_LEDGER = 0x0203  # capacity x 64-byte entries
+STATE_SIZE = 36
+CERT_SIZE = 512
+TEMPLATES_SIZE = 1200
+RAM_BIO_OK = "bio_ok"
+
+_MATCHER: Any = None
+
+
+def _matcher() -> Any:
+    """The bio engineer's matcher, created once (its calibration table is loaded lazily)."""
+    global _MATCHER
+    if _MATCHER is None:
+        from cardsvc.bio.matcher import Matcher
+
+        _MATCHER = Matcher()
+    return _MATCHER
+
+
+class OfficerApplication(Application):
+    """An officer card; ``threshold`` is the match-on-card decision score (-10 log10 FMR)."""
+
+    aid = fmt.OFFICER_AID
+    label = "RSBY OFFICER"
+    df_fid = 0xDF10
+
+    def __init__(self, *, ledger_capacity: int = fmt.LEDGER_CAPACITY, threshold: float = 40.0) -> None:
+        self.ledger_capacity = ledger_capacity
+        self.threshold = threshold
+
+    # ------------------------------------------------------------------ install and state
+    def install(self, card: CardServices) -> None:
+        internal: dict[Op, AccessCondition] = {Op.READ: NEVER, Op.UPDATE: NEVER}
+        card.create_ef(self, EF_STATE, STATE_SIZE, internal,
+                       content=bytes([fmt.Lifecycle.PERSONALISATION, fmt.BIO_MAX_TRIES]) + bytes(34))
+        card.create_ef(self, EF_CERT, CERT_SIZE, internal)
+        card.create_ef(self, EF_TEMPLATES, TEMPLATES_SIZE, internal)
+        card.create_ef(self, EF_LEDGER, self.ledger_capacity * fmt.LEDGER_ENTRY_SIZE, internal)
+        # Until SET PIN the PIN is a random value nobody knows.
+        card.create_pin(self, PinObject(fmt.PIN_REF, card.random(8).hex()[:12].encode(),
+                                        max_tries=fmt.PIN_MAX_TRIES, tries_left=fmt.PIN_MAX_TRIES,
+                                        min_length=4, max_length=12))
+        card.create_key_slot(self, fmt.OFFICER_KEY_REF, {Op.USE: NEVER, Op.GENERATE: NEVER})
+
+    def _state(self, card: CardServices) -> tuple[fmt.Lifecycle, int, int, bytes]:
+        raw = card.read_file(self, EF_STATE)
+        return fmt.Lifecycle(raw[0]), raw[1], int.from_bytes(raw[2:4], "big"), raw[4:36]
+
+    def _put_state(self, card: CardServices, lc: fmt.Lifecycle, bio: int, count: int, head: bytes) -> None:
+        card.write_file(self, EF_STATE, 0, bytes([lc, bio]) + count.to_bytes(2, "big") + head)
+
+    def _require_lifecycle(self, card: CardServices, wanted: fmt.Lifecycle, what: str) -> None:
+        lc = self._state(card)[0]
+        if lc is not wanted:
+            raise IsoError(
+                SW.CONDITIONS_NOT_SATISFIED, f"{what} needs life cycle {wanted.name}, card is {lc.name}"
+            )
+
+    def _blob(self, card: CardServices, fid: int) -> bytes:
+        raw = card.read_file(self, fid)
+        return raw[2:2 + int.from_bytes(raw[:2], "big")]
+
+    def _put_blob(self, card: CardServices, fid: int, size: int, data: bytes) -> None:
+        if len(data) + 2 > size:
+            raise IsoError(SW.NOT_ENOUGH_MEMORY, f"{len(data)} bytes do not fit in EF {fid:04X}")
+        card.write_file(self, fid, 0, len(data).to_bytes(2, "big") + data)
+
+    def _certificate(self, card: CardServices) -> CvCertificate:
+        raw = self._blob(card, EF_CERT)
+        if not raw:
+            raise IsoError(SW.REFERENCE_DATA_NOT_USABLE, "no officer certificate written")
+        return CvCertificate.parse(raw)
+
+    # ------------------------------------------------------------------ dispatch
+    def process(self, apdu: CommandApdu, card: CardServices) -> Response:
+        handlers = {
+            fmt.OfficerIns.GET_STATUS: self._get_status,
+            fmt.OfficerIns.GENERATE_KEY: self._generate_key,
+            fmt.OfficerIns.PUT_CERTIFICATE: self._put_certificate,
+            fmt.OfficerIns.PUT_TEMPLATES: self._put_templates,
+            fmt.OfficerIns.SET_PIN: self._set_pin,
+            fmt.OfficerIns.LOCK: self._lock,
+            fmt.OfficerIns.GET_CERTIFICATE: self._get_certificate,
+            fmt.OfficerIns.VERIFY_BIOMETRIC: self._verify_biometric,
+            fmt.OfficerIns.ACTIVATE_CARD: self._activate_card,
+            fmt.OfficerIns.READ_LEDGER: self._read_ledger,
+        }
+        handler = handlers.get(apdu.ins)  # type: ignore[call-overload]
+        if handler is None:
+            return super().process(apdu, card)
+        try:
+            result: Response = handler(apdu, card)
+        except FormatError as exc:
+            raise IsoError(SW.WRONG_DATA, str(exc)) from None
+        return result
+
+    # ------------------------------------------------------------------ personalisation
+    def _get_status(self, apdu: CommandApdu, card: CardServices) -> Response:
+        lc, bio, count, _ = self._state(card)
+        pin = card.objects.pin(card.app_df(self), fmt.PIN_REF)
+        tries = pin.tries_left if pin else 0
+        return fmt.Status(lc, tries, bio, count, self.ledger_capacity).encode(), SW.OK
+
+    def _generate_key(self, apdu: CommandApdu, card: CardServices) -> Response:
+        self._require_lifecycle(card, fmt.Lifecycle.PERSONALISATION, "GENERATE KEY")
+        scope = card.app_df(self)
+        slot = card.objects.key(scope, fmt.OFFICER_KEY_REF)
+        if slot is None:
+            raise IsoError(SW.REFERENCE_NOT_FOUND, "officer key slot missing")
+        with card.transaction():
+            key = slot.generate(card.random(40))
+            card.objects.put_key(scope, key)
+            self._put_blob(card, EF_CERT, CERT_SIZE, b"")  # a new key invalidates any certificate
+        return key.public, SW.OK
+
+    def _put_certificate(self, apdu: CommandApdu, card: CardServices) -> Response:
+        self._require_lifecycle(card, fmt.Lifecycle.PERSONALISATION, "PUT CERTIFICATE")
+        cert = CvCertificate.parse(apdu.data)
+        if cert.public_point != card.public_key(self, fmt.OFFICER_KEY_REF):
+            raise IsoError(SW.WRONG_DATA, "certificate does not carry this card's officer key")
+        if cert.role not in (Role.FIELD_KEY_OFFICER, Role.FACILITY_OPERATOR):
+            raise IsoError(SW.WRONG_DATA, f"a {cert.role.name} certificate does not belong here")
+        with card.transaction():
+            self._put_blob(card, EF_CERT, CERT_SIZE, apdu.data)
+        return b"", SW.OK
+
+    def _put_templates(self, apdu: CommandApdu, card: CardServices) -> Response:
+        self._require_lifecycle(card, fmt.Lifecycle.PERSONALISATION, "PUT TEMPLATES")
+        from cardsvc.bio.iso19794 import unwrap_verify_template
+
+        for template in fmt.split_templates(apdu.data):
+            try:
+                if not unwrap_verify_template(template):
+                    raise IsoError(SW.WRONG_DATA, "empty template")
+            except ValueError as exc:
+                raise IsoError(SW.WRONG_DATA, f"bad template: {exc}") from None
+        with card.transaction():
+            self._put_blob(card, EF_TEMPLATES, TEMPLATES_SIZE, apdu.data)
+        return b"", SW.OK
+
+    def _set_pin(self, apdu: CommandApdu, card: CardServices) -> Response:
+        self._require_lifecycle(card, fmt.Lifecycle.PERSONALISATION, "SET PIN")
+        if not (4 <= len(apdu.data) <= 12 and apdu.data.isdigit()):
+            raise IsoError(SW.WRONG_DATA, "the PIN must be 4-12 digits")
+        with card.transaction():
+            card.create_pin(self, PinObject(fmt.PIN_REF, apdu.data, max_tries=fmt.PIN_MAX_TRIES,
+                                            tries_left=fmt.PIN_MAX_TRIES, min_length=4, max_length=12))
+        return b"", SW.OK
+
+    def _lock(self, apdu: CommandApdu, card: CardServices) -> Response:
+        self._require_lifecycle(card, fmt.Lifecycle.PERSONALISATION, "LOCK")
+        self._certificate(card)
+        if not self._blob(card, EF_TEMPLATES):
+            raise IsoError(SW.CONDITIONS_NOT_SATISFIED, "no fingerprint templates written")
+        with card.transaction():
+            self._put_state(card, fmt.Lifecycle.OPERATIONAL, fmt.BIO_MAX_TRIES, 0, fmt.GENESIS_HEAD)
+        return b"", SW.OK
+
+    def _get_certificate(self, apdu: CommandApdu, card: CardServices) -> Response:
+        return self._certificate(card).encode(), SW.OK
+
+    # ------------------------------------------------------------------ operational
+    def _verify_biometric(self, apdu: CommandApdu, card: CardServices) -> Response:
+        self._require_lifecycle(card, fmt.Lifecycle.OPERATIONAL, "VERIFY BIOMETRIC")
+        from cardsvc.bio.iso19794 import decode_compact, unwrap_verify_template
+
+        lc, bio, count, head = self._state(card)
+        if bio == 0:
+            raise IsoError(SW.AUTH_METHOD_BLOCKED, "fingerprint verification is blocked")
+        try:
+            probe = decode_compact(unwrap_verify_template(apdu.data))
+        except ValueError as exc:
+            raise IsoError(SW.WRONG_DATA, f"bad probe template: {exc}") from None
+        ram = card.ram(self)
+        ram.pop(RAM_BIO_OK, None)
+        # decrement first and persist (tearing cannot buy tries), as for PINs
+        with card.transaction():
+            self._put_state(card, lc, bio - 1, count, head)
+        card.checkpoint("bio counter decremented")
+        matcher = _matcher()
+        best = max(
+            matcher.compare(probe, decode_compact(unwrap_verify_template(t)))
+            for t in fmt.split_templates(self._blob(card, EF_TEMPLATES))
+        )
+        if best >= self.threshold:
+            with card.transaction():
+                self._put_state(card, lc, fmt.BIO_MAX_TRIES, count, head)
+            ram[RAM_BIO_OK] = True
+            return b"", SW.OK
+        return b"", sw_tries_left(bio - 1)
+
+    def _activate_card(self, apdu: CommandApdu, card: CardServices) -> Response:
+        self._require_lifecycle(card, fmt.Lifecycle.OPERATIONAL, "ACTIVATE CARD")
+        card.require(Pin(fmt.PIN_REF), card.app_df(self), "ACTIVATE CARD")
+        if not card.ram(self).get(RAM_BIO_OK):
+            raise IsoError(SW.SECURITY_STATUS_NOT_SATISFIED, "ACTIVATE CARD needs a matching fingerprint")
+        own = self._certificate(card)
+        body = CvCertificate.parse_body(apdu.data)
+        today = datetime.fromtimestamp(card.now(), tz=UTC)
+        if body.role is not Role.BENEFICIARY_CARD:
+            raise IsoError(SW.WRONG_DATA, f"officer cards certify beneficiary cards, not {body.role.name}")
+        if body.car != own.chr:
+            raise IsoError(SW.WRONG_DATA, f"body names issuer {body.car}, this card is {own.chr}")
+        if body.rights & ~own.rights:
+            raise IsoError(SW.WRONG_DATA, "body claims rights this officer does not hold")
+        if not own.valid_at(today):
+            raise IsoError(SW.CONDITIONS_NOT_SATISFIED, f"officer certificate not valid on {today:%Y-%m-%d}")
+        if body.effective > today.date():
+            raise IsoError(SW.WRONG_DATA, f"body effective date {body.effective} is in the future")
+        lc, bio, count, head = self._state(card)
+        if count >= self.ledger_capacity:
+            raise IsoError(SW.NOT_ENOUGH_MEMORY, "activation ledger is full: return the card to the district")
+        body_hash = hashlib.sha256(apdu.data).digest()
+        entry = fmt.LedgerEntry(count + 1, int(card.now()), body.chr, body_hash).encode()
+        with card.transaction():
+            card.write_file(self, EF_LEDGER, count * fmt.LEDGER_ENTRY_SIZE, entry)
+            card.checkpoint("ledger entry staged")
+            self._put_state(card, lc, bio, count + 1, fmt.next_head(head, entry))
+        return card.sign(self, fmt.OFFICER_KEY_REF, apdu.data), SW.OK
+
+    def _read_ledger(self, apdu: CommandApdu, card: CardServices) -> Response:
+        if not 8 <= len(apdu.data) <= 32:
+            raise IsoError(SW.WRONG_LENGTH, "READ LEDGER takes an 8-32 byte challenge")
+        own = self._certificate(card)
+        _, _, count, head = self._state(card)
+        first = min(apdu.p1p2, count)
+        entries = card.read_file(self, EF_LEDGER, first * fmt.LEDGER_ENTRY_SIZE,
+                                 (count - first) * fmt.LEDGER_ENTRY_SIZE) if count > first else b""
+        statement = fmt.ledger_statement(own.chr, count, head, apdu.data)
+        signature = card.sign(self, fmt.OFFICER_KEY_REF, statement)
+        return fmt.encode_ledger_response(count, head, first, entries, signature), SW.OK
