@@ -218,3 +218,25 @@ def test_openapi_document_lists_every_route(field: Field) -> None:
     assert document["openapi"].startswith("3.")
     routes = {rule.rule for rule in field.app.url_map.iter_rules() if rule.rule.startswith("/api/v1/")}
     assert {f"/api/v1{path}" for path in document["paths"]} == routes
+
+
+def test_large_camp_with_awkward_text_is_stored_exactly(field: Field) -> None:
+    """250 cards (PostgreSQL bulk path: COPY) with tabs, newlines, backslashes and non-ASCII in text."""
+    rng = random.Random(9)
+    awkward = ["tab\there", "new\nline", "back\\slash", "Ābhā जयपुर", "quote\"'", "\\N"]
+    cards = [SimCard.new(0xD000 + i, rng) for i in range(250)]
+    camp = [
+        card.camp_card(
+            f"District {awkward[i % 6]}", field.now - 100, field.now + 100, 0xF, household=awkward[i % 6]
+        )
+        for i, card in enumerate(cards)
+    ]
+    response = field.post(field.terminal.batch(BatchKind.CAMP, camp, field.now))
+    assert response.status_code == 201 and response.get_json()["receipt"]["new_items"] == 250
+    with get_db(field.app).sessions() as session:
+        stored = {c.card_id: c for c in session.execute(select(Card)).scalars()}
+    for i, card in enumerate(cards):
+        row = stored[f"{card.card_id:016x}"]
+        assert (row.household_id, row.district) == (awkward[i % 6], f"District {awkward[i % 6]}")
+        assert row.members == [m.to_json() for m in camp[i].members]
+        assert row.public_key == card.public_key

@@ -85,7 +85,7 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 @SETTINGS
 @given(data=st.data(), replacement=json_values)
-def test_a_valid_batch_with_any_field_replaced_is_never_a_500(target, data: st.DataObject, replacement) -> None:
+def test_a_valid_batch_with_any_field_replaced_is_never_a_500(target, data: st.DataObject, replacement):
     document = json.loads(target[2])
     path = data.draw(st.sampled_from(_paths(document)[1:]))
     holder = document
@@ -108,10 +108,12 @@ def test_a_valid_batch_with_bytes_flipped_is_refused(target, data: st.DataObject
 
 
 @SETTINGS
-@given(name=st.sampled_from(["X-Terminal-Id", "X-Timestamp", "X-Nonce", "X-Signature"]), value=st.text(
-    alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=90))
+@given(
+    name=st.sampled_from(["X-Terminal-Id", "X-Timestamp", "X-Nonce", "X-Signature"]),
+    value=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=90),
+)
 def test_mutated_headers_are_refused_with_a_reason(target, name: str, value: str) -> None:
-    app, terminal, valid, now = target
+    _app, terminal, valid, now = target
     headers = terminal.headers("POST", UPLOAD, valid, now)
     if headers[name] == value:
         return

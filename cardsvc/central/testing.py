@@ -7,6 +7,7 @@ format (counter, balance, chain, signature); the real card OS simulator lives in
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -97,7 +98,7 @@ class SimTerminal:
         return cls(terminal_id=terminal_id, key=p256_key(rng))
 
     def batch(
-        self, kind: BatchKind, items: list[Item] | tuple[Item, ...], created: int, seq: int | None = None
+        self, kind: BatchKind, items: Sequence[Item], created: int, seq: int | None = None
     ) -> bytes:
         """The signed wire document of a new batch."""
         if seq is None:

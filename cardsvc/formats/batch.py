@@ -81,6 +81,10 @@ def _check_canonical_value(value: Any, where: str) -> None:
 def canonical_json(value: Any) -> bytes:
     """The one deterministic encoding of a JSON value (sorted keys, no spaces, ASCII, no floats)."""
     _check_canonical_value(value, "batch")
+    return _dumps(value)
+
+
+def _dumps(value: Any) -> bytes:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return text.encode("ascii")
 
@@ -90,12 +94,17 @@ def b64encode(data: bytes) -> str:
 
 
 def b64decode(text: Any, where: str) -> bytes:
+    """Decode standard base64, accepting only its canonical form (one text per value: stable hashes)."""
     if not isinstance(text, str):
         raise FieldValueError(f"{where} must be a base64 string")
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        encoded = text.encode("ascii")
+        data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, UnicodeEncodeError):
         raise FieldValueError(f"{where} is not valid base64") from None
+    if binascii.b2a_base64(data, newline=False) != encoded:
+        raise FieldValueError(f"{where} is not canonical base64 (padding or unused bits)")
+    return data
 
 
 def id_hex(value: int) -> str:
@@ -347,6 +356,16 @@ class SignedBatch:
 
     batch: Batch
     signature: bytes
+    #: the signed bytes; from :meth:`parse`, the canonical form of the received JSON (the same bytes, as
+    #: parsing admits exactly one text per value), which saves re-encoding large batches.
+    canonical: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.canonical:
+            object.__setattr__(self, "canonical", self.batch.canonical())
+
+    def content_hash(self) -> bytes:
+        return hashlib.sha256(self.canonical).digest()
 
     def encode(self) -> bytes:
         """The wire document (itself canonical JSON, though the server does not require that)."""
@@ -365,11 +384,12 @@ class SignedBatch:
         signature = b64decode(obj["signature"], "signature")
         if len(signature) != 64:
             raise FieldValueError("signature must be 64 bytes (raw r||s)")
-        return cls(Batch.from_json(obj["batch"]), signature)
+        batch = Batch.from_json(obj["batch"])
+        return cls(batch, signature, _dumps(obj["batch"]))
 
     def verify(self, terminal_key: Callable[[int], ec.EllipticCurvePublicKey]) -> None:
         """Check the signature with the key of the batch's terminal; raises SignatureError."""
-        verify_raw_signature(terminal_key(self.batch.terminal_id), self.batch.canonical(), self.signature)
+        verify_raw_signature(terminal_key(self.batch.terminal_id), self.canonical, self.signature)
 
 
 def _refuse_float(text: str) -> float:

@@ -13,7 +13,7 @@ import hashlib
 import struct
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Final
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -38,6 +38,9 @@ _U32 = 0xFFFF_FFFF
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
 
 
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
 class RecordType(IntEnum):
     """What the card did. The balance rule of each type is in :func:`expected_balance`."""
 
@@ -48,6 +51,9 @@ class RecordType(IntEnum):
     PROOF_OF_LIFE = 5  # no value change (amount 0)
     TOP_UP = 6  # cover added by an authorisation from central
     RENEWAL = 7  # new policy year: balance set to amount
+
+
+_RECORD_TYPES = frozenset(int(t) for t in RecordType)
 
 
 def record_hash(raw: bytes) -> bytes:
@@ -144,11 +150,7 @@ class TransactionRecord:
         if not isinstance(raw, bytes | bytearray | memoryview):
             raise FieldValueError(f"record must be bytes, got {type(raw).__name__}")
         raw = bytes(raw)
-        if raw[:1] and raw[0] != FORMAT_VERSION:
-            raise UnsupportedVersionError(f"transaction record version {raw[0]} (known: {FORMAT_VERSION})")
-        if len(raw) != RECORD_LENGTH:
-            raise RecordLengthError(f"transaction record is {len(raw)} bytes, expected {RECORD_LENGTH}")
-        fields = _SIGNED.unpack_from(raw)
+        fields = unpack_fields(raw)
         return cls(
             version=fields[0],
             record_type=fields[1],
@@ -184,6 +186,26 @@ class TransactionRecord:
         return chain_hash(self.encode())
 
 
+def unpack_fields(raw: bytes) -> tuple[Any, ...]:
+    """The 14 signed fields of a record, checked as strictly as :meth:`TransactionRecord.parse`.
+
+    The fast path for bulk ingest: a fixed-width unpack cannot overflow a field, so only the version, the
+    type, the counter and the member index need checking here.
+    """
+    if raw[:1] and raw[0] != FORMAT_VERSION:
+        raise UnsupportedVersionError(f"transaction record version {raw[0]} (known: {FORMAT_VERSION})")
+    if len(raw) != RECORD_LENGTH:
+        raise RecordLengthError(f"transaction record is {len(raw)} bytes, expected {RECORD_LENGTH}")
+    fields = _SIGNED.unpack_from(raw)
+    if fields[1] not in _RECORD_TYPES:
+        raise FieldValueError(f"record_type={fields[1]} is not a known RecordType")
+    if fields[3] == 0:
+        raise FieldValueError("counter=0: card counters start at 1")
+    if fields[12] > MAX_MEMBER_INDEX:
+        raise FieldValueError(f"member_index={fields[12]} is outside 0..{MAX_MEMBER_INDEX}")
+    return fields
+
+
 def verify_raw_signature(public_key: ec.EllipticCurvePublicKey, message: bytes, signature: bytes) -> None:
     """Verify a raw r||s P-256 signature over SHA-256(message); raise :class:`SignatureError` if it fails."""
     if len(signature) != SIGNATURE_LENGTH:
@@ -191,14 +213,14 @@ def verify_raw_signature(public_key: ec.EllipticCurvePublicKey, message: bytes, 
     r = int.from_bytes(signature[:32], "big")
     s = int.from_bytes(signature[32:], "big")
     try:
-        public_key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256()))
+        public_key.verify(encode_dss_signature(r, s), message, _ECDSA_SHA256)
     except (InvalidSignature, ValueError):
         raise SignatureError("signature does not verify") from None
 
 
 def sign_raw(private_key: ec.EllipticCurvePrivateKey, message: bytes) -> bytes:
     """Sign SHA-256(message) with P-256; raw r||s (64 bytes) is the whole project's convention."""
-    r, s = decode_dss_signature(private_key.sign(message, ec.ECDSA(hashes.SHA256())))
+    r, s = decode_dss_signature(private_key.sign(message, _ECDSA_SHA256))
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 

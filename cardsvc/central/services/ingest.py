@@ -11,14 +11,15 @@ batches are inserted with ON CONFLICT DO NOTHING on (card, counter, record hash)
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import time as _time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import Table, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import JSON, Table, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -42,9 +43,10 @@ from cardsvc.formats.batch import (
     load_public_key,
 )
 from cardsvc.formats.errors import FormatError, SignatureError
-from cardsvc.formats.transaction import SIGNED_LENGTH, TransactionRecord, verify_raw_signature
+from cardsvc.formats.transaction import SIGNED_LENGTH, unpack_fields, verify_raw_signature
 
 CHUNK: Final = 1000
+COPY_THRESHOLD: Final = 200  # PostgreSQL: from this many rows on, COPY through a staging table
 RETRIES: Final = 5
 
 
@@ -107,9 +109,8 @@ def ingest_batch(
     except FormatError as exc:
         raise MalformedError("malformed_batch", str(exc)) from None
     batch = signed.batch
-    canonical = batch.canonical()
-    content_hash = hashlib.sha256(canonical).hexdigest()
-    _verify_envelope(directory, signed, canonical)
+    content_hash = hashlib.sha256(signed.canonical).hexdigest()
+    _verify_envelope(directory, signed, signed.canonical)
     existing = _find(session, content_hash)
     if existing is not None:
         return IngestResult(existing, duplicate=True)
@@ -211,28 +212,28 @@ def _store(
 def transaction_rows(session: Session, items: Sequence[TransactionItem]) -> list[dict[str, Any]]:
     """Parse and verify every record; return insert rows sorted by (card, counter, hash).
 
-    Raises UnprocessableError naming the first bad item. Keys are parsed once per distinct key.
+    Raises UnprocessableError naming the first bad item. The hot loop of ingest: keys are parsed once per
+    distinct key, records are unpacked without building dataclasses.
     """
-    parsed: list[TransactionRecord] = []
+    parsed: list[tuple[Any, ...]] = []
     for index, item in enumerate(items):
         try:
-            parsed.append(TransactionRecord.parse(item.record))
+            parsed.append(unpack_fields(item.record))
         except FormatError as exc:
             raise UnprocessableError("bad_record", f"batch.items[{index}].record: {exc}") from None
-    card_ids = sorted({id_hex(r.card_id) for r in parsed})
+    card_ids = sorted({f"{fields[2]:016x}" for fields in parsed})
     registered: dict[str, bytes] = {}
     for chunk in _chunks(card_ids, CHUNK):
         query = select(Card.card_id, Card.public_key).where(Card.card_id.in_(chunk))
         registered.update((k, v) for k, v in session.execute(query))
     keys: dict[bytes, tuple[ec.EllipticCurvePublicKey, bytes]] = {}
     rows: dict[tuple[str, int, bytes], dict[str, Any]] = {}
-    for index, (item, record) in enumerate(zip(items, parsed, strict=True)):
-        card_hex = id_hex(record.card_id)
-        where = f"batch.items[{index}] (card {card_hex} counter {record.counter})"
+    for index, (item, fields) in enumerate(zip(items, parsed, strict=True)):
+        card_hex = f"{fields[2]:016x}"
         entry = keys.get(item.card_key)
         if entry is None:
             try:
-                key = load_public_key(item.card_key, f"{where} card_key")
+                key = load_public_key(item.card_key, f"batch.items[{index}].card_key")
             except FormatError as exc:
                 raise UnprocessableError("bad_card_key", str(exc)) from None
             entry = keys[item.card_key] = (key, public_key_bytes(key))
@@ -240,32 +241,36 @@ def transaction_rows(session: Session, items: Sequence[TransactionItem]) -> list
         known = registered.get(card_hex)
         if known is not None and known != normalised:
             raise UnprocessableError(
-                "card_key_mismatch", f"{where}: card_key is not the card's registered key"
+                "card_key_mismatch",
+                f"batch.items[{index}] (card {card_hex} counter {fields[3]}): "
+                "card_key is not the card's registered key",
             )
         raw = item.record
         try:
             verify_raw_signature(key, raw[:SIGNED_LENGTH], raw[SIGNED_LENGTH:])
         except SignatureError:
             raise UnprocessableError(
-                "bad_record_signature", f"{where}: the card's signature does not verify"
+                "bad_record_signature",
+                f"batch.items[{index}] (card {card_hex} counter {fields[3]}): "
+                "the card's signature does not verify",
             ) from None
         digest = hashlib.sha256(raw).digest()
-        rows[(card_hex, record.counter, digest)] = {
+        rows[(card_hex, fields[3], digest)] = {
             "card_id": card_hex,
-            "counter": record.counter,
+            "counter": fields[3],
             "content_hash": digest,
             "raw": raw,
-            "record_type": int(record.record_type),
-            "scheme_id": record.scheme_id,
-            "amount": record.amount,
-            "balance_after": record.balance_after,
-            "time": record.time,
-            "terminal_id": id_hex(record.terminal_id),
-            "operator_id": id_hex(record.operator_id),
-            "facility_id": record.facility_id,
-            "reference": record.reference,
-            "member_index": record.member_index,
-            "prev_hash": record.prev_hash,
+            "record_type": fields[1],
+            "scheme_id": fields[4],
+            "amount": fields[5],
+            "balance_after": fields[6],
+            "time": fields[7],
+            "terminal_id": f"{fields[8]:016x}",
+            "operator_id": f"{fields[9]:016x}",
+            "facility_id": fields[10],
+            "reference": fields[11],
+            "member_index": fields[12],
+            "prev_hash": fields[13],
             "key_source": KeySource.PRESENTED if known is None else KeySource.REGISTERED,
         }
     return [rows[k] for k in sorted(rows)]
@@ -305,20 +310,87 @@ def _store_cards(session: Session, cards: Sequence[CampCard], batch_id: int) -> 
 
 
 def insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], conflict: list[str]) -> None:
-    """Bulk INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite, in chunks, without ORM overhead."""
+    """Bulk INSERT ... ON CONFLICT (conflict) DO NOTHING, in chunks, on PostgreSQL and SQLite.
+
+    Goes to the DB-API cursor (psycopg2 ``execute_values``, sqlite3 ``executemany``): SQLAlchemy 2.1 sends
+    an ON CONFLICT executemany to psycopg2 row by row, which was the ingest bottleneck. Table and column
+    names come from our own metadata, values are always bound parameters.
+    """
     if not rows:
         return
     assert isinstance(table, Table)
-    connection = session.connection()
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict)
-    else:
-        raise NotImplementedError(f"insert_ignore: {dialect} is not supported (SQLite, PostgreSQL)")
-    for chunk in _chunks(rows, CHUNK):
-        connection.execute(stmt, chunk)
+    columns = list(rows[0])
+    json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    dbapi = session.connection().connection.dbapi_connection
+    assert dbapi is not None
+    dialect = session.get_bind().dialect.name
+    names = ", ".join(columns)
+    target = ", ".join(conflict)
+    cursor = dbapi.cursor()
+    try:
+        if dialect == "postgresql":
+            from psycopg2.extras import Json, execute_values
+
+            def pg(value: Any, column: str) -> Any:
+                return Json(value) if column in json_columns and value is not None else value
+
+            if len(rows) >= COPY_THRESHOLD:
+                _copy_insert_ignore(cursor, table.name, columns, json_columns, rows, target)
+                return
+            sql = f"INSERT INTO {table.name} ({names}) VALUES %s ON CONFLICT ({target}) DO NOTHING"
+            for chunk in _chunks(rows, CHUNK):
+                values = [tuple(pg(row[c], c) for c in columns) for row in chunk]
+                execute_values(cursor, sql, values, page_size=CHUNK)
+        elif dialect == "sqlite":
+
+            def lite(value: Any, column: str) -> Any:
+                return json.dumps(value) if column in json_columns and value is not None else value
+
+            marks = ", ".join("?" for _ in columns)
+            sql = f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT ({target}) DO NOTHING"
+            if json_columns:
+                cursor.executemany(sql, [tuple(lite(row[c], c) for c in columns) for row in rows])
+            else:
+                cursor.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
+        else:
+            raise NotImplementedError(f"insert_ignore: {dialect} is not supported (SQLite, PostgreSQL)")
+    finally:
+        cursor.close()
+
+
+def _copy_text(value: Any, is_json: bool) -> str:
+    """One field in PostgreSQL COPY text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bytes):
+        return "\\\\x" + value.hex()
+    text = json.dumps(value) if is_json else str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _copy_insert_ignore(
+    cursor: Any, table: str, columns: list[str], json_columns: set[str], rows: list[dict[str, Any]],
+    target: str,
+) -> None:  # fmt: skip
+    """COPY into a temporary twin of ``table``, then INSERT ... SELECT ... ON CONFLICT DO NOTHING.
+
+    About twice as fast as a multi-row VALUES insert here (bytea literals are costly to parse).
+    """
+    staging = f"_staging_{table}"
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    flags = [c in json_columns for c in columns]
+    lines = ["\t".join(_copy_text(row[c], j) for c, j in zip(columns, flags, strict=True)) for row in rows]
+    buffer = io.StringIO("\n".join(lines) + "\n")
+    cursor.copy_from(buffer, staging, columns=columns)
+    names = ", ".join(columns)
+    # ORDER BY the conflict target: concurrent overlapping batches take row locks in one order (no deadlock)
+    cursor.execute(
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ORDER BY {target} "
+        f"ON CONFLICT ({target}) DO NOTHING"
+    )
+    cursor.execute(f"TRUNCATE {staging}")
 
 
 T = TypeVar("T")
