@@ -53,18 +53,18 @@ def _smooth(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> n
 def draw_touch(rng: np.random.Generator, quality: SkinQuality, width: int, height: int) -> TouchParameters:
     """Random but plausible placement of the finger on the glass."""
     partial = quality is SkinQuality.PARTIAL
-    shift = 45.0 if partial else 18.0
-    cc = (width / 2 + rng.uniform(-12, 12), height / 2 + rng.uniform(-12, 12))
-    axes = (rng.uniform(100, 125), rng.uniform(125, 150))
+    shift = 45.0 if partial else 25.0
+    cc = (width / 2 + rng.uniform(-15, 15), height / 2 + rng.uniform(-15, 15))
+    axes = (rng.uniform(92, 125), rng.uniform(115, 150))
     if partial:
         axes = (rng.uniform(62, 80), rng.uniform(75, 95))
         cc = (cc[0] + rng.choice([-1, 1]) * rng.uniform(35, 60), cc[1] + rng.uniform(-50, 50))
     return TouchParameters(
         dx=float(rng.uniform(-shift, shift)),
         dy=float(rng.uniform(-shift, shift)),
-        rotation_deg=float(rng.uniform(-15, 15)),
-        distortion_deg=float(rng.uniform(-4, 4)),
-        distortion_shift=(float(rng.uniform(-5, 5)), float(rng.uniform(-5, 5))),
+        rotation_deg=float(rng.uniform(-20, 20)),
+        distortion_deg=float(rng.uniform(-7, 7)),
+        distortion_shift=(float(rng.uniform(-8, 8)), float(rng.uniform(-8, 8))),
         contact_centre=(float(cc[0]), float(cc[1])),
         contact_axes=(float(axes[0]), float(axes[1])),
     )
@@ -103,7 +103,7 @@ def _contact(
     ax, ay = touch.contact_axes
     ccx, ccy = touch.contact_centre
     rho = np.sqrt(((xs - ccx) / ax) ** 2 + ((ys - ccy) / ay) ** 2)
-    rho = rho + 0.08 * _smooth(rng, (height, width), 18.0)
+    rho = rho + 0.06 * _smooth(rng, (height, width), 22.0)
     pressure = np.clip((1.0 - rho) / 0.25, 0.0, 1.0)
     return pressure > 0, pressure
 
@@ -123,8 +123,9 @@ def render(
     skin = ndimage.map_coordinates(master.mask.astype(np.float32), coords, order=1, mode="constant") > 0.5
     contact, pressure = _contact(touch, rng, width, height)
     contact &= skin
-    skin_bias = {SkinQuality.DRY: 0.35, SkinQuality.WET: -0.45}.get(quality, 0.0)
-    bias = skin_bias + 0.1 * _smooth(rng, (height, width), 25.0)
+    # every touch differs a little in moisture and pressure, even for "good" skin
+    skin_bias = {SkinQuality.DRY: 0.35, SkinQuality.WET: -0.45}.get(quality, 0.0) + rng.uniform(-0.15, 0.15)
+    bias = skin_bias + 0.18 * _smooth(rng, (height, width), 20.0)
     # light pressure at the rim prints only the ridge crests
     ink = 1.0 / (1.0 + np.exp(-6.0 * (ridges - bias - 0.7 * (1.0 - pressure))))
     if quality is SkinQuality.DRY:
@@ -141,7 +142,7 @@ def render(
         ink = ndimage.gaussian_filter(ink, 0.6)
     background = rng.uniform(205, 240) + 8.0 * _smooth(rng, (height, width), 60.0)
     contrast = rng.uniform(150, 185)
-    grey = background - contrast * ink + rng.normal(0.0, rng.uniform(3.0, 7.0), (height, width))
+    grey = background - contrast * ink + rng.normal(0.0, rng.uniform(4.0, 12.0), (height, width))
     return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
 
 
