@@ -16,6 +16,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 from types import TracebackType
 from typing import NoReturn
 
@@ -49,9 +50,12 @@ class VpcdCardServer:
 
     def __init__(self, card: SimulatedCard, host: str = "127.0.0.1", port: int = VPCD_BASE_PORT, *,
                  backoff_min: float = 0.05, backoff_max: float = 2.0, io_timeout: float = 0.5,
-                 quickack: bool = True) -> None:
+                 quickack: bool = True, min_out_time: float = 0.8) -> None:
         self.card = card
         self.quickack = quickack
+        self.min_out_time = min_out_time
+        """A pulled card stays out at least this long, so that pcscd (polling every 0.4 s) sees it go."""
+        self._out_since = 0.0
         """False only to measure the latency trap (bench/bench_card_sim.py)."""
         self.host = host
         self.port = port
@@ -128,6 +132,10 @@ class VpcdCardServer:
             if not self._inserted.is_set():
                 self._inserted.wait()
                 continue
+            out_for = time.monotonic() - self._out_since
+            if out_for < self.min_out_time:
+                self._stop.wait(self.min_out_time - out_for)
+                continue
             try:
                 sock = socket.create_connection((self.host, self.port), timeout=self.io_timeout)
             except OSError as exc:
@@ -158,9 +166,8 @@ class VpcdCardServer:
                     self._sock = None
                 sock.close()
                 self.card.power_off()
+                self._out_since = time.monotonic()
                 log.info("card removed from vpcd %s:%d", self.host, self.port)
-            if not self._stop.is_set() and self._inserted.is_set():
-                self._stop.wait(self.backoff_min)  # pcscd restarting: do not spin
 
     def _serve_connection(self, sock: socket.socket) -> None:
         if self.quickack:
