@@ -44,9 +44,10 @@ def test_opensc_tool_and_pcsc_scan_see_the_card(serve_card) -> None:
                 "-s", "00 84 00 00 08",
                 "-s", "00 20 00 81",
                 "-s", "00 CA 7F 66 00")
-    sws = [(a.lower(), b.lower()) for a, b in re.findall(r"SW1=0x([0-9a-f]{2}), SW2=0x([0-9a-f]{2})", out, re.I)]
+    found = re.findall(r"SW1=0x([0-9a-f]{2}), SW2=0x([0-9a-f]{2})", out, re.I)
+    sws = [(a.lower(), b.lower()) for a, b in found]
     assert sws == [("90", "00"), ("90", "00"), ("63", "c3"), ("90", "00")], out
-    scan = _tool("timeout", "5", "pcsc_scan", "-n")
+    scan = _tool("timeout", "2", "pcsc_scan", "-n")
     assert " ".join(f"{b:02X}" for b in served.card.atr) in scan
 
 
