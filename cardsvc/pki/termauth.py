@@ -19,7 +19,7 @@ from enum import IntEnum
 from cardsvc.pki._tlv import tlv
 from cardsvc.pki.chain import RevocationLookup, TrustAnchor, ValidatedChain, validate_chain
 from cardsvc.pki.cvc import CvCertificate, check_reference
-from cardsvc.pki.errors import FormatError, MissingRightError
+from cardsvc.pki.errors import FormatError, MissingRightError, WrongIssuerError
 from cardsvc.pki.rights import Right, Role
 from cardsvc.pki.signer import Signer, verify_signature
 
@@ -80,3 +80,104 @@ def authenticate_terminal(
         leaf.public_point, terminal_auth_message(challenge, card_id, leaf.chr), signature, subject=leaf.chr
     )
     return validated
+
+
+# ----------------------------------------------------------------------------------------------------
+# The card side, step by step (one object per power session, kept in the application's RAM)
+
+
+class TaIns(IntEnum):
+    """Terminal-authentication commands as a card application receives them (CLA 80, ISO P1P2 values):
+    the simulated OS hands only CLA 8x commands to applications, so the ISO instructions travel there."""
+
+    MSE_SET_DST = 0x22  # P1P2 81B6, data 83 L <CAR>: the key the next certificate is checked with
+    PSO_VERIFY_CERTIFICATE = 0x2A  # P1P2 00BE, data 7F4E body || 5F37 signature (or a whole 7F21)
+    EXTERNAL_AUTHENTICATE = 0x82  # P1P2 0000, data 64-byte r||s over terminal_auth_message(...)
+
+
+TA_CLA = 0x80
+MSE_SET_DST_P1P2 = 0x81B6
+PSO_VERIFY_CERTIFICATE_P1P2 = 0x00BE
+TA_CAR_TAG = 0x83
+
+
+class TerminalAuthVerifier:
+    """Card-side state machine of terminal authentication (pure; the card application feeds it APDU data).
+
+    ``set_issuer`` (MSE:SET DST) names the key the next certificate must chain from: the root (anchor) or a
+    certificate verified earlier in this session. ``verify_certificate`` (PSO:VERIFY CERTIFICATE) checks
+    one link with every rule of :func:`validate_chain`. ``authenticate`` (EXTERNAL AUTHENTICATE) checks the
+    terminal's signature over the card's challenge and returns the rights to grant for this session.
+    Every failure raises the named ValidationError; the card maps it to a status word.
+    """
+
+    def __init__(
+        self,
+        anchor: TrustAnchor,
+        *,
+        card_id: str,
+        now: datetime,
+        revocations: RevocationLookup | None = None,
+    ) -> None:
+        self.anchor = anchor
+        self.card_id = check_reference(card_id, "card id")
+        self.now = now
+        self.revocations = revocations
+        self.chain: list[CvCertificate] = []
+        self._issuer_set = False
+
+    def set_issuer(self, car: str) -> None:
+        if car == self.anchor.chr:
+            self.chain = []
+        else:
+            refs = [c.chr for c in self.chain]
+            if car not in refs:
+                raise WrongIssuerError(
+                    f"MSE:SET DST names {car}, which is neither the root nor verified in this session",
+                    subject=car,
+                )
+            self.chain = self.chain[: refs.index(car) + 1]
+        self._issuer_set = True
+
+    def verify_certificate(self, data: bytes) -> CvCertificate:
+        if not self._issuer_set:
+            raise WrongIssuerError("PSO:VERIFY CERTIFICATE before MSE:SET DST")
+        raw = bytes(data)
+        if raw[:2] != b"\x7f\x21":
+            raw = tlv(0x7F21, raw)
+        cert = CvCertificate.parse(raw)
+        validate_chain([*self.chain, cert], self.anchor, now=self.now, revocations=self.revocations)
+        self.chain.append(cert)
+        self._issuer_set = False
+        return cert
+
+    def authenticate(self, challenge: bytes | None, signature: bytes, required: Right = Right.NONE) -> Right:
+        if challenge is None:
+            raise FormatError("EXTERNAL AUTHENTICATE without a GET CHALLENGE in this session")
+        if not self.chain:
+            raise MissingRightError("EXTERNAL AUTHENTICATE without a verified terminal certificate")
+        result = authenticate_terminal(
+            self.chain,
+            signature,
+            anchor=self.anchor,
+            challenge=challenge,
+            card_id=self.card_id,
+            now=self.now,
+            required=required,
+            revocations=self.revocations,
+        )
+        return result.rights
+
+
+def terminal_auth_commands(chain: Sequence[CvCertificate]) -> list[tuple[int, int, int, int, bytes]]:
+    """Host side: the (CLA, INS, P1, P2, data) of MSE:SET DST + PSO:VERIFY CERTIFICATE for each link, top
+    first (the root itself is never sent: the card holds its key)."""
+    out: list[tuple[int, int, int, int, bytes]] = []
+    for cert in chain:
+        if cert.self_signed:
+            continue
+        out.append((TA_CLA, TaIns.MSE_SET_DST, 0x81, 0xB6, tlv(TA_CAR_TAG, cert.car.encode("ascii"))))
+        out.append(
+            (TA_CLA, TaIns.PSO_VERIFY_CERTIFICATE, 0x00, 0xBE, cert.body + tlv(0x5F37, cert.signature))
+        )
+    return out
