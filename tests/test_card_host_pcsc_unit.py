@@ -130,3 +130,19 @@ def test_reconnect_after_removal_waits_for_a_new_insertion(mocker: Any) -> None:
     conn.reconnect(wait=1)
     assert status.call_count == 4  # stale "present" (event 1) and "empty" were not taken for the new card
     assert pcsc.scard.SCardConnect.call_count == 2
+
+
+def test_vpcd_lock_makes_a_second_user_wait_and_names_the_holder(tmp_path: Any) -> None:
+    import os
+
+    from cardsvc.card.pcscd import PcscdUnavailableError, VpcdLock
+
+    first, second = VpcdLock(tmp_path / "vpcd.lock"), VpcdLock(tmp_path / "vpcd.lock")
+    first.acquire(timeout=1)
+    messages: list[str] = []
+    with pytest.raises(PcscdUnavailableError, match=f"pid {os.getpid()}"):
+        second.acquire(timeout=0.3, on_wait=messages.append)
+    assert messages and "waiting for another user" in messages[0]
+    first.release()
+    second.acquire(timeout=1)
+    second.release()

@@ -160,7 +160,7 @@ def run_apdu_benchmark(
     rounds: int = 1000, json_path: str | None = None, out: Callable[[str], None] = print
 ) -> bool:
     """Measure, print each figure beside its ceiling, optionally write JSON; True if all are within."""
-    with ensure_pcscd() as daemon, tempfile.TemporaryDirectory(prefix="bench-apdu-") as tmp:
+    with ensure_pcscd(on_wait=out) as daemon, tempfile.TemporaryDirectory(prefix="bench-apdu-") as tmp:
         out(f"APDU benchmark: pcscd (pid {daemon.pid}) + vpcd + pyscard, simulated card, loopback")
         figures = measure(daemon, Path(tmp), rounds=rounds)
     for figure in figures:

@@ -6,11 +6,13 @@ Only one pcscd may run per machine: reuse a running one (``pgrep -x pcscd``), el
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -21,8 +23,56 @@ VPCD_READER_PREFIX = "Virtual PCD"
 VPCD_PORTS = (35963, 35964)  # slots 0 and 1 of Debian's vsmartcard-vpcd reader configuration
 
 
+#: Every user of the vpcd slots on this machine (test sessions, benchmarks) holds this lock, so two of them
+#: never serve cards on the same slot or stop the pcscd the other one uses.
+LOCK_PATH = Path(os.environ.get("CARDSVC_PCSC_LOCK", "/tmp/cardsvc-vpcd.lock"))
+
+
 class PcscdUnavailableError(TransportError):
     """pcscd is not running and cannot be started here (not installed, not root, no vpcd reader)."""
+
+
+class VpcdLock:
+    """An exclusive advisory lock (flock) on the vpcd slots, released on close or process exit."""
+
+    def __init__(self, path: Path = LOCK_PATH) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, timeout: float, on_wait: Callable[[str], None] | None = None) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise PcscdUnavailableError(
+                        f"another process ({self._holder(fd)}) has used the vpcd slots for over {timeout:g} s"
+                    ) from None
+                if on_wait is not None and not told:
+                    on_wait(f"waiting for another user of the vpcd slots ({self._holder(fd)})")
+                    told = True
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        try:
+            return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown pid"
+        except OSError:
+            return "unknown pid"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
 
 def running_pcscd() -> int | None:
@@ -53,21 +103,26 @@ class PcscdHandle:
     started_here: bool
     readers: list[str]
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _lock: VpcdLock | None = field(default=None, repr=False)
 
     def reader(self, slot: int = 0) -> str:
         return self.readers[slot]
 
     def stop(self) -> None:
-        """Stop pcscd only if this handle started it (by its own PID)."""
+        """Stop pcscd only if this handle started it (by its own PID); release the vpcd lock."""
         proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     def __enter__(self) -> PcscdHandle:
         return self
@@ -78,12 +133,31 @@ class PcscdHandle:
         self.stop()
 
 
-def ensure_pcscd(*, timeout: float = 15.0, log_path: Path | None = None) -> PcscdHandle:
-    """Reuse or start pcscd and wait until the vpcd readers are listed."""
+def ensure_pcscd(
+    *,
+    timeout: float = 15.0,
+    log_path: Path | None = None,
+    lock_timeout: float = 900.0,
+    on_wait: Callable[[str], None] | None = None,
+) -> PcscdHandle:
+    """Take the vpcd lock, reuse or start pcscd, and wait until the vpcd readers are listed.
+
+    The lock serialises test sessions and benchmarks on one machine (``lock_timeout`` seconds at most).
+    """
     try:
         import smartcard.scard  # noqa: F401
     except ImportError as exc:
         raise PcscdUnavailableError(f"pyscard is not importable ({exc})") from exc
+    lock = VpcdLock()
+    lock.acquire(lock_timeout, on_wait)
+    try:
+        return _ensure_pcscd_locked(timeout, log_path, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _ensure_pcscd_locked(timeout: float, log_path: Path | None, lock: VpcdLock) -> PcscdHandle:
     proc: subprocess.Popen[bytes] | None = None
     pid = running_pcscd()
     if pid is None:
@@ -98,7 +172,7 @@ def ensure_pcscd(*, timeout: float = 15.0, log_path: Path | None = None) -> Pcsc
             with log_path.open("wb") as out:
                 proc = subprocess.Popen([exe, "-f"], stdout=out, stderr=subprocess.STDOUT)
         pid = proc.pid
-    handle = PcscdHandle(pid, proc is not None, [], proc)
+    handle = PcscdHandle(pid, proc is not None, [], proc, lock)
     deadline = time.monotonic() + timeout
     while not (readers := vpcd_readers()):
         if proc is not None and proc.poll() is not None:
