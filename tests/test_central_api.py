@@ -240,3 +240,18 @@ def test_large_camp_with_awkward_text_is_stored_exactly(field: Field) -> None:
         assert (row.household_id, row.district) == (awkward[i % 6], f"District {awkward[i % 6]}")
         assert row.members == [m.to_json() for m in camp[i].members]
         assert row.public_key == card.public_key
+
+
+def test_migrations_match_the_models(db_url: str) -> None:
+    """The Alembic head creates exactly the schema the models describe (no forgotten migration)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from cardsvc.central.extensions import make_engine
+    from cardsvc.central.models import Base
+
+    engine = make_engine(db_url)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    engine.dispose()
+    assert differences == []
