@@ -284,3 +284,39 @@ def test_officer_card_through_pcscd(km: KeyManager, softhsm: SoftHsm, tmp_path: 
         assert [e.card_chr for e in session.read_ledger().entries] == ["CARD-PCSC-1"]
     finally:
         conn.close()
+
+
+@pytest.mark.pcsc
+def test_cli_personalises_a_card_in_a_reader(tmp_path: Path, serve_card) -> None:
+    from click.testing import CliRunner
+
+    from keymgmt.cli import main
+
+    env = {
+        "KEYMGMT_HOME": str(tmp_path / "ks"),
+        "KEYMGMT_SCRYPT_N": "1024",
+        "KEYMGMT_ROOT_SECRET": "root pw",
+        "KEYMGMT_DISTRICT_SECRET": "district pw",
+        "KEYMGMT_OFFICER_PIN": PIN,
+    }
+
+    def run(*args: str, **extra: str):
+        return CliRunner().invoke(main, ["--now", "2026-11-23T09:00:00Z", *args], env={**env, **extra})
+
+    assert run("init-root", "INROOT00001", KEYMGMT_NEW_KEY_SECRET="root pw").exit_code == 0
+    assert run("add-district", DISTRICT, KEYMGMT_NEW_KEY_SECRET="district pw").exit_code == 0
+    raw = tmp_path / "thumb.min"
+    raw.write_bytes(encode_compact(OFFICER_FINGER))
+    served = serve_card(slot=1, card=_blank_card(tmp_path))
+    result = run(
+        "personalise-officer-card", FKO, "--district", DISTRICT, "--role", "fko", "--reader", served.reader,
+        "--template", str(raw),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"officer card personalised: {FKO} (FIELD_KEY_OFFICER)" in result.output
+    again = run(
+        "personalise-officer-card", "INFKO-2", "--district", DISTRICT, "--role", "fko",
+        "--reader", served.reader, "--template", str(raw),
+    )  # fmt: skip
+    assert again.exit_code == 1 and "already OPERATIONAL" in again.output
+    assert "audit log intact" in run("audit", "verify").output

@@ -1,7 +1,7 @@
 """Officer card application: the one home of its commands, data layout and activation ledger format.
 
 Pure (no I/O): the simulated card application (hardware_sims/card/apps/officer.py) and the host session
-(cardsvc/pki/officer_card.py) both use these definitions. Documented in docs/officer-card.md.
+(cardsvc/pki/officer_card.py) both use these definitions. Documented in docs/keymgmt.md ("Officer cards").
 
 Life cycle: a blank card is in PERSONALISATION; the DKMA generates the officer key ON the card, writes the
 officer certificate, the officer's fingerprint templates and PIN, then LOCKs it (OPERATIONAL, for good).

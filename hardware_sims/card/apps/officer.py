@@ -1,7 +1,7 @@
 """Officer card application (FKO / facility operator), hosted by the simulated card OS.
 
 Formats and command numbers come from cardsvc/pki/officer.py (shared with the host session); certificate
-checks use cardsvc/pki/cvc.py, the same pure code terminals run. See docs/officer-card.md.
+checks use cardsvc/pki/cvc.py, the same pure code terminals run. See docs/keymgmt.md ("Officer cards").
 
 Personalisation (life cycle PERSONALISATION): GENERATE KEY, PUT CERTIFICATE, PUT TEMPLATES, SET PIN, LOCK.
 Operational: ISO VERIFY of PIN 81, VERIFY BIOMETRIC (match-on-card), ACTIVATE CARD (needs PIN AND
