@@ -49,9 +49,10 @@ class VpcdLock:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
+                    holder = self._holder(fd)
                     os.close(fd)
                     raise PcscdUnavailableError(
-                        f"another process ({self._holder(fd)}) has used the vpcd slots for over {timeout:g} s"
+                        f"another process ({holder}) has used the vpcd slots for over {timeout:g} s"
                     ) from None
                 if on_wait is not None and not told:
                     on_wait(f"waiting for another user of the vpcd slots ({self._holder(fd)})")
