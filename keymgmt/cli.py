@@ -395,6 +395,19 @@ def export_chain(ctx: click.Context, reference: str, out: Path) -> None:
     click.echo(f"wrote {len(certs)} certificates to {out}")
 
 
+@main.command("export-bundle")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_context
+def export_bundle(ctx: click.Context, out: Path) -> None:
+    """Write the trust bundle terminals carry (root, districts, newest revocation lists) to OUT."""
+    m = _manager(ctx)
+    bundle = _run(lambda: m.export_bundle(out))
+    lists = ", ".join(f"{rl.issuer} v{rl.version}" for rl in bundle.lists) or "no lists"
+    click.echo(
+        f"bundle written to {out}: root {bundle.root.chr}, {len(bundle.districts)} district(s), {lists}"
+    )
+
+
 @main.group()
 def audit() -> None:
     """The append-only, hash-chained audit log."""

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cardsvc.pki.bundle import TrustBundle, apply_bundle
 from cardsvc.pki.chain import TrustAnchor, ValidatedChain, validate_chain
 from cardsvc.pki.cvc import CvCertificate, check_reference, issue_certificate, self_signed_root
 from cardsvc.pki.errors import KeyCustodyError, PkiError
@@ -532,6 +533,20 @@ class KeyManager:
                 if rl.issuer not in newest or rl.version > newest[rl.issuer].version:
                     newest[rl.issuer] = rl
         return list(newest.values())
+
+    def export_bundle(self, directory: Path) -> TrustBundle:
+        """Write what terminals carry: root, district certificates, newest lists (cardsvc/pki/bundle.py)."""
+        certs = self.store.all_certificates()
+        bundle = TrustBundle(
+            root=self.store.root_certificate(),
+            districts={c.chr: c for c in certs.values() if c.role is Role.DISTRICT},
+            lists=self.published_lists(),
+        )
+        apply_bundle(bundle, now=self.now())  # refuse to export what a terminal would refuse
+        bundle.write(directory)
+        versions = {rl.issuer: rl.version for rl in bundle.lists}
+        self._record("bundle.export", str(directory.name), {"lists": versions}, None, None)
+        return bundle
 
     def revocation_store(self) -> RevocationStore:
         store = RevocationStore(self.anchor())

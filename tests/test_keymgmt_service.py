@@ -206,3 +206,26 @@ def test_every_action_is_in_the_signed_audit_log(km: KeyManager, softhsm: SoftHs
     assert km.verify_audit() == len(entries)
     raw = km.store.audit_path.read_text()
     assert softhsm.pin not in raw and "terminal pw" not in raw
+
+
+def test_terminals_apply_exported_bundles_and_refuse_rollback(
+    km: KeyManager, softhsm: SoftHsm, tmp_path: Path
+) -> None:
+    from cardsvc.pki.bundle import TrustBundle, apply_bundle
+
+    _terminal(km, softhsm.pin)
+    km.revoke("INTRM-POS-0001", by=PATNA, at=T0)
+    km.publish(by=PATNA, secret=softhsm.pin)
+    km.export_bundle(tmp_path / "b1")
+    km.revoke("CARD-7", by=PATNA, kind=SubjectKind.CARD, at=T0)
+    km.publish(by=PATNA, secret=softhsm.pin)
+    km.export_bundle(tmp_path / "b2")
+
+    terminal_store = apply_bundle(TrustBundle.read(tmp_path / "b2"), now=T0)
+    assert terminal_store.version_of(PATNA) == 2
+    assert terminal_store.revocation_of("CARD-7", [ROOT, PATNA]) is not None
+    with pytest.raises(errors.RollbackError, match="v1 is older than v2"):
+        apply_bundle(TrustBundle.read(tmp_path / "b1"), now=T0, store=terminal_store)
+    with pytest.raises(errors.RevokedError):
+        validate_chain(km.chain("INTRM-POS-0001"), km.anchor(), now=T0, revocations=terminal_store)
+    assert [e["action"] for e in km.audit.entries()][-1] == "bundle.export"
