@@ -8,13 +8,19 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from cardsvc.central.app import clock
 from cardsvc.central.extensions import get_db
 from cardsvc.central.models import Package
 from cardsvc.central.services.auth import HEADERS, authenticate
 from cardsvc.central.services.ingest import ingest_batch
-from cardsvc.central.services.terminals import DbTerminalDirectory, TerminalInfo, revocation_list
+from cardsvc.central.services.terminals import (
+    DbTerminalDirectory,
+    TerminalDirectory,
+    TerminalInfo,
+    revocation_list,
+)
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -24,12 +30,23 @@ def _signed_path() -> str:
     return request.path + (f"?{query}" if query else "")
 
 
+def _directory(session: Session) -> TerminalDirectory:
+    """Certificate chains checked to the root when a trust anchor is configured, else registered keys."""
+    anchor = current_app.config.get("TRUST_ANCHOR")
+    if anchor is None:
+        return DbTerminalDirectory(session)
+    from cardsvc.central.services.pki_keys import CertifiedTerminalDirectory
+
+    revocations = current_app.config.get("REVOCATIONS")
+    return CertifiedTerminalDirectory(session, anchor, clock(current_app), revocations)
+
+
 def _authenticated(body: bytes) -> TerminalInfo:
     db = get_db()
     with db.sessions() as session:
         return authenticate(
             session,
-            DbTerminalDirectory(session),
+            _directory(session),
             {name: request.headers.get(name, "") for name in HEADERS},
             request.method,
             _signed_path(),
@@ -45,7 +62,7 @@ def upload_batch() -> tuple[Response, int]:
     body = request.get_data(cache=False)
     terminal = _authenticated(body)
     with get_db().sessions() as session:
-        result = ingest_batch(session, DbTerminalDirectory(session), body, terminal.id, clock(current_app))
+        result = ingest_batch(session, _directory(session), body, terminal.id, clock(current_app))
     status = 200 if result.duplicate else 201
     return jsonify(receipt=result.receipt.to_json(), duplicate=result.duplicate), status
 

@@ -12,6 +12,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     "AUTH_WINDOW_SECONDS": 300,
     "MIGRATE_ON_START": True,
     "CLOCK": time.time,  # injected: tests pass a fixed clock
+    "TRUST_ANCHOR": None,  # cardsvc.pki TrustAnchor: terminals are then known by certificate chains
+    "REVOCATIONS": None,  # cardsvc.pki RevocationLookup (e.g. RevocationStore) for terminal revocations
 }
 
 

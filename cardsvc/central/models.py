@@ -62,7 +62,9 @@ class Terminal(Base):
 
     __tablename__ = "terminals"
     id: Mapped[str] = mapped_column(String(HEX_ID), primary_key=True)
-    public_key: Mapped[bytes] = mapped_column(LargeBinary)  # SEC1 point; later its CV certificate
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)  # SEC1 point (the leaf's, when certified)
+    #: CV certificates from below the root down to the terminal, base64 (cardsvc.pki); None: a plain key
+    certificate_chain: Mapped[list[Any] | None] = mapped_column(JSON)
     facility_id: Mapped[int | None] = mapped_column(ForeignKey("facilities.id"))
     status: Mapped[str] = mapped_column(String(16), default=TerminalStatus.ACTIVE)
     registered_at: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,111 @@
+"""Terminal keys from CV certificate chains, validated to the root with ``cardsvc.pki``.
+
+With a trust anchor configured (``TRUST_ANCHOR``), central trusts only the root key: a terminal is known by
+the certificate chain registered for it, checked on every lookup (signatures, tiers, rights, validity,
+issuer revocations); its revocation time comes from the PKI's signed lists (``REVOCATIONS``, any
+``RevocationLookup``) or central's own register, whichever is earlier. Without an anchor, the plain keys of
+:class:`~cardsvc.central.services.terminals.DbTerminalDirectory` are used.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Final
+
+from sqlalchemy.orm import Session
+
+from cardsvc.central.errors import AuthenticationError, ConflictError
+from cardsvc.central.models import Terminal, TerminalStatus
+from cardsvc.central.services.terminals import TerminalInfo
+from cardsvc.formats.batch import id_hex, load_public_key
+from cardsvc.pki.chain import RevocationLookup, TrustAnchor, ValidatedChain, validate_chain
+from cardsvc.pki.cvc import CvCertificate, start_of_day
+from cardsvc.pki.errors import PkiError
+from cardsvc.pki.rights import Role
+
+TERMINAL_ROLES: Final = frozenset({Role.ENROLMENT_TERMINAL, Role.POS_TERMINAL})
+
+
+def _validate_terminal_chain(
+    chain: Sequence[CvCertificate], anchor: TrustAnchor, now: int, revocations: RevocationLookup | None
+) -> ValidatedChain:
+    """Validate as of the leaf's own start, so a revoked terminal is still identified (its revocation time
+    is then compared with what it signed); issuers' revocations are checked by the PKI as usual."""
+    if not chain:
+        raise AuthenticationError("bad_terminal_certificate", "no certificate chain")
+    try:
+        validated = validate_chain(
+            list(chain),
+            anchor,
+            now=datetime.fromtimestamp(now, UTC),
+            revocations=revocations,
+            signed_at=start_of_day(chain[-1].effective),
+        )
+    except PkiError as exc:
+        raise AuthenticationError("bad_terminal_certificate", str(exc)) from None
+    if validated.role not in TERMINAL_ROLES:
+        raise AuthenticationError(
+            "not_a_terminal", f"{validated.leaf.chr} is a {validated.role.name} certificate, not a terminal's"
+        )
+    return validated
+
+
+def _revoked_at(
+    validated: ValidatedChain, anchor: TrustAnchor, revocations: RevocationLookup | None
+) -> int | None:
+    if revocations is None:
+        return None
+    path = (anchor.chr, *(c.chr for c in validated.certificates[:-1]))
+    revocation = revocations.revocation_of(validated.leaf.chr, path)
+    return None if revocation is None else int(revocation.revoked_at.timestamp())
+
+
+class CertifiedTerminalDirectory:
+    """A :class:`TerminalDirectory` over registered CV certificate chains (see module docstring)."""
+
+    def __init__(
+        self, session: Session, anchor: TrustAnchor, now: int, revocations: RevocationLookup | None = None
+    ) -> None:
+        self.session, self.anchor, self.now, self.revocations = session, anchor, now, revocations
+
+    def lookup(self, terminal_id: str) -> TerminalInfo:
+        row = self.session.get(Terminal, terminal_id)
+        if row is None:
+            raise AuthenticationError("unknown_terminal", f"terminal {terminal_id} is not registered")
+        if not row.certificate_chain:
+            raise AuthenticationError(
+                "uncertified_terminal", f"terminal {terminal_id} has no certificate chain registered"
+            )
+        chain = [CvCertificate.parse(base64.b64decode(c)) for c in row.certificate_chain]
+        validated = _validate_terminal_chain(chain, self.anchor, self.now, self.revocations)
+        times = [t for t in (row.revoked_at, _revoked_at(validated, self.anchor, self.revocations)) if t]
+        return TerminalInfo(
+            id=row.id,
+            public_key=load_public_key(validated.leaf.public_point, f"key of terminal {terminal_id}"),
+            facility_id=row.facility_id,
+            revoked_at=min(times) if times else None,
+        )
+
+
+def register_certified_terminal(
+    session: Session, terminal_id: int, chain: Sequence[CvCertificate], anchor: TrustAnchor, now: int,
+    facility_id: int | None = None, revocations: RevocationLookup | None = None,
+) -> Terminal:  # fmt: skip
+    """Register a terminal by its certificate chain (district down to the terminal), checked first."""
+    validated = _validate_terminal_chain(chain, anchor, now, revocations)
+    hex_id = id_hex(terminal_id)
+    if session.get(Terminal, hex_id) is not None:
+        raise ConflictError("terminal_exists", f"terminal {hex_id} is already registered")
+    terminal = Terminal(
+        id=hex_id,
+        public_key=validated.leaf.public_point,
+        certificate_chain=[base64.b64encode(c.encode()).decode("ascii") for c in chain],
+        facility_id=facility_id,
+        status=TerminalStatus.ACTIVE,
+        registered_at=now,
+        revoked_at=None,
+    )
+    session.add(terminal)
+    return terminal

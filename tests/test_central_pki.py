@@ -1,0 +1,113 @@
+"""Central with a trust anchor: terminals known by CV certificate chains checked to the root (cardsvc.pki)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+from flask import Flask
+
+from cardsvc.central.app import create_app
+from cardsvc.central.errors import AuthenticationError
+from cardsvc.central.extensions import get_db
+from cardsvc.central.services.pki_keys import register_certified_terminal
+from cardsvc.central.testing import FixedClock, SimCard, SimTerminal, p256_key
+from cardsvc.formats.batch import BatchKind
+from cardsvc.formats.transaction import RecordType
+from cardsvc.pki.chain import Revocation
+from cardsvc.pki.rights import Role
+from cardsvc.pki.signer import SoftwareSigner
+
+UPLOAD = "/api/v1/batches"
+NOW = 1_800_000_000  # 2027-01-15, inside the fixture certificates' validity (2026-2030)
+
+
+@dataclass
+class ListedRevocations:
+    """A RevocationLookup with fixed answers (the PKI's RevocationStore in production)."""
+
+    revoked: dict[str, datetime]
+
+    def revocation_of(self, chr: str, issuer_path: Sequence[str]) -> Revocation | None:
+        at = self.revoked.get(chr)
+        return None if at is None else Revocation(at, "INROOT00001", 1, "KEY_COMPROMISE")
+
+
+@pytest.fixture
+def certified(db_url: str, pki_hierarchy_soft) -> Iterator[tuple[Flask, object, ListedRevocations]]:
+    revocations = ListedRevocations({})
+    app = create_app(
+        {
+            "DATABASE_URL": db_url,
+            "CLOCK": FixedClock(float(NOW)),
+            "TRUST_ANCHOR": pki_hierarchy_soft.anchor,
+            "REVOCATIONS": revocations,
+        }
+    )
+    yield app, pki_hierarchy_soft, revocations
+    get_db(app).dispose()
+
+
+def enrol_terminal(
+    app: Flask, pki, chr: str, terminal_id: int, role: Role = Role.POS_TERMINAL
+) -> SimTerminal:
+    key = p256_key(random.Random(terminal_id))
+    holder = pki.issue(pki.district, chr, role, signer=SoftwareSigner(key))
+    with get_db(app).sessions() as session:
+        register_certified_terminal(session, terminal_id, pki.chain_of(holder), pki.anchor, NOW)
+        session.commit()
+    return SimTerminal(terminal_id, key)
+
+
+def upload(app: Flask, terminal: SimTerminal):
+    card = SimCard.new(0xCA, random.Random(3))
+    card.transact(RecordType.CASH, 500, NOW - 60, terminal.terminal_id, 1, 1)
+    body = terminal.batch(BatchKind.TRANSACTIONS, card.items(), NOW)
+    return app.test_client().post(UPLOAD, data=body, headers=terminal.headers("POST", UPLOAD, body, NOW))
+
+
+def test_certified_terminal_uploads(certified) -> None:
+    app, pki, _ = certified
+    terminal = enrol_terminal(app, pki, "INTRM-POS-0101", 0x101)
+    response = upload(app, terminal)
+    assert response.status_code == 201, response.get_json()
+
+
+def test_terminal_revoked_by_the_pki_list_is_refused(certified) -> None:
+    app, pki, revocations = certified
+    terminal = enrol_terminal(app, pki, "INTRM-POS-0102", 0x102)
+    revocations.revoked["INTRM-POS-0102"] = datetime.fromtimestamp(NOW - 3600, UTC)
+    response = upload(app, terminal)
+    assert response.status_code == 403 and response.get_json()["error"] == "revoked_terminal"
+
+
+def test_chain_under_another_root_cannot_be_registered(certified, pki_hierarchy_soft) -> None:
+    app, pki, _ = certified
+    from tests.fixtures.keys import build_hierarchy
+
+    stranger = build_hierarchy(SoftwareSigner.generate(), SoftwareSigner.generate())
+    with get_db(app).sessions() as session, pytest.raises(AuthenticationError) as refused:
+        register_certified_terminal(session, 0x103, stranger.chain_of(stranger.pos_terminal), pki.anchor, NOW)
+    assert refused.value.code == "bad_terminal_certificate" and "signature" in refused.value.reason
+
+
+def test_an_officer_certificate_is_not_a_terminal(certified) -> None:
+    app, pki, _ = certified
+    with get_db(app).sessions() as session, pytest.raises(AuthenticationError) as refused:
+        register_certified_terminal(session, 0x104, pki.chain_of(pki.fko), pki.anchor, NOW)
+    assert refused.value.code == "not_a_terminal"
+
+
+def test_plain_key_terminal_refused_when_an_anchor_is_configured(certified) -> None:
+    app, _pki, _ = certified
+    from cardsvc.central.services.terminals import register_terminal
+
+    plain = SimTerminal.new(0x105, random.Random(5))
+    with get_db(app).sessions() as session:
+        register_terminal(session, plain.terminal_id, plain.key.public_key(), NOW - 10)
+        session.commit()
+    response = upload(app, plain)
+    assert response.status_code == 401 and response.get_json()["error"] == "uncertified_terminal"
