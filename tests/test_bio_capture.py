@@ -145,3 +145,22 @@ def test_unit_extraction_failure_counts_as_quality_zero(mocker) -> None:
     with pytest.raises(PoorQualityError) as err:
         capture_finger(sensor, max_attempts=2, extract=fail, sleep=lambda s: None)
     assert (err.value.attempts, err.value.best_quality, err.value.best) == (2, 0, None)
+
+
+def test_unit_too_few_minutiae_is_poor_even_with_good_nfiq2(mocker) -> None:
+    from cardsvc.bio.template import Minutia
+
+    module = mocker.Mock()
+    module.verifyPassword.return_value = True
+    module.getSystemParameters.return_value = (0, 0, 1000, 3, 0xFFFFFFFF, 2, 6)
+    module.readImage.side_effect = itertools.cycle([True, False])
+    module.downloadImage.side_effect = lambda path: __import__("PIL.Image").Image.fromarray(NOISE).save(path)
+    sensor = FingerprintSensor("fake", factory=lambda *a: module)
+    sensor.open()
+    module.setBaudRate.assert_called_once_with(115_200)  # the module was at 57,600
+    few = FingerTemplate(tuple(Minutia(10 * i, 10 * i, 0.0) for i in range(8)), 256, 288, quality=80)
+    with pytest.raises(PoorQualityError) as err:
+        capture_finger(sensor, max_attempts=1, extract=lambda image: few, sleep=lambda s: None)
+    assert err.value.best_quality == 80 and err.value.best is not None
+    result = capture_finger(sensor, min_minutiae=8, extract=lambda image: few, sleep=lambda s: None)
+    assert result.template is few

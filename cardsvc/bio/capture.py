@@ -38,6 +38,7 @@ MAX_BAUD = 115_200  # the highest rate R30x modules (and pyfingerprint) accept
 SENSOR_PPI = 500
 DEFAULT_MIN_QUALITY = 35  # NFIQ2: below this a capture is retried
 DEFAULT_ATTEMPTS = 3
+DEFAULT_MIN_MINUTIAE = 12  # fewer: too little of the finger touched the glass, whatever NFIQ2 says
 DEFAULT_TIMEOUT = 15.0  # seconds to wait for a finger (or for it to be lifted)
 
 
@@ -252,6 +253,7 @@ def capture_finger(
     sensor: FingerprintSensor,
     *,
     min_quality: int = DEFAULT_MIN_QUALITY,
+    min_minutiae: int = DEFAULT_MIN_MINUTIAE,
     max_attempts: int = DEFAULT_ATTEMPTS,
     timeout: float = DEFAULT_TIMEOUT,
     cancel: Callable[[], bool] | None = None,
@@ -263,7 +265,9 @@ def capture_finger(
 ) -> CaptureResult:
     """Capture one finger: wait for it, read the image, extract on the host, retry while quality is low.
 
-    Raises NoFingerTimeout, CaptureCancelled, PoorQualityError(attempts, best_quality) or SensorError.
+    A capture is good when its NFIQ2 score reaches `min_quality` and it has at least `min_minutiae`
+    minutiae (a small partial touch can score well on NFIQ2 yet carry too few to match). Raises
+    NoFingerTimeout, CaptureCancelled, PoorQualityError(attempts, best_quality) or SensorError.
     """
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -290,7 +294,7 @@ def capture_finger(
         emit(CaptureStage.QUALITY, attempt, quality)
         if template is not None:
             result = CaptureResult(template, quality, attempt, image)
-            if quality >= min_quality:
+            if quality >= min_quality and len(template.minutiae) >= min_minutiae:
                 return result
             if best is None or quality > best.quality:
                 best = result
