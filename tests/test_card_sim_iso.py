@@ -266,3 +266,13 @@ def test_byte_rate_model_charges_every_byte(tmp_path: Path) -> None:
     # 7-byte command + 4096 data + 2 SW at 10,000 bytes/s
     assert slept == [pytest.approx((7 + 4096 + 2) / 10_000)]
     assert card.link_seconds >= slept[0]
+
+
+def test_selecting_outside_the_application_leaves_it(sim_card: SimulatedCard) -> None:
+    select_app(sim_card)
+    assert send(sim_card, 0x10, 0, 0, b"", cla=0x80)[1] == 0x6700  # the application answers (no updates)
+    assert send(sim_card, SELECT, 0x00, 0x0C, b"\x2f\x00")[1] == 0x9000  # EF.DIR under the MF
+    assert send(sim_card, 0x10, 0, 0, b"", cla=0x80)[1] == 0x6E00
+    assert send(sim_card, SELECT, 0x08, 0x0C, b"\xdf\x01\x01\x01")[1] == 0x9000  # back in by path
+    assert sim_card.session.current_app is not None
+    assert send(sim_card, 0x20, 0x00, PIN_REF)[1] == 0x63C3  # local PIN 81 reachable again

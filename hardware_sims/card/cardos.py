@@ -238,8 +238,15 @@ class SimulatedCard:
     # ------------------------------------------------------------------ helpers
     def _scope(self) -> str:
         """DF scope of key and local PIN references: the selected application, else the MF."""
-        app = self.session.current_app
-        return self.services.app_df(app) if app is not None else MF_PATH
+        return self._app_at(self.session.current_df)[1]
+
+    def _app_at(self, path: str) -> tuple[Application | None, str]:
+        """The application owning ``path`` (its DF or anything below it) and that DF's path."""
+        for app in self.applications:
+            header = self.fs.find_by_aid(app.aid)
+            if header is not None and (path == header.path or path.startswith(header.path + ".")):
+                return app, header.path
+        return None, MF_PATH
 
     def _require(self, cond: AccessCondition, scope: str, what: str) -> None:
         self.services.require(cond, scope, what)
@@ -252,18 +259,19 @@ class SimulatedCard:
         return header
 
     def _select_result(self, header: FileHeader) -> None:
-        if header.is_df:
-            self.session.current_df = header.path
-            self.session.current_ef = None
-            app = next((a for a in self.applications if header.aid and a.aid == header.aid), None)
-            if app is not self.session.current_app:
-                self.session.se_sign_key = self.session.se_auth_key = None
+        """Make ``header`` current; entering another application's DF (or leaving it) switches the
+        current application and forgets the MSE key choices."""
+        df = header.path if header.is_df else (header.parent or MF_PATH)
+        self.session.current_df = df
+        self.session.current_ef = None if header.is_df else header.path
+        app, _ = self._app_at(df)
+        if app is not self.session.current_app:
+            self.session.se_sign_key = self.session.se_auth_key = None
             self.session.current_app = app
             if app is not None:
                 app.on_select(self.services)
-        else:
-            self.session.current_df = header.parent or MF_PATH
-            self.session.current_ef = header.path
+        elif header.is_df and app is not None and header.aid == app.aid:
+            app.on_select(self.services)  # re-selecting the application
 
     def _find_fid(self, fid: int) -> FileHeader | None:
         if fid == FileId.MF:
@@ -365,7 +373,7 @@ class SimulatedCard:
             offset = self._odd_offset(tlv.find(cmd.data, Tag.OFFSET))
         if header.is_df:
             raise IsoError(SW.COMMAND_INCOMPATIBLE_WITH_FILE)
-        self._require(header.rule(Op.READ), header.df_scope, f"reading EF {header.fid:04X}")
+        self._require(header.rule(Op.READ), self._app_at(header.path)[1], f"reading EF {header.fid:04X}")
         if cmd.ne == 0:
             raise IsoError(SW.WRONG_LENGTH, "READ BINARY needs Le")
         if offset >= header.size:
@@ -399,7 +407,7 @@ class SimulatedCard:
             raise IsoError(SW.WRONG_LENGTH, "UPDATE BINARY needs data")
         if cmd.ne:
             raise IsoError(SW.WRONG_LENGTH, "UPDATE BINARY returns no data (no Le)")
-        self._require(header.rule(Op.UPDATE), header.df_scope, f"updating EF {header.fid:04X}")
+        self._require(header.rule(Op.UPDATE), self._app_at(header.path)[1], f"updating EF {header.fid:04X}")
         if offset > header.size:
             raise IsoError(SW.WRONG_P1P2, f"offset {offset} is beyond the {header.size}-byte file")
         if offset + len(payload) > header.size:

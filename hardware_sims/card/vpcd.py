@@ -197,6 +197,8 @@ class VpcdCardServer:
                 log.warning("unknown vpcd control byte %02X ignored", code)
         except CardTorn as exc:
             self._pulled(exc)
+        except CardSimError as exc:  # e.g. an unusable state directory: report, keep the server alive
+            log.error("card failed on control byte %02X: %s", code, exc)
 
     def _apdu(self, sock: socket.socket, apdu: bytes) -> None:
         try:
