@@ -213,6 +213,24 @@ def test_card_signs_only_beneficiary_bodies_under_its_own_name_and_rights(office
     assert session.read_ledger().entries == ()
 
 
+def test_facility_operator_card_cannot_activate(km: KeyManager, softhsm: SoftHsm, tmp_path: Path) -> None:
+    session = OfficerCardSession(InProcessConnection(_blank_card(tmp_path)))
+    km.personalise_officer_card(
+        session,
+        "INFOP-HOSP-0042",
+        district=DISTRICT,
+        role=Role.FACILITY_OPERATOR,
+        district_secret=softhsm.pin,
+        pin=PIN,
+        templates=[wrapped(OFFICER_FINGER)],
+    )
+    session.verify_pin_code(PIN)
+    session.verify_fingerprint(wrapped(impression(OFFICER_FINGER, 15)))
+    with pytest.raises(ConditionsNotSatisfiedError):
+        session.activate_card(_card_body("INFOP-HOSP-0042", "CARD-1"))
+    assert session.read_ledger().entries == ()
+
+
 def test_personalisation_is_closed_after_lock(officer, km: KeyManager, softhsm: SoftHsm) -> None:
     session, _ = officer
     for action in (session.generate_key, session.lock, lambda: session.set_pin("1111")):

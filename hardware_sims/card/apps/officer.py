@@ -17,7 +17,7 @@ from typing import Any
 from cardsvc.pki import officer as fmt
 from cardsvc.pki.cvc import CvCertificate
 from cardsvc.pki.errors import FormatError
-from cardsvc.pki.rights import Role
+from cardsvc.pki.rights import ISSUABLE_BY, Right, Role
 
 from ..access import NEVER, AccessCondition, Op, Pin
 from ..apdu import CommandApdu
@@ -228,6 +228,8 @@ class OfficerApplication(Application):
         own = self._certificate(card)
         body = CvCertificate.parse_body(apdu.data)
         today = datetime.fromtimestamp(card.now(), tz=UTC)
+        if Role.BENEFICIARY_CARD not in ISSUABLE_BY[own.role] or Right.ACTIVATE_CARD not in own.rights:
+            raise IsoError(SW.CONDITIONS_NOT_SATISFIED, f"{own.chr} ({own.role.name}) may not activate cards")
         if body.role is not Role.BENEFICIARY_CARD:
             raise IsoError(SW.WRONG_DATA, f"officer cards certify beneficiary cards, not {body.role.name}")
         if body.car != own.chr:
