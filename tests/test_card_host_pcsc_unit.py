@@ -132,13 +132,19 @@ def test_reconnect_after_removal_waits_for_a_new_insertion(mocker: Any) -> None:
     assert pcsc.scard.SCardConnect.call_count == 2
 
 
-def test_vpcd_lock_makes_a_second_user_wait_and_names_the_holder(tmp_path: Any) -> None:
+def test_vpcd_lock_makes_a_second_user_wait_and_names_the_holder(tmp_path: Any, monkeypatch: Any) -> None:
     import os
 
-    from cardsvc.card.pcscd import PcscdUnavailableError, VpcdLock
+    from cardsvc.card.pcscd import LOCK_HELD_ENV, PcscdUnavailableError, VpcdLock
 
+    monkeypatch.delenv(LOCK_HELD_ENV, raising=False)
     first, second = VpcdLock(tmp_path / "vpcd.lock"), VpcdLock(tmp_path / "vpcd.lock")
     first.acquire(timeout=1)
+    nested = VpcdLock(tmp_path / "vpcd.lock")
+    nested.acquire(timeout=0.1)  # same process (or a child): shares the lock, no wait
+    nested.release()
+    assert os.environ[LOCK_HELD_ENV] == str(os.getpid())
+    monkeypatch.delenv(LOCK_HELD_ENV)  # now look like another process
     messages: list[str] = []
     with pytest.raises(PcscdUnavailableError, match=f"pid {os.getpid()}"):
         second.acquire(timeout=0.3, on_wait=messages.append)

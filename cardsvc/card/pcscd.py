@@ -32,14 +32,24 @@ class PcscdUnavailableError(TransportError):
     """pcscd is not running and cannot be started here (not installed, not root, no vpcd reader)."""
 
 
+#: Set while this process (or its parent) holds the lock: nested users (a demo run inside a test session,
+#: a subprocess it starts) share it instead of waiting for themselves.
+LOCK_HELD_ENV = "CARDSVC_VPCD_LOCK_HELD"
+
+
 class VpcdLock:
-    """An exclusive advisory lock (flock) on the vpcd slots, released on close or process exit."""
+    """An exclusive advisory lock (flock) on the vpcd slots, released on close or process exit.
+
+    Re-entrant for the holder and its children (through ``CARDSVC_VPCD_LOCK_HELD``).
+    """
 
     def __init__(self, path: Path = LOCK_PATH) -> None:
         self.path = path
         self._fd: int | None = None
 
     def acquire(self, timeout: float, on_wait: Callable[[str], None] | None = None) -> None:
+        if os.environ.get(LOCK_HELD_ENV):
+            return  # held by this process or a parent: share it
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         deadline = time.monotonic() + timeout
         told = False
@@ -61,6 +71,7 @@ class VpcdLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
         self._fd = fd
+        os.environ[LOCK_HELD_ENV] = str(os.getpid())
 
     @staticmethod
     def _holder(fd: int) -> str:
@@ -71,6 +82,7 @@ class VpcdLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            os.environ.pop(LOCK_HELD_ENV, None)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
