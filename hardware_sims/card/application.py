@@ -58,7 +58,8 @@ class CardServices:
     """The card OS as seen by an application (and by the OS's own command handlers)."""
 
     def __init__(self, store: PersistentStore, fs: FileSystem, objects: SecurityObjects, session: Session,
-                 rng: RandomSource, clock: Callable[[], float], faults: FaultInjector) -> None:
+                 rng: RandomSource, clock: Callable[[], float], faults: FaultInjector,
+                 app_paths: dict[bytes, str] | None = None) -> None:
         self.store = store
         self.fs = fs
         self.objects = objects
@@ -66,6 +67,7 @@ class CardServices:
         self.rng = rng
         self.clock = clock
         self.faults = faults
+        self._app_paths = app_paths if app_paths is not None else {}
 
     # --- persistence and faults
     @contextmanager
@@ -100,6 +102,10 @@ class CardServices:
 
     # --- files of an application (paths relative to its DF)
     def app_df(self, app: Application) -> str:
+        """Path of the application's DF (cached once the card is up; looked up during install)."""
+        cached = self._app_paths.get(app.aid)
+        if cached is not None:
+            return cached
         header = self.fs.find_by_aid(app.aid)
         if header is None:
             raise IsoError(SW.FILE_NOT_FOUND, f"application {app.aid.hex()} is not installed")

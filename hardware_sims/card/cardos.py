@@ -70,6 +70,7 @@ class SimulatedCard:
         self.fs = FileSystem(self.store)
         self.objects = SecurityObjects(self.store)
         self.session = Session()
+        self._app_paths: dict[bytes, str] = {}
         self.powered = False
         self.link_seconds = 0.0
         """Total time the byte-rate model has spent on the contact interface."""
@@ -86,7 +87,7 @@ class SimulatedCard:
     @property
     def services(self) -> CardServices:
         return CardServices(self.store, self.fs, self.objects, self.session, self.rng, self.clock,
-                            self.faults)
+                            self.faults, self._app_paths)
 
     def power_on(self) -> bytes:
         """Cold reset: recover the journal, personalise on first use, clear RAM; returns the ATR."""
@@ -95,6 +96,11 @@ class SimulatedCard:
         try:
             self.store.open()
             self._personalise()
+            self._app_paths = {}
+            for app in self.applications:
+                header = self.fs.find_by_aid(app.aid)
+                if header is not None:
+                    self._app_paths[app.aid] = header.path
         except CardTorn:
             self.session = Session()
             raise
@@ -243,9 +249,9 @@ class SimulatedCard:
     def _app_at(self, path: str) -> tuple[Application | None, str]:
         """The application owning ``path`` (its DF or anything below it) and that DF's path."""
         for app in self.applications:
-            header = self.fs.find_by_aid(app.aid)
-            if header is not None and (path == header.path or path.startswith(header.path + ".")):
-                return app, header.path
+            app_path = self._app_paths.get(app.aid)
+            if app_path is not None and (path == app_path or path.startswith(app_path + ".")):
+                return app, app_path
         return None, MF_PATH
 
     def _require(self, cond: AccessCondition, scope: str, what: str) -> None:
