@@ -95,7 +95,7 @@ def _arch_field(
     xs: np.ndarray, ys: np.ndarray, width: int, height: int, rng: np.random.Generator | None
 ) -> np.ndarray:
     """Plain arch: ridges rise in the middle, steepest at mid-height, flattening above and below."""
-    amp = 0.9 if rng is None else rng.uniform(0.6, 1.1)
+    amp = 2.0 if rng is None else rng.uniform(1.6, 2.6)
     yc = height * (0.5 if rng is None else rng.uniform(0.4, 0.6))
     u = (xs - width / 2) / (width / 3)
     slope = amp * u * np.exp(-(u**2)) * np.exp(-(((ys - yc) / (height / 2.5)) ** 2))
