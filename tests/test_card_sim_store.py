@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hardware_sims.card.errors import CardTorn, MemoryFullError
 from hardware_sims.card.faults import FaultInjector
@@ -133,3 +135,33 @@ def test_stale_commit_of_an_older_transaction_never_completes_a_torn_one(tmp_pat
         store.put("ef.a", b"1" * 8)
         store.put("ef.c", b"x" * 8)
     assert _store(tmp_path).snapshot() == {"ef.a": b"1" * 8, "ef.b": b"2" * 8}, "older ef.b=1 came back"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st.binary(max_size=200), keep=st.integers(0, 60))
+def test_any_damaged_journal_recovers_to_a_consistent_state(tmp_path: Path, garbage: bytes,
+                                                             keep: int) -> None:
+    """A journal cut anywhere, or overwritten with anything, is either redone completely or ignored."""
+    path = tmp_path / f"j{len(garbage)}-{keep}-{abs(hash(garbage))}"
+    faults = FaultInjector()
+    store = _store(path, faults)
+    for k, v in OLD.items():
+        store.put(k, v)
+    faults.arm(after_writes=6)  # journal complete (entries + commit), objects not yet written
+    with pytest.raises(CardTorn):
+        _change(store)
+    journal = path / "journal.bin"
+    raw = journal.read_bytes()
+    journal.write_bytes(raw[:keep] + garbage)
+    assert _store(path).snapshot() in (OLD, NEW)
+
+
+def test_an_application_too_big_for_the_card_is_reported_at_power_up(tmp_path: Path) -> None:
+    from hardware_sims.card.apps.generic import GenericApplication
+    from hardware_sims.card.cardos import SimulatedCard
+    from hardware_sims.card.errors import PersonalisationError
+
+    card = SimulatedCard(tmp_path, applications=[GenericApplication(big_file_size=40 * 1024)])
+    with pytest.raises(PersonalisationError, match=r"GENERIC TEST.*32768-byte card"):
+        card.power_on()
+    assert not card.powered

@@ -19,7 +19,7 @@ from . import access, atr, tlv
 from .access import AccessCondition, Op
 from .apdu import CommandApdu, parse_command
 from .application import Application, CardServices, RandomSource, Response, Session
-from .errors import CardNotPowered, CardTorn, IsoError
+from .errors import CardNotPowered, CardTorn, IsoError, PersonalisationError
 from .faults import FaultInjector
 from .filesystem import MF_PATH, FileHeader, FileSystem, child_path
 from .iso import CLA, INS, SW, FileId, MseP1P2, PsoP1P2, Tag, sw_more_data, sw_tries_left
@@ -130,10 +130,15 @@ class SimulatedCard:
                 continue
             if not 0 < app.df_fid <= 0xFFFF or not app.aid:
                 raise ValueError(f"application {app.label!r} needs an AID and a DF file id")
-            with self.store.transaction():
-                self.fs.create_df(MF_PATH, app.df_fid, app.aid, {Op.READ: access.ALWAYS})
-                app.install(self.services)
-                self._ensure_ef_content(FileId.EF_DIR, self._ef_dir())
+            try:
+                with self.store.transaction():
+                    self.fs.create_df(MF_PATH, app.df_fid, app.aid, {Op.READ: access.ALWAYS})
+                    app.install(self.services)
+                    self._ensure_ef_content(FileId.EF_DIR, self._ef_dir())
+            except IsoError as err:
+                raise PersonalisationError(
+                    f"application {app.label!r} could not be installed on a {self.capacity}-byte card "
+                    f"({self.store.free()} bytes free): {err}") from err
 
     def _ef_dir(self) -> bytes:
         out = b""

@@ -49,3 +49,7 @@ class CardNotPowered(CardSimError):
 
 class StateDirError(CardSimError):
     """The card's state directory cannot be used (unreadable object, foreign file, bad journal format)."""
+
+
+class PersonalisationError(CardSimError):
+    """An application could not be installed at power-up (it does not fit, or its install() failed)."""
