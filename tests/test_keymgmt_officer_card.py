@@ -338,3 +338,24 @@ def test_cli_personalises_a_card_in_a_reader(tmp_path: Path, serve_card) -> None
     )  # fmt: skip
     assert again.exit_code == 1 and "already OPERATIONAL" in again.output
     assert "audit log intact" in run("audit", "verify").output
+
+
+def test_short_apdu_card_hands_over_its_ledger_in_signed_pages(
+    km: KeyManager, softhsm: SoftHsm, tmp_path: Path
+) -> None:
+    card = _blank_card(tmp_path)
+    card = SimulatedCard(
+        card.state_dir,
+        applications=[OfficerApplication()],
+        clock=card.clock,
+        max_command_apdu=261,
+        max_response_apdu=258,
+    )
+    session = OfficerCardSession(InProcessConnection(card))
+    _personalise(km, session, softhsm)
+    session.verify_pin_code(PIN)
+    session.verify_fingerprint(wrapped(impression(OFFICER_FINGER, 16)))
+    for i in range(7):
+        session.activate_card(_card_body(FKO, f"CARD-{i}"))
+    ledger = session.read_ledger()
+    assert [e.card_chr for e in ledger.entries] == [f"CARD-{i}" for i in range(7)]

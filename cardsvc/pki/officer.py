@@ -148,6 +148,10 @@ def ledger_statement(officer_chr: str, count: int, head: bytes, challenge: bytes
     )
 
 
+#: Bytes of a READ LEDGER answer besides the entries: 80(6) 81(34) 82(6) 83 header(4) 5F37(67).
+LEDGER_PAGE_OVERHEAD = 6 + 34 + 6 + 4 + 67
+
+
 def encode_ledger_response(count: int, head: bytes, first: int, entries: bytes, signature: bytes) -> bytes:
     return (
         tlv(LedgerTag.COUNT, count.to_bytes(4, "big"))
@@ -181,6 +185,12 @@ class LedgerPage:
             for i in range(0, len(entries), LEDGER_ENTRY_SIZE)
         )
         return cls(int.from_bytes(count, "big"), head, int.from_bytes(first, "big"), parsed, entries, sig)
+
+
+def verify_ledger_page(officer_chr: str, officer_point: bytes, challenge: bytes, page: LedgerPage) -> None:
+    """The card signed this page's count and head for our challenge."""
+    statement = ledger_statement(officer_chr, page.count, page.head, challenge)
+    verify_signature(officer_point, statement, page.signature, subject=officer_chr)
 
 
 def verify_ledger(

@@ -113,20 +113,34 @@ class OfficerCardSession(ApplicationSession):
     def read_ledger(self, *, rng: Callable[[int], bytes] = os.urandom) -> VerifiedLedger:
         """Read the whole ledger with a fresh challenge and verify the card's signature and hash chain."""
         challenge = rng(16)
-        page = fmt.LedgerPage.parse(self._cmd(fmt.OfficerIns.READ_LEDGER, challenge, p1p2=0, le=65536))
         officer = self.certificate()
-        if page.first != 0:
-            raise FormatError("card returned a ledger page not starting at entry 0")
+        le = min(65536, self.limits.max_response_data)
+        raw = b""
+        first_page: fmt.LedgerPage | None = None
+        while True:
+            start = len(raw) // fmt.LEDGER_ENTRY_SIZE
+            page = fmt.LedgerPage.parse(self._cmd(fmt.OfficerIns.READ_LEDGER, challenge, p1p2=start, le=le))
+            if page.first != start:
+                raise FormatError(f"card answered ledger page {page.first}, {start} was asked")
+            # every page is signed; count and head must not change while we read
+            fmt.verify_ledger_page(officer.chr, officer.public_point, challenge, page)
+            if first_page is None:
+                first_page = page
+            elif (page.count, page.head) != (first_page.count, first_page.head):
+                raise FormatError("the ledger changed while it was being read")
+            raw += page.raw_entries
+            if len(raw) >= page.count * fmt.LEDGER_ENTRY_SIZE or not page.entries:
+                break
         entries = fmt.verify_ledger(
             officer.chr,
             officer.public_point,
             challenge,
-            page.raw_entries,
-            page.count,
-            page.head,
-            page.signature,
+            raw,
+            first_page.count,
+            first_page.head,
+            first_page.signature,
         )
-        return VerifiedLedger(officer, entries, page.head)
+        return VerifiedLedger(officer, entries, first_page.head)
 
 
 __all__ = ["FingerprintMismatchError", "OfficerCardError", "OfficerCardSession", "VerifiedLedger"]

@@ -257,8 +257,13 @@ class OfficerApplication(Application):
         own = self._certificate(card)
         _, _, count, head = self._state(card)
         first = min(apdu.p1p2, count)
-        entries = card.read_file(self, EF_LEDGER, first * fmt.LEDGER_ENTRY_SIZE,
-                                 (count - first) * fmt.LEDGER_ENTRY_SIZE) if count > first else b""
+        # as many entries as fit in Ne: short-APDU hosts read the ledger in pages, each one signed
+        fit = max(0, (apdu.ne - fmt.LEDGER_PAGE_OVERHEAD) // fmt.LEDGER_ENTRY_SIZE)
+        n = min(count - first, fit)
+        if n == 0 and count > first:
+            raise IsoError(SW.WRONG_LENGTH, f"Le must be at least {fmt.LEDGER_PAGE_OVERHEAD + 64}")
+        size = fmt.LEDGER_ENTRY_SIZE
+        entries = card.read_file(self, EF_LEDGER, first * size, n * size) if n else b""
         statement = fmt.ledger_statement(own.chr, count, head, apdu.data)
         signature = card.sign(self, fmt.OFFICER_KEY_REF, statement)
         return fmt.encode_ledger_response(count, head, first, entries, signature), SW.OK
