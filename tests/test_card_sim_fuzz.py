@@ -45,6 +45,9 @@ def _assert_consistent(card: SimulatedCard) -> None:
     for key in store.keys("key."):
         KeyObject.decode(0, store.get(key) or b"")
     assert store.used() <= store.usable
+    # security invariants: no terminal right is ever granted here, and 0104 is update NEVER
+    assert store.get("bin.3F00.DF01.0102") == bytes(1024), "protected file changed without the right"
+    assert (store.get("bin.3F00.DF01.0104") or b"").startswith(b"either"), "NEVER-update file changed"
 
 
 def _check(card: SimulatedCard, apdu: bytes) -> None:
