@@ -49,7 +49,7 @@ class Figure:
     def line(self) -> str:
         mark = "ok  " if self.ok else "OVER"
         value = f"{self.value:>10.3f} {self.unit:<4}"
-        return f"{mark} {self.name:<58} {value} (ceiling {self.ceiling:g} {self.unit})"
+        return f"{mark} {self.name:<66} {value} (ceiling {self.ceiling:g} {self.unit})"
 
 
 def _median_ms(fn: Callable[[], object], rounds: int) -> float:
@@ -162,8 +162,72 @@ def run(rounds: int = 500, list_entries: int = 10_000) -> list[Figure]:
                 2000,
             )
         )
+    figures += _officer_card_figures(rounds)
     figures += _pkcs11_figures(rounds)
     return figures
+
+
+def _officer_card_figures(rounds: int) -> list[Figure]:
+    """Officer card on the simulated card OS, in-process: match-on-card and one activation."""
+    import random
+
+    from cardsvc.bio.iso19794 import encode_compact, wrap_verify_template
+    from cardsvc.bio.template import FingerTemplate, Minutia
+    from cardsvc.card.inprocess import InProcessConnection
+    from cardsvc.pki.cvc import build_body
+    from cardsvc.pki.officer_card import OfficerCardSession
+    from hardware_sims.card.apps.officer import OfficerApplication
+    from hardware_sims.card.cardos import SimulatedCard
+
+    r = random.Random(5)
+    minutiae = [Minutia(r.randint(20, 230), r.randint(20, 270), r.uniform(0, 360)) for _ in range(40)]
+    probe_minutiae = [Minutia(m.x + 3, m.y - 2, m.angle) for m in minutiae[:36]]
+    template = wrap_verify_template(encode_compact(FingerTemplate(tuple(minutiae), 256, 288)))
+    probe = wrap_verify_template(encode_compact(FingerTemplate(tuple(probe_minutiae), 256, 288)))
+    district_key, officer_signer = SoftwareSigner.generate(), SoftwareSigner.generate()
+    with tempfile.TemporaryDirectory() as tmp:
+        card = SimulatedCard(Path(tmp), applications=[OfficerApplication()], clock=lambda: NOW.timestamp())
+        session = OfficerCardSession(InProcessConnection(card))
+        point = session.generate_key()
+        officer = _issue(
+            district_key, "INDKMA-PATNA1", "INFKO-PAT-0007", Role.FIELD_KEY_OFFICER, officer_signer
+        )
+        officer = issue_certificate(
+            district_key,
+            car=officer.car,
+            chr=officer.chr,
+            public_point=point,
+            role=officer.role,
+            rights=officer.rights,
+            effective=officer.effective,
+            expiry=officer.expiry,
+        )
+        session.put_certificate(officer)
+        session.put_templates([template])
+        session.set_pin("482916")
+        session.lock()
+        session.verify_pin_code("482916")
+        session.verify_fingerprint(probe)  # warm-up: loads the matcher's calibration
+        match_ms = _median_ms(lambda: session.verify_fingerprint(probe), 5)
+        n = iter(range(10**6))
+
+        def activate() -> None:
+            body = build_body(
+                car=officer.chr,
+                chr=f"CARD-{next(n)}",
+                public_point=officer_signer.public_key(),
+                role=Role.BENEFICIARY_CARD,
+                rights=Right.NONE,
+                effective=date(2026, 11, 23),
+                expiry=date(2027, 11, 22),
+            )
+            session.activate_card(body)
+
+        activate_ms = _median_ms(activate, min(rounds, 150))
+    return [
+        Figure("officer card: match-on-card, in-process (median of 5)", match_ms, "ms", 1000),
+        Figure("officer card: activate one beneficiary card, in-process (median)", activate_ms, "ms", 20),
+    ]
 
 
 def _pkcs11_figures(rounds: int) -> list[Figure]:
