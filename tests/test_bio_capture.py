@@ -91,15 +91,14 @@ def test_every_attempt_poor_raises_with_attempts_and_best_quality(sensor_sim: Se
     assert "below the threshold 100" in str(err.value)
 
 
-def test_no_finger_times_out_and_cancel_stops_waiting(sensor_sim: SensorSimulator) -> None:
+def test_no_finger_times_out_and_cancel_stops_waiting(fingerprint_sensor: FingerprintSensor) -> None:
     clock = FakeClock()
-    with FingerprintSensor(sensor_sim.port) as sensor:
-        with pytest.raises(NoFingerTimeout) as err:
-            capture_finger(sensor, timeout=2.0, clock=clock, sleep=clock.sleep, poll_interval=0.5)
-        assert err.value.timeout == 2.0 and clock.now == pytest.approx(2.0)
-        calls = itertools.count()
-        with pytest.raises(CaptureCancelled):
-            capture_finger(sensor, cancel=lambda: next(calls) >= 3, sleep=lambda s: None)
+    with pytest.raises(NoFingerTimeout) as err:
+        capture_finger(fingerprint_sensor, timeout=2.0, clock=clock, sleep=clock.sleep, poll_interval=0.5)
+    assert err.value.timeout == 2.0 and clock.now == pytest.approx(2.0)
+    calls = itertools.count()
+    with pytest.raises(CaptureCancelled):
+        capture_finger(fingerprint_sensor, cancel=lambda: next(calls) >= 3, sleep=lambda s: None)
 
 
 def test_sensor_errors_name_the_port_and_the_step() -> None:

@@ -129,7 +129,7 @@ class SensorSimulator:
     def _spawn(self, target: Any, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
-        self._threads.append(thread)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
 
     # ---- the finger ------------------------------------------------------------------------------------
     def place(
