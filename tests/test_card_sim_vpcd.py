@@ -190,3 +190,31 @@ def test_cli_serve_exits_cleanly_on_sigterm(tmp_path: Path, vpcd: FakeVpcd) -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_card_reconnects_when_pcscd_restarts(tmp_path: Path) -> None:
+    first = FakeVpcd()
+    port = first.port
+    card = _card(tmp_path)
+    with VpcdCardServer(card, port=port, backoff_min=0.01, backoff_max=0.05, min_out_time=0.05) as server:
+        first.accept()
+        first.send(b"\x01")
+        first.send(b"\x04")
+        first.recv()
+        first.close()  # pcscd (and vpcd's listening socket) goes away
+        time.sleep(0.2)  # the card retries against a closed port
+        assert not card.powered, "losing the reader must power the card off"
+        second = FakeVpcd(port)
+        try:
+            second.accept()
+            second.send(b"\x04")
+            assert second.recv() == card.atr
+            assert server.connections == 2
+        finally:
+            second.close()
+
+
+def test_cli_rejects_a_bad_capacity(tmp_path: Path) -> None:
+    proc = subprocess.run([str(Path(sys.executable).parent / "hwsim"), "card", "serve", "--state",
+                           str(tmp_path), "--capacity", "lots"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "not a size like 32K" in proc.stderr
