@@ -114,3 +114,17 @@ def test_bad_arguments_are_refused() -> None:
         impression(-1, 0)
     with pytest.raises(ValueError):
         impression(1, 0, "greasy")
+
+
+def test_a_fresh_process_draws_the_same_impression(finger_masters) -> None:
+    """Nothing leaks in from process state (global RNGs, caches): another interpreter agrees byte for byte."""
+    import hashlib
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib; from hardware_sims.fingers import impression; "
+        "print(hashlib.sha256(impression(3, 1, 'wet').tobytes()).hexdigest())"
+    )
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == hashlib.sha256(impression(3, 1, "wet").tobytes()).hexdigest()
