@@ -176,7 +176,10 @@ def test_file_access_conditions(sim_card: SimulatedCard) -> None:
     assert send(sim_card, UPDATE, 0, 0, b"x")[1] == 0x6982
     sim_card.session.grant_terminal_rights("write_protected")
     assert send(sim_card, UPDATE, 0, 0, b"x")[1] == 0x9000
+    sim_card.session.grant_terminal_rights(terminal_id=b"TERM-0001")
+    assert sim_card.session.terminal_id == b"TERM-0001"
     sim_card.reset()
+    assert sim_card.session.terminal_id is None
     select_app(sim_card)
     select_ef(sim_card, EF_PROTECTED)
     assert send(sim_card, READ, 0, 0, ne=16)[1] == 0x6982, "terminal rights must not survive a reset"

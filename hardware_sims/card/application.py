@@ -48,10 +48,14 @@ class Session:
     se_auth_key: int | None = None
     session_keys: dict[str, bytes] = field(default_factory=dict)
     app_ram: dict[bytes, dict[str, object]] = field(default_factory=dict)
+    terminal_id: bytes | None = None
+    """Who the authenticated terminal is (e.g. its certificate holder reference), for binding records."""
 
-    def grant_terminal_rights(self, *rights: str) -> None:
+    def grant_terminal_rights(self, *rights: str, terminal_id: bytes | None = None) -> None:
         """Called by a terminal-authentication application once the terminal has proven itself."""
         self.security.terminal_rights.update(rights)
+        if terminal_id is not None:
+            self.terminal_id = terminal_id
 
 
 class CardServices:
