@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 TABLE_FILE = "calibration_mcc.json"
+MAX_SCORE = 120.0  # FMR 1e-12: far beyond anything measured; the extrapolated tail stops here
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Calibration:
             return raw * 100.0
         if raw <= self.raw[-1]:
             return float(np.interp(raw, self.raw, self.score))
-        return self.score[-1] + self.tail_slope * (raw - self.raw[-1])
+        return min(MAX_SCORE, self.score[-1] + self.tail_slope * (raw - self.raw[-1]))
 
     def to_json(self) -> dict[str, Any]:
         return {"raw": list(self.raw), "score": list(self.score), "tail_slope": self.tail_slope,
@@ -67,7 +68,9 @@ class Calibration:
         if top.size > 10 and np.ptp(top) > 0:
             a, _ = np.polyfit(top, -10.0 * np.log10(ranks), 1)
             slope = max(float(a), 1.0)
-        return cls(tuple(raw_knots), tuple(scores), slope, source)
+        return cls(
+            tuple(round(v, 6) for v in raw_knots), tuple(round(v, 3) for v in scores), round(slope, 3), source
+        )
 
 
 def load_default_calibration() -> Calibration:

@@ -10,7 +10,7 @@ of 1:1 verification against card templates.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,8 +46,11 @@ class MatchResult:
 
 @dataclass(frozen=True)
 class SearchHit:
+    """A gallery identity whose score cleared the search threshold (similarity: raw LSS-R, breaks ties)."""
+
     identity: Hashable
     score: float
+    similarity: float
 
 
 TemplateLike = FingerTemplate | EncodedTemplate
@@ -100,6 +103,7 @@ class Matcher:
         gallery: Gallery | Mapping[Hashable, TemplateLike],
         *,
         target_fmr: float = 1e-3,
+        shortlist: int | None = None,
     ) -> list[SearchHit]:
         """1:N search: hits whose score clears the threshold raised for the gallery size, best first.
 
@@ -108,39 +112,91 @@ class Matcher:
         """
         if not isinstance(gallery, Gallery):
             gallery = Gallery.build(self, gallery)
-        return gallery.search(self, probe, target_fmr=target_fmr)
+        return gallery.search(self, probe, target_fmr=target_fmr, shortlist=shortlist)
+
+    def gallery(self, templates: Mapping[Hashable, TemplateLike]) -> Gallery:
+        """Precompute a gallery once; search it many times."""
+        return Gallery.build(self, templates)
 
 
 @dataclass
 class Gallery:
-    """Encoded templates of N identities, with a cheap pre-filter index for 1:N search."""
+    """Encoded templates of N identities, with a pre-filter index for 1:N search.
+
+    Memory: only packed cylinders (about 8 KB a template) and 64-d pre-filter features (about 10 KB) are
+    kept; a shortlisted template is unpacked for its full comparison and dropped again.
+    """
 
     identities: list[Hashable]
     encoded: list[EncodedTemplate]
+    features: np.ndarray  # (C, 66) float32: pre-filter rows of all cylinders, template after template
+    offsets: np.ndarray  # (N,) first row of each template
+    counts: np.ndarray  # (N,) cylinders of each template
 
     @classmethod
     def build(cls, matcher: Matcher, templates: Mapping[Hashable, TemplateLike]) -> Gallery:
         ids = list(templates)
-        return cls(ids, [matcher._encoded(templates[i]) for i in ids])
+        encoded = [matcher._encoded(templates[i]).detached() for i in ids]
+        with mcc.single_threaded_blas():
+            feats = [mcc.prefilter_features(e, matcher.params) for e in encoded]
+        counts = np.array([f.shape[0] for f in feats], dtype=np.intp)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.intp) if ids else counts
+        width = mcc.PREFILTER_DIMS + 2
+        features = np.concatenate(feats) if feats else np.zeros((0, width), np.float32)
+        return cls(ids, encoded, features, offsets, counts)
 
     def __len__(self) -> int:
         return len(self.identities)
 
+    def shortlist_size(self, shortlist: int | None) -> int:
+        """How many pre-filter candidates get the full comparison: 1% of the gallery, at least 50."""
+        n = len(self)
+        if shortlist is None:
+            shortlist = max(50, math.ceil(0.01 * n))
+        return max(0, min(n, shortlist))
+
+    def candidates(
+        self, matcher: Matcher, probe: EncodedTemplate, shortlist: int | None = None
+    ) -> np.ndarray:
+        """Indices of the templates the pre-filter ranks highest (all of them for a small gallery)."""
+        n = len(self)
+        size = self.shortlist_size(shortlist)
+        if size >= n:
+            return np.arange(n)
+        pf = mcc.prefilter_features(probe, matcher.params)
+        scores = np.empty(n, np.float32)
+        chunk = 2048  # templates per product: bounds the (P x rows) similarity matrix to about 30 MB
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            first = int(self.offsets[start])
+            last = int(self.offsets[stop - 1] + self.counts[stop - 1])
+            scores[start:stop] = mcc.prefilter_scores(
+                pf, self.features[first:last], self.offsets[start:stop] - first, self.counts[start:stop]
+            )
+        return np.argpartition(-scores, size - 1)[:size]
+
     def search(
-        self, matcher: Matcher, probe: TemplateLike, *, target_fmr: float = 1e-3, shortlist: int = 0
+        self,
+        matcher: Matcher,
+        probe: TemplateLike,
+        *,
+        target_fmr: float = 1e-3,
+        shortlist: int | None = None,
     ) -> list[SearchHit]:
+        """Hits above the threshold for target_fmr / N, best first; `shortlist` = full comparisons made."""
         n = len(self)
         if n == 0:
             return []
         threshold = fmr_to_threshold(target_fmr / n)
         p = matcher._encoded(probe)
-        candidates: Sequence[int] = range(n)
         hits = []
-        for k in candidates:
-            s = matcher.compare(p, self.encoded[k])
-            if s >= threshold:
-                hits.append(SearchHit(self.identities[k], s))
-        hits.sort(key=lambda h: -h.score)
+        with mcc.single_threaded_blas():
+            for k in self.candidates(matcher, p, shortlist):
+                raw = matcher.similarity(p, self.encoded[k].detached())
+                s = matcher.calibration.score_of(raw)
+                if s >= threshold:
+                    hits.append(SearchHit(self.identities[k], s, raw))
+        hits.sort(key=lambda h: (-h.score, -h.similarity))
         return hits
 
 
@@ -152,5 +208,4 @@ __all__ = [
     "Matcher",
     "SearchHit",
     "fmr_to_threshold",
-    "np",
 ]
