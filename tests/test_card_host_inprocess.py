@@ -97,3 +97,15 @@ def test_get_challenge_is_fresh(tmp_path: Path) -> None:
     session = Iso7816Session(InProcessConnection(make_card(tmp_path)))
     first, second = session.get_challenge(8), session.get_challenge(8)
     assert len(first) == 8 and first != second
+
+
+@pytest.mark.parametrize("limits", [{}, SHORT_ONLY], ids=["extended", "short"])
+def test_offsets_beyond_32k_on_a_64k_card(tmp_path: Path, limits: dict[str, int]) -> None:
+    app = generic.GenericApplication(big_file_size=40_000)
+    card = cardos.SimulatedCard(tmp_path / "card", capacity=64 * 1024, applications=[app], **limits)
+    session = GenericSession(InProcessConnection(card))
+    data = bytes((i * 31) & 0xFF for i in range(3000))
+    session.update_binary(data, file_id=generic.EF_BIG, offset=35_000)
+    assert session.read_binary(generic.EF_BIG, offset=35_000, length=3000) == data
+    whole = session.read_binary(generic.EF_BIG)
+    assert len(whole) == 40_000 and whole[35_000:38_000] == data

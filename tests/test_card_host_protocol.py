@@ -185,7 +185,7 @@ def test_read_binary_without_size_stops_at_end_of_file(mocker: Any) -> None:
 def test_read_beyond_32k_uses_the_offset_data_object(mocker: Any) -> None:
     conn = fake_connection(mocker, (Tlv(0x53, b"zz"), 0x9000))
     assert Iso7816Session(conn).read_binary(offset=0x8000, length=2) == b"zz"
-    assert sent(conn) == ["00B10000055403008000" + "02"]
+    assert sent(conn) == ["00B10000055403008000" + "06"]  # Le covers the DO 53 header too
 
 
 def test_update_binary_splits_by_the_cards_command_limit(mocker: Any) -> None:
@@ -246,3 +246,21 @@ def test_card_without_limit_information_keeps_its_atr_limits(mocker: Any) -> Non
     conn = fake_connection(mocker, (b"", 0x6A82), (b"", 0x6A88))
     session = Iso7816Session(conn)
     assert session.read_limits() == CardLimits.short()
+
+
+def test_update_beyond_32k_uses_offset_and_discretionary_data_objects(mocker: Any) -> None:
+    conn = fake_connection(mocker, (b"", 0x9000), (b"", 0x9000))
+    data = bytes(range(250))
+    Iso7816Session(conn, limits=CardLimits.short()).update_binary(data, offset=0x8000)
+    first, second = (bytes.fromhex(w) for w in sent(conn))
+    assert first[:4] == bytes.fromhex("00D70000") and len(first) <= 5 + 255
+    body = first[5:]
+    assert body[:5] == bytes.fromhex("5403008000") and body[5] == 0x53
+    assert Tlv(body[5:]).value + Tlv(second[10:]).value == data
+    assert second[5:10] == bytes.fromhex("54030080") + bytes([len(Tlv(body[5:]).value)])
+
+
+def test_empty_update_sends_nothing(mocker: Any) -> None:
+    conn = fake_connection(mocker)
+    Iso7816Session(conn).update_binary(b"")
+    conn.send_and_receive.assert_not_called()

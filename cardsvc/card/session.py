@@ -21,6 +21,7 @@ from cardsvc.tlv import Tlv, TlvError, tlv_dict
 
 _MAX_EVEN_OFFSET = 0x7FFF  # READ/UPDATE BINARY B0/D6 carry the offset in 15 bits of P1P2
 _MAX_FILE = 1 << 20
+_DO53_OVERHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -157,17 +158,20 @@ class Iso7816Session:
         if pos <= _MAX_EVEN_OFFSET:
             apdu = CommandApdu(self.cla, Ins.READ_BINARY, pos >> 8, pos & 0xFF, le=want, sensitive=sensitive)
         else:
+            # The answer is wrapped in DO 53 (tag + up to 3 length bytes): ask for that much more.
+            le = min(want + _DO53_OVERHEAD, self.limits.max_response_data)
             offset_do = Tlv(Tag.OFFSET_DATA, pos.to_bytes(3, "big"))
-            apdu = CommandApdu(self.cla, Ins.READ_BINARY_ODD, 0, 0, offset_do, want, sensitive=sensitive)
+            apdu = CommandApdu(self.cla, Ins.READ_BINARY_ODD, 0, 0, offset_do, le, sensitive=sensitive)
         response = self.protocol.transmit(apdu)
-        if response.sw == SW.OK:
-            data = response.data
-            if apdu.ins == Ins.READ_BINARY_ODD and data[:1] == bytes([Tag.DISCRETIONARY_DATA]):
-                data = Tlv(data).value if data else data
-            return data, False
-        if response.sw in (SW.END_OF_FILE_REACHED, SW.WRONG_P1P2):
-            return response.data, True
-        raise _error(response.sw, response.data, f"READ BINARY at offset {pos}")
+        if response.sw not in (SW.OK, SW.END_OF_FILE_REACHED, SW.WRONG_P1P2):
+            raise _error(response.sw, response.data, f"READ BINARY at offset {pos}")
+        data = response.data
+        if apdu.ins == Ins.READ_BINARY_ODD and data[:1] == bytes([Tag.DISCRETIONARY_DATA]):
+            try:
+                data = Tlv(data).value[:want]
+            except TlvError as exc:
+                raise ProtocolError(f"READ BINARY (B1) at offset {pos}: malformed DO 53: {exc}") from exc
+        return data, response.sw != SW.OK
 
     def update_binary(
         self,
@@ -183,7 +187,7 @@ class Iso7816Session:
             self.select_file(file_id, p1=p1)
         chunk = self.limits.max_command_data
         pos = 0
-        while pos < len(data) or (pos == 0 and not data):
+        while pos < len(data):
             at = offset + pos
             if at <= _MAX_EVEN_OFFSET:
                 piece = data[pos : pos + min(chunk, _MAX_EVEN_OFFSET + 1 - at)]
@@ -195,8 +199,6 @@ class Iso7816Session:
                 body = offset_do + Tlv(Tag.DISCRETIONARY_DATA, piece)
                 self.send_apdu(Ins.UPDATE_BINARY_ODD, 0, 0, body, sensitive=sensitive)
             pos += len(piece)
-            if not data:
-                break
 
     # --- security -----------------------------------------------------------------------------------
     def get_challenge(self, length: int = 8) -> bytes:
