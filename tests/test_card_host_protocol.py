@@ -264,3 +264,9 @@ def test_empty_update_sends_nothing(mocker: Any) -> None:
     conn = fake_connection(mocker)
     Iso7816Session(conn).update_binary(b"")
     conn.send_and_receive.assert_not_called()
+
+
+def test_a_garbled_atr_means_short_apdus(mocker: Any) -> None:
+    conn = fake_connection(mocker)
+    conn.atr = b"\x99\x01"
+    assert Iso7816Session(conn).limits == CardLimits.short()

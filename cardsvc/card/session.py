@@ -77,10 +77,7 @@ class Iso7816Session:
             if limits is not None:
                 self.protocol.limits = limits
         else:
-            if limits is None:
-                atr = getattr(connection, "atr", None)
-                limits = AtrInfo.parse(atr).limits() if atr else CardLimits.short()
-            self.protocol = SmartCardProtocol(connection, limits)
+            self.protocol = SmartCardProtocol(connection, limits or _limits_from_atr(connection))
         self.cla = cla
 
     @property
@@ -236,6 +233,17 @@ class Iso7816Session:
 
     def close(self) -> None:
         self.protocol.close()
+
+
+def _limits_from_atr(connection: CardConnection) -> CardLimits:
+    """Limits the connection's ATR announces; short APDUs when there is no ATR or it cannot be parsed."""
+    atr = getattr(connection, "atr", None)
+    if not atr:
+        return CardLimits.short()
+    try:
+        return AtrInfo.parse(atr).limits()
+    except ProtocolError:
+        return CardLimits.short()
 
 
 def _error(sw: int, data: bytes, what: str) -> ApduError:
