@@ -383,6 +383,35 @@ def verify(ctx: click.Context, reference: str, at_text: str | None, require: str
     click.echo(f"valid: {result.leaf.describe()}")
 
 
+@main.command("verify-chain")
+@click.argument("chain_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--bundle",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Trust bundle (root + lists) to verify against; default: this keystore's root and lists.",
+)
+@click.option("--at", "at_text", default=None, help="Validate at this time (ISO); default now.")
+@click.option("--require", "require", default=None, help="Rights the holder must have, comma-separated.")
+@click.pass_context
+def verify_chain(
+    ctx: click.Context, chain_file: Path, bundle: Path | None, at_text: str | None, require: str | None
+) -> None:
+    """Validate a chain file (concatenated CV certificates, as export-chain writes) as a terminal would."""
+    from cardsvc.pki._tlv import parse_all
+    from cardsvc.pki.cvc import CvCertificate
+
+    m = _manager(ctx)
+    required = _rights(require) or Right.NONE
+    at = _parse_time(at_text) if at_text else None
+
+    def check() -> str:
+        certs = [CvCertificate.parse(item.encoded) for item in parse_all(chain_file.read_bytes())]
+        return m.verify_certificates(certs, bundle=bundle, at=at, required=required).leaf.describe()
+
+    click.echo(f"valid: {_run(check)}")
+
+
 @main.command("export-chain")
 @click.argument("reference")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))

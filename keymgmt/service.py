@@ -577,6 +577,33 @@ class KeyManager:
         self._record("chain.verify", chr, details | {"result": "valid"}, None, None)
         return result
 
+    def verify_certificates(
+        self,
+        certs: Sequence[CvCertificate],
+        *,
+        bundle: Path | None = None,
+        at: datetime | None = None,
+        required: Right = Right.NONE,
+    ) -> ValidatedChain:
+        """Validate certificates (e.g. from a chain file) against a trust bundle or this keystore."""
+        when = at or self.now()
+        subject = certs[-1].chr if certs else "-"
+        details: dict[str, Any] = {"at": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "bundle": bundle is not None}
+        try:
+            if bundle is not None:
+                trust = TrustBundle.read(bundle)
+                anchor, store = trust.anchor, apply_bundle(trust, now=when)
+            else:
+                anchor, store = self.anchor(), self.revocation_store()
+            result = validate_chain(certs, anchor, now=when, required=required, revocations=store)
+        except PkiError as exc:
+            self._record(
+                "chain.verify", subject, details | {"result": "refused", "rule": exc.rule}, None, None
+            )
+            raise
+        self._record("chain.verify", subject, details | {"result": "valid"}, None, None)
+        return result
+
     def audit_public_keys(self) -> dict[str, bytes]:
         return {chr: cert.public_point for chr, cert in self.store.all_certificates().items()}
 

@@ -116,7 +116,19 @@ def test_ceremony_revocation_and_audit_from_the_command_line(run) -> None:
     out_file = run.home / "pos.chain"
     assert "wrote 3 certificates" in _ok(run("export-chain", "INTRM-POS-0001", str(out_file)))
 
-    assert "audit log intact: 11 entries" in _ok(run("audit", "verify"))
+    assert "valid: INTRM-POS-0001" in _ok(run("verify-chain", str(out_file), "--at", "2026-11-23T09:30:00Z"))
+    _ok(run("export-bundle", str(run.home / "bundle")))
+    late_file = run(
+        "verify-chain", str(out_file), "--bundle", str(run.home / "bundle"), now="2026-11-24T00:00:00Z"
+    )
+    assert late_file.exit_code == 1 and "refused (revoked)" in late_file.output
+    forged = bytearray(out_file.read_bytes())
+    forged[-5] ^= 0xFF
+    out_file.write_bytes(bytes(forged))
+    bad = run("verify-chain", str(out_file), "--at", "2026-11-23T09:30:00Z")
+    assert bad.exit_code == 1 and "refused (bad-signature)" in bad.output
+
+    assert "audit log intact: 15 entries" in _ok(run("audit", "verify"))
     shown = _ok(run("audit", "show"))
     assert "terminal.register" in shown and "signed-by=INDKMA-PATNA1" in shown
 

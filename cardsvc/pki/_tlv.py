@@ -28,6 +28,11 @@ class Tlv:
     def children(self) -> list[Tlv]:
         return parse_all(self.value)
 
+    @property
+    def encoded(self) -> bytes:
+        """The whole TLV again (tag, minimal length, value)."""
+        return tlv(self.tag, self.value)
+
 
 def _tag_len(tag: int) -> int:
     return max(1, (tag.bit_length() + 7) // 8)
