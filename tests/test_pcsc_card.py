@@ -249,12 +249,11 @@ def test_waiting_for_a_card_times_out_with_a_clear_error(pcsc_card: ServedCard) 
     assert wait_for_card(pcsc_card.reader, timeout=5) == pcsc_card.reader
 
 
-def test_card_removed_between_commands(pcsc_card: ServedCard) -> None:
-    with PcscConnection(pcsc_card.reader) as conn:
-        session = GenericSession(conn)
-        pcsc_card.remove()
-        with pytest.raises(CardRemovedError):
-            session.get_challenge(8)
+def test_card_removed_between_commands(pcsc_card: ServedCard, pcsc_connection: PcscConnection) -> None:
+    session = GenericSession(pcsc_connection)
+    pcsc_card.remove()
+    with pytest.raises(CardRemovedError):
+        session.get_challenge(8)
 
 
 # --- third-party PC/SC clients see the same reader and card ---------------------------------------------
