@@ -16,7 +16,7 @@ from cardsvc.pki import errors
 from cardsvc.pki.chain import TrustAnchor, explain, validate_chain
 from cardsvc.pki.cvc import CvCertificate, decode_date, encode_date, issue_certificate, self_signed_root
 from cardsvc.pki.errors import FormatError, PkiError
-from cardsvc.pki.rights import Right, Role
+from cardsvc.pki.rights import ROLE_MAX_RIGHTS, Right, Role
 from cardsvc.pki.signer import SoftwareSigner
 from tests.fixtures.keys import PKI_NOW, PkiHierarchy
 
@@ -253,3 +253,28 @@ def test_mutated_certificates_never_validate_and_fail_only_with_pki_errors(
     cut = data.draw(st.integers(len(raw) - 3, len(raw)))
     with pytest.raises(PkiError):
         validate_chain([h.district.cert, bytes(raw[:cut])], h.anchor, now=PKI_NOW)
+
+
+_RIGHTS = st.integers(0, int(Right.all())).map(Right)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(district_rights=_RIGHTS, terminal_rights=_RIGHTS)
+def test_rights_rule_accepts_exactly_the_subsets(
+    pki_hierarchy_soft: PkiHierarchy, district_rights: Right, terminal_rights: Right
+) -> None:
+    """A terminal validates iff its rights are within its district's AND within what a POS terminal may hold
+    (and the district keeps CERTIFY to issue at all)."""
+    h = pki_hierarchy_soft
+    district = h.issue(h.root, "INDKMA-PROP", Role.DISTRICT, rights=district_rights)
+    term = h.issue(district, "INTRM-PROP", Role.POS_TERMINAL, rights=terminal_rights)
+    allowed = (
+        Right.CERTIFY in district_rights
+        and not terminal_rights & ~district_rights
+        and not terminal_rights & ~ROLE_MAX_RIGHTS[Role.POS_TERMINAL]
+    )
+    if allowed:
+        assert validate_chain([district.cert, term.cert], h.anchor, now=PKI_NOW).rights == terminal_rights
+    else:
+        with pytest.raises((errors.RightsEscalationError, errors.RoleRightsError, errors.MissingRightError)):
+            validate_chain([district.cert, term.cert], h.anchor, now=PKI_NOW)
