@@ -156,3 +156,10 @@ def test_ef_atr_extended_length_info_narrows_limits() -> None:
 def test_ef_atr_without_7f66_keeps_limits() -> None:
     base = CardLimits.short()
     assert limits_from_extended_length_info(base, Tlv(0x47, b"\x00\x00\x00")) is base
+
+
+def test_repr_never_shows_a_pin_or_sensitive_data() -> None:
+    assert "313233" not in repr(CommandApdu(0, 0x20, 0, 0x81, b"123456"))
+    assert "<6 bytes redacted>" in repr(CommandApdu(0, 0x20, 0, 0x81, b"123456"))
+    assert "CAFE" not in repr(CommandApdu(0, 0xD6, 0, 0, b"\xca\xfe", sensitive=True))
+    assert "CAFE" in repr(CommandApdu(0, 0xD6, 0, 0, b"\xca\xfe"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from cardsvc.card.errors import ApduTooLongError, ProtocolError
-from cardsvc.card.iso import SW, SW1, Cla, sw_name
+from cardsvc.card.iso import SECRET_DATA_INS, SW, SW1, Cla, sw_name
 
 SHORT_MAX_LC = 255
 SHORT_MAX_LE = 256
@@ -52,7 +52,7 @@ class CardLimits:
         return cls(True, max_command_data, max_response_data, True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class CommandApdu:
     """One command APDU. ``le`` is the number of response bytes expected (Ne); 0 means none.
 
@@ -140,6 +140,17 @@ class CommandApdu:
             else:
                 raise ProtocolError(f"extended APDU: Lc {nc} does not match {len(body) - 3} bytes after it")
         return cls(cla, ins, p1, p2, data, le)
+
+    def __repr__(self) -> str:
+        """Never shows a PIN or sensitive data, even in tracebacks and test failure reports."""
+        if self.data and (self.sensitive or self.ins in SECRET_DATA_INS):
+            data = f"<{len(self.data)} bytes redacted>"
+        else:
+            data = self.data.hex().upper() or "-"
+        return (
+            f"CommandApdu(cla={self.cla:02X}, ins={self.ins:02X}, p1={self.p1:02X}, p2={self.p2:02X}, "
+            f"data={data}, le={self.le})"
+        )
 
     def with_chaining(self, more: bool) -> CommandApdu:
         """Copy with the CLA chaining bit set (``more``) or cleared."""
