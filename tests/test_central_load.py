@@ -21,6 +21,7 @@ from werkzeug.serving import make_server
 
 from cardsvc.central.extensions import get_db
 from cardsvc.central.models import BatchRow, NonceRow, TransactionRow
+from cardsvc.central.services import ingest
 from cardsvc.central.services.terminals import register_terminal
 from cardsvc.central.testing import FixedClock, SimCard, SimTerminal
 from cardsvc.formats.batch import BatchKind, SignedBatch
@@ -51,8 +52,18 @@ def upload(base: str, terminal: SimTerminal, body: bytes, now: int) -> tuple[int
         return error.code, json.loads(error.read())
 
 
+@pytest.fixture(params=["insert", "copy"])
+def bulk_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways records reach PostgreSQL: ON CONFLICT inserts, and COPY (normally for >= 200 records)."""
+    if request.param == "copy":
+        monkeypatch.setattr(ingest, "COPY_THRESHOLD", 1)
+    return str(request.param)
+
+
 @pytest.mark.slow
-def test_fifty_clients_overlapping_batches(central_app: Flask, server: str, clock: FixedClock) -> None:
+def test_fifty_clients_overlapping_batches(
+    central_app: Flask, server: str, clock: FixedClock, bulk_path: str
+) -> None:
     rng = random.Random(42)
     now = int(clock())
     terminals = [SimTerminal.new(0x10AD_0000 + i, rng) for i in range(5)]

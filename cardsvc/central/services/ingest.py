@@ -46,8 +46,12 @@ from cardsvc.formats.errors import FormatError, SignatureError
 from cardsvc.formats.transaction import SIGNED_LENGTH, unpack_fields, verify_raw_signature
 
 CHUNK: Final = 1000
-COPY_THRESHOLD: Final = 200  # PostgreSQL: from this many rows on, COPY through a staging table
+COPY_THRESHOLD: Final = 200  # PostgreSQL: from this many rows on, insert by COPY
 RETRIES: Final = 5
+
+
+class RecordRaceError(Exception):
+    """A concurrent upload stored some of the same records first: roll back and store the rest."""
 
 
 class KeySource:
@@ -114,15 +118,21 @@ def ingest_batch(
     existing = _find(session, content_hash)
     if existing is not None:
         return IngestResult(existing, duplicate=True)
+    rows: list[dict[str, Any]] = []
+    if batch.kind is BatchKind.TRANSACTIONS:  # verified once, before any retry
+        rows = transaction_rows(session, [i for i in batch.items if isinstance(i, TransactionItem)])
+        session.rollback()  # end the read transaction (on SQLite it holds the write lock)
     for attempt in range(RETRIES):
         try:
-            return _store(session, batch, wire, content_hash, uploaded_by, now)
-        except IntegrityError:
+            return _store(session, batch, rows, wire, content_hash, uploaded_by, now)
+        except (IntegrityError, RecordRaceError):
             session.rollback()
             existing = _find(session, content_hash)
             if existing is not None:
                 return IngestResult(existing, duplicate=True)
-            raise
+            if attempt == RETRIES - 1:
+                raise
+            # a concurrent batch committed some of the same records first: look again, store the rest
         except OperationalError as exc:
             session.rollback()
             if attempt == RETRIES - 1 or not _retriable(exc):
@@ -165,8 +175,9 @@ def _find(session: Session, content_hash: str) -> Receipt | None:
 
 
 def _store(
-    session: Session, batch: Batch, wire: bytes, content_hash: str, uploaded_by: str, now: int
-) -> IngestResult:
+    session: Session, batch: Batch, rows: list[dict[str, Any]], wire: bytes, content_hash: str,
+    uploaded_by: str, now: int,
+) -> IngestResult:  # fmt: skip
     row = BatchRow(
         content_hash=content_hash,
         kind=batch.kind.value,
@@ -181,13 +192,11 @@ def _store(
         status="accepted",
     )
     if batch.kind is BatchKind.TRANSACTIONS:
-        items = [i for i in batch.items if isinstance(i, TransactionItem)]
-        rows = transaction_rows(session, items)
         session.add(row)
         session.flush()  # the UNIQUE content hash is checked here
         for r in rows:
             r["batch_id"] = row.id
-        insert_ignore(session, TransactionRow.__table__, rows, ["card_id", "counter", "content_hash"])
+        store_transactions(session, rows)
         row.new_items = session.execute(
             select(func.count()).select_from(TransactionRow).where(TransactionRow.batch_id == row.id)
         ).scalar_one()
@@ -276,6 +285,40 @@ def transaction_rows(session: Session, items: Sequence[TransactionItem]) -> list
     return [rows[k] for k in sorted(rows)]
 
 
+def store_transactions(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert the records not already held. Large batches on PostgreSQL: look up which are held, then COPY
+    the rest straight into the table; a concurrent batch committing the same record first makes the COPY
+    fail on the UNIQUE constraint and :func:`ingest_batch` retries. Otherwise ON CONFLICT DO NOTHING."""
+    conflict = ["card_id", "counter", "content_hash"]
+    if session.get_bind().dialect.name != "postgresql" or len(rows) < COPY_THRESHOLD:
+        insert_ignore(session, TransactionRow.__table__, rows, conflict)
+        return
+    held: set[tuple[str, int, bytes]] = set()
+    card_ids = sorted({r["card_id"] for r in rows})
+    for chunk in _chunks(card_ids, CHUNK):
+        query = select(TransactionRow.card_id, TransactionRow.counter, TransactionRow.content_hash).where(
+            TransactionRow.card_id.in_(chunk)
+        )
+        held.update((c, n, bytes(h)) for c, n, h in session.execute(query))
+    fresh = [r for r in rows if (r["card_id"], r["counter"], r["content_hash"]) not in held]
+    if fresh:
+        dbapi = session.connection().connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor()
+        try:
+            columns = list(fresh[0])
+            cursor.copy_from(io.StringIO(_copy_lines(columns, fresh, set())), "transactions", columns=columns)
+        except Exception as exc:  # psycopg2's own errors: the raw cursor bypasses SQLAlchemy's wrapping
+            code = getattr(exc, "pgcode", None)
+            if code == "23505":
+                raise RecordRaceError("a concurrent batch stored some of these records first") from exc
+            if code in ("40P01", "40001"):
+                raise RecordRaceError(f"database conflict {code}") from exc
+            raise
+        finally:
+            cursor.close()
+
+
 def _store_cards(session: Session, cards: Sequence[CampCard], batch_id: int) -> int:
     """Insert new cards; the same card again with the same key is fine, with another key a conflict."""
     by_id = {id_hex(c.card_id): c for c in cards}
@@ -358,14 +401,28 @@ def insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], conf
         cursor.close()
 
 
-def _copy_text(value: Any, is_json: bool) -> str:
-    """One field in PostgreSQL COPY text format."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, bytes):
-        return "\\\\x" + value.hex()
-    text = json.dumps(value) if is_json else str(value)
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_lines(columns: list[str], rows: list[dict[str, Any]], json_columns: set[str]) -> str:
+    """Rows in PostgreSQL COPY text format (tab-separated, \\N for NULL, bytea as \\x hex, escaped text)."""
+    out: list[str] = []
+    for row in rows:
+        fields: list[str] = []
+        for column in columns:
+            value = row[column]
+            kind = type(value)
+            if kind is int:
+                fields.append(str(value))
+            elif kind is bytes:
+                fields.append("\\\\x" + value.hex())
+            elif value is None:
+                fields.append("\\N")
+            else:
+                text = json.dumps(value) if column in json_columns else str(value)
+                fields.append(text.translate(_COPY_ESCAPES))
+        out.append("\t".join(fields))
+    return "\n".join(out) + "\n"
 
 
 def _copy_insert_ignore(
@@ -380,10 +437,7 @@ def _copy_insert_ignore(
     cursor.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
-    flags = [c in json_columns for c in columns]
-    lines = ["\t".join(_copy_text(row[c], j) for c, j in zip(columns, flags, strict=True)) for row in rows]
-    buffer = io.StringIO("\n".join(lines) + "\n")
-    cursor.copy_from(buffer, staging, columns=columns)
+    cursor.copy_from(io.StringIO(_copy_lines(columns, rows, json_columns)), staging, columns=columns)
     names = ", ".join(columns)
     # ORDER BY the conflict target: concurrent overlapping batches take row locks in one order (no deadlock)
     cursor.execute(
