@@ -313,6 +313,39 @@ def personalise_officer_card(
     click.echo(f"officer card personalised: {cert.describe()}")
 
 
+@main.command("read-ledger")
+@click.option("--reader", required=True, help="PC/SC reader holding the officer card.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.pass_context
+def read_ledger(ctx: click.Context, reader: str, json_out: Path | None) -> None:
+    """Read and verify an officer card's activation ledger (e.g. after a camp, for payment)."""
+    import json
+
+    from cardsvc.card.pcsc import PcscConnection
+    from cardsvc.pki.officer_card import OfficerCardSession
+
+    m = _manager(ctx)
+    conn = _run(lambda: PcscConnection(reader, exclusive=True))
+    try:
+        ledger = _run(lambda: m.read_officer_ledger(OfficerCardSession(conn)))
+    finally:
+        conn.close()
+    click.echo(f"ledger of {ledger.officer.chr}: {len(ledger.entries)} activation(s), verified")
+    for e in ledger.entries:
+        click.echo(f"{e.seq:>5} {e.when:%Y-%m-%dT%H:%M:%SZ} {e.card_chr}")
+    if json_out is not None:
+        doc = {
+            "officer": ledger.officer.chr,
+            "head": ledger.head.hex(),
+            "activations": [
+                {"seq": e.seq, "time": e.when.strftime("%Y-%m-%dT%H:%M:%SZ"), "card": e.card_chr,
+                 "body_sha256": e.body_hash.hex()}
+                for e in ledger.entries
+            ],
+        }  # fmt: skip
+        json_out.write_text(json.dumps(doc, indent=1) + "\n")
+
+
 @main.command()
 @click.argument("subject")
 @click.option(

@@ -35,7 +35,7 @@ from keymgmt.audit import AuditLog, verify_log
 from keymgmt.keystore import Keystore, KeystoreError
 
 if TYPE_CHECKING:
-    from cardsvc.pki.officer_card import OfficerCardSession
+    from cardsvc.pki.officer_card import OfficerCardSession, VerifiedLedger
 
 OFFICER_ROLES = frozenset({Role.FIELD_KEY_OFFICER, Role.FACILITY_OPERATOR})
 TERMINAL_ROLES = frozenset({Role.ENROLMENT_TERMINAL, Role.POS_TERMINAL})
@@ -344,6 +344,25 @@ class KeyManager:
             None,
         )
         return cert
+
+    def read_officer_ledger(self, session: OfficerCardSession) -> VerifiedLedger:
+        """Read back an officer card's activation ledger (after a camp): the card's signature and hash
+        chain are verified, and the officer's chain must validate for the time of the last activation
+        (activations made before a revocation still count). Recorded in the audit log."""
+        ledger = session.read_ledger()
+        chain = [*self.store.chain(ledger.officer.car), ledger.officer]
+        last = ledger.entries[-1].when if ledger.entries else None
+        validate_chain(
+            chain, self.anchor(), now=self.now(), revocations=self.revocation_store(), signed_at=last
+        )
+        self._record(
+            "officer.ledger.read",
+            ledger.officer.chr,
+            {"activations": len(ledger.entries), "head": ledger.head.hex()},
+            None,
+            None,
+        )
+        return ledger
 
     def _issue_holder(
         self,

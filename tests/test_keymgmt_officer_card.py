@@ -158,6 +158,28 @@ def test_activation_needs_pin_and_fingerprint_and_the_card_chain_validates(km: K
     assert audit[-2:] == ["officer.issue", "officer.card.personalise"]
 
 
+@pytest.mark.parametrize(("revoked_at", "counts"), [("10:30", True), ("09:30", False)])
+def test_district_reads_back_the_ledger_for_payment(
+    km: KeyManager, softhsm: SoftHsm, officer, revoked_at: str, counts: bool
+) -> None:
+    session, _ = officer
+    session.verify_pin_code(PIN)
+    session.verify_fingerprint(wrapped(impression(OFFICER_FINGER, 17)))
+    for i in range(2):
+        session.activate_card(_card_body(FKO, f"CARD-{i}"))  # card clock: 10:00
+    assert len(km.read_officer_ledger(session).entries) == 2
+    hh, mm = map(int, revoked_at.split(":"))
+    km.revoke(FKO, by=DISTRICT, at=datetime(2026, 11, 23, hh, mm, tzinfo=UTC))
+    km.publish(by=DISTRICT, secret=softhsm.pin)
+    if counts:  # revoked after the camp: the activations still count
+        assert [e.card_chr for e in km.read_officer_ledger(session).entries] == ["CARD-0", "CARD-1"]
+    else:  # activations after the officer's revocation are refused, naming the rule
+        with pytest.raises(errors.RevokedError, match="INFKO-PAT-0007 was revoked"):
+            km.read_officer_ledger(session)
+    reads = [e for e in km.audit.entries() if e["action"] == "officer.ledger.read"]
+    assert reads[0]["details"]["activations"] == 2
+
+
 def test_wrong_pin_blocks_after_three_tries(officer) -> None:
     session, _ = officer
     with pytest.raises(WrongPinError) as exc:
@@ -337,6 +359,10 @@ def test_cli_personalises_a_card_in_a_reader(tmp_path: Path, serve_card) -> None
         "--reader", served.reader, "--template", str(raw),
     )  # fmt: skip
     assert again.exit_code == 1 and "already OPERATIONAL" in again.output
+    ledger = run("read-ledger", "--reader", served.reader, "--json", str(tmp_path / "ledger.json"))
+    assert ledger.exit_code == 0, ledger.output
+    assert f"ledger of {FKO}: 0 activation(s), verified" in ledger.output
+    assert (tmp_path / "ledger.json").read_text().count('"activations": []') == 1
     assert "audit log intact" in run("audit", "verify").output
 
 
