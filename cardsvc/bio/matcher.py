@@ -65,7 +65,8 @@ class Matcher:
 
     def encode(self, template: FingerTemplate) -> EncodedTemplate:
         """Precompute a template's cylinders (store the result with the gallery; bytes via to_bytes())."""
-        return mcc.encode(template, self.params)
+        with mcc.single_threaded_blas():
+            return mcc.encode(template, self.params)
 
     def _encoded(self, t: TemplateLike) -> EncodedTemplate:
         return t if isinstance(t, EncodedTemplate) else self.encode(t)
