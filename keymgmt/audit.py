@@ -98,6 +98,10 @@ class AuditLog:
                     raise AuditTamperedError(f"line {lineno} is not a JSON object", index=lineno - 1)
                 yield obj
 
+    def head(self) -> tuple[int, str]:
+        """(last seq, last hash): write it into the ceremony record; a later log must extend it."""
+        return self._head()
+
     def _head(self) -> tuple[int, str]:
         seq, head = 0, GENESIS
         for obj in self.entries():

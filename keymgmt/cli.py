@@ -481,7 +481,8 @@ def audit_verify(ctx: click.Context) -> None:
     """Check every entry's hash chain and signature; name the first tampered entry."""
     m = _manager(ctx.find_root())
     count = _run(lambda: m.verify_audit())
-    click.echo(f"audit log intact: {count} entries")
+    _, head = m.audit.head()
+    click.echo(f"audit log intact: {count} entries, head {head}")
 
 
 @audit.command("show")
