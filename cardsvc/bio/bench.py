@@ -1,0 +1,154 @@
+"""Matcher benchmark: each figure printed beside its ceiling (run by `cardsvc bench matcher` and bench/).
+
+Figures: 1:1 comparisons per second on one core (encoded templates, `Matcher.compare` one call at a time),
+a 1:N search of a 10,000-template gallery (pre-filter plus full comparison of the shortlist), and a paypoint
+verification: mindtct extraction of a live image plus two card-quantised comparisons against card templates
+(their cylinders built at verify time, as a terminal reading a card must).
+
+Templates come from the FVC2002 images when ../shared/fingerprints is present, otherwise from generated
+minutiae sets (and a generated image stands in for the live capture). The 10,000-template gallery repeats
+500 distinct jittered templates: search cost does not depend on whether entries differ, and encoding 10,000
+distinct ones would take minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cardsvc.bio.matcher import Matcher
+from cardsvc.bio.perturb import jitter, random_template, rigid_transform
+from cardsvc.bio.template import FingerTemplate
+
+COMPARISONS_FLOOR = 2000.0  # per second, one core
+SEARCH_CEILING_S = 0.5  # 10,000 templates ("well under 1 s")
+PAYPOINT_CEILING_S = 0.100  # extraction + two comparisons
+GALLERY_SIZE = 10_000
+DISTINCT = 500
+SHARED_FVC = Path(__file__).resolve().parents[3] / "shared" / "fingerprints" / "fvc2002"
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    limit: float
+    higher_is_better: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
+
+    def line(self) -> str:
+        word = "floor" if self.higher_is_better else "ceiling"
+        verdict = "OK" if self.ok else ("UNDER" if self.higher_is_better else "OVER")
+        return (
+            f"{self.name:<34} {self.value:10.2f} {self.unit:<8} {word} {self.limit:g} {self.unit}  {verdict}"
+        )
+
+
+def _sources(rng: np.random.Generator, fvc: Path | None) -> tuple[list[FingerTemplate], list[np.ndarray]]:
+    from cardsvc.bio.evaluate import TemplateCache, default_cache_dir, scan_fvc
+    from cardsvc.bio.extract import load_image
+
+    if fvc is not None and fvc.is_dir():
+        cache = TemplateCache(default_cache_dir())
+        images = [img for imgs in scan_fvc(fvc).values() for img in imgs]
+        return [cache.get(i.path) for i in images], [load_image(str(images[k].path)) for k in range(0, 80, 8)]
+    templates = [random_template(rng, count=int(rng.integers(30, 55))) for _ in range(80)]
+    return templates, [_stripes(rng)]
+
+
+def _stripes(rng: np.random.Generator) -> np.ndarray:
+    """A ridge-like test image (concentric rings with noise) for the extraction timing without FVC."""
+    y, x = np.mgrid[0:400, 0:300].astype(np.float32)
+    r = np.hypot(x - 150 + rng.normal(0, 3), y - 220)
+    img = 128 + 100 * np.sin(r / 1.6) + rng.normal(0, 12, r.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def run_matcher_benchmark(
+    *, json_path: str | None = None, fvc: Path | None = SHARED_FVC, seed: int = 7, quiet: bool = False
+) -> bool:
+    """Measure and print the figures; True when every figure is within its limit."""
+    from cardsvc.bio.extract import extract_template
+    from cardsvc.bio.iso19794 import decode_compact, encode_compact, quantise_for_card
+    from cardsvc.bio.mcc import single_threaded_blas
+
+    rng = np.random.default_rng(seed)
+    matcher = Matcher()
+    templates, live_images = _sources(rng, fvc)
+    source = "FVC2002 B mindtct templates" if fvc is not None and fvc.is_dir() else "generated minutiae"
+    figures: list[Figure] = []
+
+    # 1:1 comparisons, one call at a time, on one core
+    encoded = [matcher.encode(t) for t in templates[:40]]
+    pairs = [(a, b) for a in range(len(encoded)) for b in range(len(encoded)) if a != b][:1200]
+    with single_threaded_blas():
+        start = time.perf_counter()
+        for a, b in pairs:
+            matcher.compare(encoded[a], encoded[b])
+        rate = len(pairs) / (time.perf_counter() - start)
+    figures.append(Figure("1:1 comparisons (one core)", rate, "per s", COMPARISONS_FLOOR, True))
+
+    # 1:N search over 10,000
+    distinct = []
+    for i in range(DISTINCT):
+        base = templates[i % len(templates)]
+        moved = rigid_transform(base, rotation=float(rng.uniform(-20, 20)), dx=float(rng.integers(-15, 16)))
+        distinct.append(matcher.encode(jitter(moved, rng)))
+    gallery_map: dict[Hashable, object] = {
+        f"person-{i:05d}": distinct[i % DISTINCT] for i in range(GALLERY_SIZE)
+    }
+    gallery = matcher.gallery(gallery_map)  # type: ignore[arg-type]
+    probes = [matcher.encode(jitter(templates[k], rng)) for k in range(5)]
+    times = []
+    for p in probes:
+        start = time.perf_counter()
+        gallery.search(matcher, p, target_fmr=1e-3)
+        times.append(time.perf_counter() - start)
+    figures.append(
+        Figure(
+            f"1:N search, N={GALLERY_SIZE:,} (median)", statistics.median(times), "s", SEARCH_CEILING_S, False
+        )
+    )
+
+    # paypoint: extract the live finger, compare against two card templates (compact format read from card)
+    card_refs = [encode_compact(templates[k]) for k in (1, 2)]
+    times = []
+    for image in live_images:
+        start = time.perf_counter()
+        probe = quantise_for_card(extract_template(image, quality=False))
+        p = matcher.encode(probe)
+        for ref in card_refs:
+            matcher.compare(p, matcher.encode(decode_compact(ref)))
+        times.append(time.perf_counter() - start)
+    figures.append(
+        Figure("paypoint: extract + 2 comparisons", statistics.median(times), "s", PAYPOINT_CEILING_S, False)
+    )
+
+    if not quiet:
+        print(f"matcher benchmark ({source}; gallery of {DISTINCT} distinct templates repeated)")
+        for f in figures:
+            print(f.line())
+    if json_path:
+        Path(json_path).write_text(
+            json.dumps(
+                {
+                    "source": source,
+                    "figures": [
+                        {"name": f.name, "value": f.value, "unit": f.unit, "limit": f.limit, "ok": f.ok}
+                        for f in figures
+                    ],
+                },
+                indent=2,
+            )
+        )
+    return all(f.ok for f in figures)
