@@ -15,6 +15,7 @@ A verify command carries it as the biometric data template `7F2E L { 81 L <3N by
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
 import struct
@@ -246,6 +247,24 @@ def _px_per_unit(ppcm: int) -> float:
     return ppcm / CARD_UNITS_PER_CM
 
 
+def _card_window(coords: list[float]) -> float:
+    """Offset (in card units) of the 25.5 mm window holding the most of `coords`; 0 when all fit."""
+    if not coords or (round(min(coords)) >= 0 and round(max(coords)) <= CARD_MAX_UNIT):
+        return 0.0
+    ordered = sorted(coords)
+    centre = (ordered[0] + ordered[-1]) / 2
+    best: tuple[int, float, float] | None = None
+    for i, start in enumerate(ordered):
+        j = bisect.bisect_right(ordered, start + CARD_MAX_UNIT)
+        # the window [start, start + 255] covers ordered[i:j]; centre it on what it covers
+        offset = (ordered[i] + ordered[j - 1]) / 2 - CARD_MAX_UNIT / 2
+        key = (j - i, -abs(offset + CARD_MAX_UNIT / 2 - centre), offset)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    assert best is not None
+    return best[2]
+
+
 def encode_compact(
     template: FingerTemplate,
     *,
@@ -255,17 +274,14 @@ def encode_compact(
     """Encode minutiae in the compact card format (3 bytes each).
 
     A card's grid covers 25.5 mm; when the minutiae spread further (a tall 560-pixel image), the whole set
-    is shifted so its bounding box is centred on the grid and minutiae still outside are dropped (the
-    matcher is translation-invariant, the shift costs nothing). With `max_minutiae`, the best-quality
-    minutiae are kept (the card's 7F60 announces its maximum).
+    is shifted so that the grid covers as many minutiae as possible (ties: the most central window) and
+    those still outside are dropped (the matcher is translation-invariant, the shift costs nothing).
+    With `max_minutiae`, the best-quality minutiae are kept (the card's 7F60 announces its maximum).
     """
     scale = _px_per_unit(template.resolution_ppcm)
     us = [m.x / scale for m in template.minutiae]
     vs = [m.y / scale for m in template.minutiae]
-    shift = [0.0, 0.0]
-    for axis, coords in enumerate((us, vs)):
-        if coords and not (round(min(coords)) >= 0 and round(max(coords)) <= CARD_MAX_UNIT):
-            shift[axis] = (min(coords) + max(coords)) / 2 - CARD_MAX_UNIT / 2
+    shift = [_card_window(us), _card_window(vs)]
     kept = [
         (round(u - shift[0]), round(v - shift[1]), m)
         for u, v, m in zip(us, vs, template.minutiae, strict=True)
