@@ -14,7 +14,8 @@ import hashlib
 import io
 import json
 import time as _time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -119,8 +120,13 @@ def ingest_batch(
     if existing is not None:
         return IngestResult(existing, duplicate=True)
     rows: list[dict[str, Any]] = []
-    if batch.kind is BatchKind.TRANSACTIONS:  # verified once, before any retry
-        rows = transaction_rows(session, [i for i in batch.items if isinstance(i, TransactionItem)])
+    items = [i for i in batch.items if isinstance(i, TransactionItem)]
+    if items and _pipelined(session, items):
+        result, rows = _ingest_pipelined(session, batch, items, wire, content_hash, uploaded_by, now)
+        if result is not None:
+            return result
+    elif items:  # verified once, before any retry
+        rows = transaction_rows(session, items)
         session.rollback()  # end the read transaction (on SQLite it holds the write lock)
     for attempt in range(RETRIES):
         try:
@@ -139,6 +145,87 @@ def ingest_batch(
                 raise
             _time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _pipelined(session: Session, items: Sequence[TransactionItem]) -> bool:
+    return session.get_bind().dialect.name == "postgresql" and len(items) >= COPY_THRESHOLD
+
+
+def _batch_row(batch: Batch, wire: bytes, content_hash: str, uploaded_by: str, now: int) -> BatchRow:
+    return BatchRow(
+        content_hash=content_hash,
+        kind=batch.kind.value,
+        terminal_id=id_hex(batch.terminal_id),
+        seq=batch.seq,
+        created=batch.created,
+        received_at=now,
+        uploaded_by=uploaded_by,
+        raw=wire,
+        item_count=len(batch.items),
+        new_items=0,
+        status="accepted",
+    )
+
+
+def _ingest_pipelined(
+    session: Session, batch: Batch, items: Sequence[TransactionItem], wire: bytes, content_hash: str,
+    uploaded_by: str, now: int,
+) -> tuple[IngestResult | None, list[dict[str, Any]]]:  # fmt: skip
+    """PostgreSQL, large batches: verify chunk k+1 while a second thread COPYs chunk k (psycopg2 releases
+    the GIL while the server works), all in one transaction, rolled back if any record fails.
+
+    Returns (result, every verified row). The result is None when a concurrent upload raced us to some
+    records (or to the same batch): the transaction is rolled back and the caller retries with the rows.
+    """
+    parsed = parse_records(items)
+    registered = registered_keys(session, parsed)
+    row = _batch_row(batch, wire, content_hash, uploaded_by, now)
+    verified: list[dict[str, Any]] = []
+    chunks = verified_rows(items, parsed, registered, CHUNK)
+    try:
+        session.add(row)
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        return None, [r for chunk in chunks for r in chunk]
+    dbapi = session.connection().connection.dbapi_connection
+    raced = False
+    pending: Future[None] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cardsvc-copy") as pool:
+        try:
+            for chunk in chunks:
+                for r in chunk:
+                    r["batch_id"] = row.id
+                verified.extend(chunk)
+                if raced:
+                    continue  # keep verifying: the retry needs every row
+                if pending is not None:
+                    raced = _raced(pending)
+                if not raced:
+                    pending = pool.submit(_copy_fresh, dbapi, chunk)
+            if pending is not None and not raced:
+                raced = _raced(pending)
+        except BaseException:
+            if pending is not None:
+                wait([pending])
+            session.rollback()
+            raise
+    if raced:
+        session.rollback()
+        return None, verified
+    row.new_items = session.execute(
+        select(func.count()).select_from(TransactionRow).where(TransactionRow.batch_id == row.id)
+    ).scalar_one()
+    session.commit()
+    return IngestResult(Receipt.of(row), duplicate=False), verified
+
+
+def _raced(pending: Future[None]) -> bool:
+    try:
+        pending.result()
+    except RecordRaceError:
+        return True
+    return False
 
 
 def _retriable(exc: OperationalError) -> bool:
@@ -178,19 +265,7 @@ def _store(
     session: Session, batch: Batch, rows: list[dict[str, Any]], wire: bytes, content_hash: str,
     uploaded_by: str, now: int,
 ) -> IngestResult:  # fmt: skip
-    row = BatchRow(
-        content_hash=content_hash,
-        kind=batch.kind.value,
-        terminal_id=id_hex(batch.terminal_id),
-        seq=batch.seq,
-        created=batch.created,
-        received_at=now,
-        uploaded_by=uploaded_by,
-        raw=wire,
-        item_count=len(batch.items),
-        new_items=0,
-        status="accepted",
-    )
+    row = _batch_row(batch, wire, content_hash, uploaded_by, now)
     if batch.kind is BatchKind.TRANSACTIONS:
         session.add(row)
         session.flush()  # the UNIQUE content hash is checked here
@@ -221,22 +296,47 @@ def _store(
 def transaction_rows(session: Session, items: Sequence[TransactionItem]) -> list[dict[str, Any]]:
     """Parse and verify every record; return insert rows sorted by (card, counter, hash).
 
-    Raises UnprocessableError naming the first bad item. The hot loop of ingest: keys are parsed once per
-    distinct key, records are unpacked without building dataclasses.
+    Raises UnprocessableError naming the first bad item.
     """
+    parsed = parse_records(items)
+    registered = registered_keys(session, parsed)
+    rows: dict[tuple[str, int, bytes], dict[str, Any]] = {}
+    for chunk in verified_rows(items, parsed, registered, len(items) or 1):
+        rows.update(((r["card_id"], r["counter"], r["content_hash"]), r) for r in chunk)
+    return [rows[k] for k in sorted(rows)]
+
+
+def parse_records(items: Sequence[TransactionItem]) -> list[tuple[Any, ...]]:
+    """Unpack every record (no dataclass per record: this is the hot loop of ingest)."""
     parsed: list[tuple[Any, ...]] = []
     for index, item in enumerate(items):
         try:
             parsed.append(unpack_fields(item.record))
         except FormatError as exc:
             raise UnprocessableError("bad_record", f"batch.items[{index}].record: {exc}") from None
+    return parsed
+
+
+def registered_keys(session: Session, parsed: Sequence[tuple[Any, ...]]) -> dict[str, bytes]:
+    """The registered public keys of the cards these records name (cards not yet registered are absent)."""
     card_ids = sorted({f"{fields[2]:016x}" for fields in parsed})
     registered: dict[str, bytes] = {}
     for chunk in _chunks(card_ids, CHUNK):
         query = select(Card.card_id, Card.public_key).where(Card.card_id.in_(chunk))
         registered.update((k, v) for k, v in session.execute(query))
+    return registered
+
+
+def verified_rows(
+    items: Sequence[TransactionItem], parsed: Sequence[tuple[Any, ...]], registered: dict[str, bytes],
+    chunk_size: int,
+) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
+    """Verify each record with its card's key and yield insert rows, ``chunk_size`` at a time (no I/O).
+
+    Keys are parsed once per distinct key. Raises UnprocessableError naming the first bad item.
+    """
     keys: dict[bytes, tuple[ec.EllipticCurvePublicKey, bytes]] = {}
-    rows: dict[tuple[str, int, bytes], dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
     for index, (item, fields) in enumerate(zip(items, parsed, strict=True)):
         card_hex = f"{fields[2]:016x}"
         entry = keys.get(item.card_key)
@@ -263,26 +363,31 @@ def transaction_rows(session: Session, items: Sequence[TransactionItem]) -> list
                 f"batch.items[{index}] (card {card_hex} counter {fields[3]}): "
                 "the card's signature does not verify",
             ) from None
-        digest = hashlib.sha256(raw).digest()
-        rows[(card_hex, fields[3], digest)] = {
-            "card_id": card_hex,
-            "counter": fields[3],
-            "content_hash": digest,
-            "raw": raw,
-            "record_type": fields[1],
-            "scheme_id": fields[4],
-            "amount": fields[5],
-            "balance_after": fields[6],
-            "time": fields[7],
-            "terminal_id": f"{fields[8]:016x}",
-            "operator_id": f"{fields[9]:016x}",
-            "facility_id": fields[10],
-            "reference": fields[11],
-            "member_index": fields[12],
-            "prev_hash": fields[13],
-            "key_source": KeySource.PRESENTED if known is None else KeySource.REGISTERED,
-        }
-    return [rows[k] for k in sorted(rows)]
+        rows.append(
+            {
+                "card_id": card_hex,
+                "counter": fields[3],
+                "content_hash": hashlib.sha256(raw).digest(),
+                "raw": raw,
+                "record_type": fields[1],
+                "scheme_id": fields[4],
+                "amount": fields[5],
+                "balance_after": fields[6],
+                "time": fields[7],
+                "terminal_id": f"{fields[8]:016x}",
+                "operator_id": f"{fields[9]:016x}",
+                "facility_id": fields[10],
+                "reference": fields[11],
+                "member_index": fields[12],
+                "prev_hash": fields[13],
+                "key_source": KeySource.PRESENTED if known is None else KeySource.REGISTERED,
+            }
+        )
+        if len(rows) >= chunk_size:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
 
 
 def store_transactions(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -293,30 +398,38 @@ def store_transactions(session: Session, rows: list[dict[str, Any]]) -> None:
     if session.get_bind().dialect.name != "postgresql" or len(rows) < COPY_THRESHOLD:
         insert_ignore(session, TransactionRow.__table__, rows, conflict)
         return
-    held: set[tuple[str, int, bytes]] = set()
-    card_ids = sorted({r["card_id"] for r in rows})
-    for chunk in _chunks(card_ids, CHUNK):
-        query = select(TransactionRow.card_id, TransactionRow.counter, TransactionRow.content_hash).where(
-            TransactionRow.card_id.in_(chunk)
+    dbapi = session.connection().connection.dbapi_connection
+    _copy_fresh(dbapi, rows)
+
+
+def _copy_fresh(dbapi: Any, rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL: COPY the rows not already held straight into ``transactions`` (DB-API level, so it can
+    run in the pipeline thread). A concurrent batch that stored one of them first makes this fail on the
+    UNIQUE constraint: raised as RecordRaceError, and ingest retries."""
+    unique: dict[tuple[str, int, bytes], dict[str, Any]] = {
+        (r["card_id"], r["counter"], r["content_hash"]): r for r in rows
+    }
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(
+            "SELECT card_id, counter, content_hash FROM transactions WHERE card_id = ANY(%s)",
+            (sorted({r["card_id"] for r in rows}),),
         )
-        held.update((c, n, bytes(h)) for c, n, h in session.execute(query))
-    fresh = [r for r in rows if (r["card_id"], r["counter"], r["content_hash"]) not in held]
-    if fresh:
-        dbapi = session.connection().connection.dbapi_connection
-        assert dbapi is not None
-        cursor = dbapi.cursor()
-        try:
+        for card_id, counter, digest in cursor.fetchall():
+            unique.pop((card_id, counter, bytes(digest)), None)
+        fresh = [unique[k] for k in sorted(unique)]
+        if fresh:
             columns = list(fresh[0])
             cursor.copy_from(io.StringIO(_copy_lines(columns, fresh, set())), "transactions", columns=columns)
-        except Exception as exc:  # psycopg2's own errors: the raw cursor bypasses SQLAlchemy's wrapping
-            code = getattr(exc, "pgcode", None)
-            if code == "23505":
-                raise RecordRaceError("a concurrent batch stored some of these records first") from exc
-            if code in ("40P01", "40001"):
-                raise RecordRaceError(f"database conflict {code}") from exc
-            raise
-        finally:
-            cursor.close()
+    except Exception as exc:  # psycopg2's own errors: the raw cursor bypasses SQLAlchemy's wrapping
+        code = getattr(exc, "pgcode", None)
+        if code == "23505":
+            raise RecordRaceError("a concurrent batch stored some of these records first") from exc
+        if code in ("40P01", "40001"):
+            raise RecordRaceError(f"database conflict {code}") from exc
+        raise
+    finally:
+        cursor.close()
 
 
 def _store_cards(session: Session, cards: Sequence[CampCard], batch_id: int) -> int:
