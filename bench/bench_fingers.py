@@ -18,6 +18,9 @@ import time
 
 import numpy as np
 
+#: Field-like mix for --quality mixed: most touches fine, some dry, wet, partial or smudged.
+QUALITY_MIX = {"good": 0.6, "dry": 0.15, "wet": 0.1, "partial": 0.1, "smudged": 0.05}
+_MIX_HELP = ", ".join(f"{q} {100 * p:.0f}%" for q, p in QUALITY_MIX.items())
 MASTER_CEILING_S = 1.0  # per finger: "enrol a village" (the brief: well under 1 s)
 IMPRESSION_CEILING_S = 0.25  # per impression: impressions must be cheap next to a master
 
@@ -35,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fingers", type=int, default=20)
     parser.add_argument("--impressions", type=int, default=4)
     parser.add_argument("--first-seed", type=int, default=1000)
-    parser.add_argument("--quality", default="good", help="good, dry, wet, partial or smudged")
+    parser.add_argument(
+        "--quality",
+        default="good",
+        help="good, dry, wet, partial, smudged, or mixed (each impression drawn: " + _MIX_HELP + ")",
+    )
     parser.add_argument("--no-mcc", action="store_true", help="skip the MCC matcher (bozorth3 only)")
     args = parser.parse_args(argv)
 
@@ -58,7 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"master finger      {per_master:6.3f} s/finger      ceiling {MASTER_CEILING_S:.2f} s   {verdict}")
 
     t0 = time.perf_counter()
-    images = {(s, k): impression(s, k, args.quality) for s in seeds for k in range(args.impressions)}
+    mix = np.random.default_rng(args.first_seed)
+    qualities = list(QUALITY_MIX)
+    weights = np.array(list(QUALITY_MIX.values()))
+
+    def quality_of() -> str:
+        if args.quality != "mixed":
+            return str(args.quality)
+        return qualities[int(mix.choice(len(qualities), p=weights / weights.sum()))]
+
+    images = {(s, k): impression(s, k, quality_of()) for s in seeds for k in range(args.impressions)}
     per_imp = (time.perf_counter() - t0) / len(images)
     verdict = "OK" if per_imp < IMPRESSION_CEILING_S else "OVER"
     ok &= per_imp < IMPRESSION_CEILING_S

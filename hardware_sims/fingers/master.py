@@ -5,7 +5,7 @@ orientation and frequency; after a handful of rounds the noise has organised its
 the field, and the places where two ridge trains disagree become minutiae, just as in SFinGe. The filters
 are applied in the frequency domain: the image is transformed once per round and each (orientation,
 frequency) bank filter costs one inverse FFT; a pixel takes the blend of its two nearest orientation bins
-and two nearest frequency bins. A master is about 0.2-0.4 s of numpy on one core and is cached.
+and two nearest frequency bins. A master is about 0.25 s of numpy on one core and is cached.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from hardware_sims.fingers.orientation import (
 
 MASTER_WIDTH = 320  # pixels at 500 dpi: wider and taller than the 256 x 288 sensor window so that
 MASTER_HEIGHT = 352  # impressions can be moved and rotated over it
-N_ORIENTATIONS = 16
+N_ORIENTATIONS = 12
 PERIODS = (7.5, 9.5, 11.5)  # ridge periods (pixels) of the filter bank; 500 dpi fingers run 8-11 px
-ROUNDS = 9
+ROUNDS = 8
 
 
 @dataclass(frozen=True, slots=True)
