@@ -196,6 +196,8 @@ def run_ingest_benchmark(
         "batch_size": batch_size,
         "repeats": repeats,
         "target_fraction": TARGET_FRACTION,
+        "load_average_1min_before": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
         "backends": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,7 +207,10 @@ def run_ingest_benchmark(
     if as_json:
         print(json.dumps(results, indent=2, sort_keys=True))
         return ok
-    print(f"records: {len(work.records)} in batches of {batch_size}; median of {repeats} runs per backend")
+    print(
+        f"records: {len(work.records)} in batches of {batch_size}; median of {repeats} runs per backend; "
+        f"load average {results['load_average_1min_before']} on {results['cpus']} CPUs before the run"
+    )
     for backend, figures in results["backends"].items():
         if "skipped" in figures:
             print(f"{backend:10} skipped: {figures['skipped']}")
