@@ -1,7 +1,8 @@
-"""The MCC-LSSR matcher: invariance, calibration, card verification, 1:N search, an FVC accuracy smoke test."""
+"""The MCC-LSSR matcher: invariance, calibration, card verification, 1:N search, FVC accuracy smoke."""
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def test_calibration_reads_as_false_match_rate() -> None:
     assert table.raw and "impostor" in table.source
     raws = np.linspace(0, 0.2, 200)
     scores = [table.score_of(r) for r in raws]
-    assert all(b >= a for a, b in zip(scores, scores[1:], strict=False))  # monotonic
+    assert all(b >= a for a, b in itertools.pairwise(scores))  # monotonic
     assert table.score_of(0.0) == 0.0 and scores[-1] == pytest.approx(120.0)
     assert fmr_to_threshold(1e-4) == pytest.approx(40.0) == DEFAULT_THRESHOLD
     assert fmr_to_threshold(0.01) == pytest.approx(20.0)
