@@ -6,9 +6,11 @@ import json
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cardsvc.central.testing import SimCard, SimTerminal
-from cardsvc.formats.batch import Batch, BatchKind, SignedBatch, canonical_json
+from cardsvc.formats.batch import Batch, BatchKind, Gender, Member, SignedBatch, b64decode, canonical_json
 from cardsvc.formats.errors import FieldValueError, FormatError, SignatureError
 from cardsvc.formats.transaction import RecordType
 
@@ -92,3 +94,31 @@ def test_camp_and_fko_items_round_trip(parts: tuple[SimTerminal, SimCard]) -> No
     assert parsed.items[0] == card.camp_card("Jaipur", NOW - 10, NOW + 10, 0xF0)
     ledger = Batch(BatchKind.FKO_LEDGER, 1, 1, NOW, (FkoLedgerEntry(0xF0, (card.card_id,)),))
     assert SignedBatch.parse(ledger.sign(terminal.key).encode()).batch == ledger
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    household=st.text(min_size=1, max_size=40).filter(lambda t: t.strip() != ""),
+    seq=st.integers(0, 2**63 - 1),
+    created=st.integers(0, 2**32 - 1),
+    members=st.lists(
+        st.tuples(st.sampled_from(list(Gender)), st.integers(1880, 2200)), min_size=1, max_size=5
+    ),
+)
+def test_received_canonical_bytes_equal_the_rebuilt_ones(household, seq, created, members) -> None:
+    """The server hashes and verifies the canonical form of what it received; it must be the sender's."""
+    card = SimCard.new(0x42, random.Random(1))
+    camp = card.camp_card(
+        "Jaipur", 1, 2, 0xF, household=household, members=tuple(Member(g, y) for g, y in members)
+    )
+    batch = Batch(BatchKind.CAMP, 7, seq, created, (camp,))
+    wire = json.dumps({"signature": "A" * 86 + "==", "batch": batch.to_json()}, indent=1).encode()
+    parsed = SignedBatch.parse(wire)
+    assert parsed.batch == batch
+    assert parsed.canonical == batch.canonical()
+
+
+def test_non_canonical_base64_is_refused() -> None:
+    with pytest.raises(FieldValueError, match="canonical"):
+        b64decode("AB==", "x")  # the unused bits of the last character are not zero
+    assert b64decode("AA==", "x") == b"\x00"

@@ -136,3 +136,29 @@ def test_chain_link_is_first_8_bytes_of_sha256() -> None:
 )
 def test_balance_rules(kind: RecordType, amount: int, blocked: int | None, expected: int | None) -> None:
     assert expected_balance(replace(make(), record_type=kind, amount=amount), 10_000, blocked) == expected
+
+
+@given(raw=st.binary(min_size=124, max_size=124))
+def test_any_124_bytes_either_parse_and_round_trip_or_are_refused(raw: bytes) -> None:
+    from cardsvc.formats.errors import FormatError
+
+    try:
+        record = TransactionRecord.parse(raw)
+    except FormatError:
+        return
+    assert record.encode() == raw
+
+
+@given(raw=st.binary(min_size=124, max_size=124).map(lambda b: bytes([1, 1 + b[1] % 7]) + b[2:]))
+def test_fast_unpack_agrees_with_the_dataclass(raw: bytes) -> None:
+    from cardsvc.formats.errors import FormatError
+    from cardsvc.formats.transaction import unpack_fields
+
+    try:
+        fields = unpack_fields(raw)
+    except FormatError:
+        with pytest.raises(FormatError):
+            TransactionRecord.parse(raw)
+        return
+    assert TransactionRecord.parse(raw).signed_part() == raw[:60]
+    assert fields[3] == TransactionRecord.parse(raw).counter
