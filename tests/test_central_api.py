@@ -255,3 +255,42 @@ def test_migrations_match_the_models(db_url: str) -> None:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     engine.dispose()
     assert differences == []
+
+
+def test_batch_from_an_unregistered_terminal_relayed_is_refused(field: Field) -> None:
+    stranger = SimTerminal.new(0xFACE, random.Random(13))
+    body = stranger.batch(BatchKind.TRANSACTIONS, field.card.items(), field.now)
+    reason = refusal(field.post(body), 422, "unknown_batch_terminal")  # relayed by a registered terminal
+    assert "000000000000face" in reason
+
+
+def test_batch_made_after_its_terminals_revocation_is_refused_but_earlier_ones_accepted(field: Field) -> None:
+    laptop = SimTerminal.new(0x1A9, random.Random(14))
+    with get_db(field.app).sessions() as session:
+        register_terminal(session, laptop.terminal_id, laptop.key.public_key(), field.now - 10_000)
+        revoke_terminal(session, laptop.terminal_id, field.now - 1_000)
+        session.commit()
+    before = laptop.batch(BatchKind.TRANSACTIONS, field.card.items(), field.now - 2_000)
+    after = laptop.batch(BatchKind.TRANSACTIONS, field.card.items(), field.now - 500)
+    assert field.post(before).status_code == 201  # made before the revocation, relayed later
+    refusal(field.post(after), 403, "revoked_batch_terminal")
+
+
+def test_camp_reporting_a_known_card_with_another_key_is_a_conflict(field: Field) -> None:
+    camp = field.card.camp_card("Jaipur", field.now - 100, field.now + 100, 1)
+    assert field.post(field.terminal.batch(BatchKind.CAMP, [camp], field.now)).status_code == 201
+    impostor = SimCard.new(field.card.card_id, random.Random(15)).camp_card("Jaipur", 0, 1, 1)
+    refusal(field.post(field.terminal.batch(BatchKind.CAMP, [impostor], field.now)), 409, "card_conflict")
+    assert field.count(Card) == 1
+
+
+def test_record_breaking_the_format_is_refused_naming_it(field: Field) -> None:
+    from cardsvc.formats.batch import TransactionItem
+
+    bad = bytearray(field.card.log[0].encode())
+    bad[1] = 99  # no such record type
+    items = [TransactionItem(bytes(bad), field.card.public_key)]
+    reason = refusal(
+        field.post(field.terminal.batch(BatchKind.TRANSACTIONS, items, field.now)), 422, "bad_record"
+    )
+    assert "batch.items[0]" in reason and "record_type" in reason
