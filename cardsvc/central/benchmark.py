@@ -37,7 +37,7 @@ from cardsvc.formats.batch import BatchKind, load_public_key
 from cardsvc.formats.transaction import SIGNED_LENGTH, RecordType
 
 TARGET_FRACTION = 0.5
-LOCAL_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+LOCAL_SERVER = "postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/postgres"
 NOW = 1_800_000_000
 
 
