@@ -14,7 +14,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from cardsvc.central.extensions import get_db
-from cardsvc.central.models import FlagRow
+from cardsvc.central.models import FlagRow, TransactionRow
 from cardsvc.central.services.reconcile import FlagKind, ReconcileReport, distance_km, reconcile
 from cardsvc.central.services.terminals import (
     add_facility,
@@ -253,3 +253,25 @@ def test_rerun_records_nothing_new(world: World) -> None:
     assert world.reconcile().new_flags == 1
     again = world.reconcile()
     assert again.new_flags == 0 and again.flags[FlagKind.CHAIN_BREAK] == 1
+
+
+def test_records_accepted_before_their_camp_are_checked_against_the_registered_key(world: World) -> None:
+    genuine = world.card(register=False)
+    world.debit(genuine, RecordType.CASH, 1_000, world.now - 3 * DAY)
+    forger = SimCard.new(genuine.card_id, random.Random(77))  # same card id, the forger's own key
+    world.debit(forger, RecordType.CASH, 1_000, world.now - 2 * DAY, facility=JAIPUR_2)
+    world.upload(BatchKind.TRANSACTIONS, genuine.items())
+    world.upload(BatchKind.TRANSACTIONS, forger.items())  # accepted for now: no camp has named the key yet
+    world.reconcile()
+    assert len(world.flags(FlagKind.UNREGISTERED_CARD)) == 1
+    world.upload(BatchKind.CAMP, [genuine.camp_card("Jaipur", world.now - 100 * DAY, world.now + DAY, 0xF0)])
+    world.reconcile()
+    [forged] = world.flags(FlagKind.FORGED_RECORD)
+    assert forged.card_id == f"{genuine.card_id:016x}"
+    assert forged.details["content_hash"] == forger.log[0].content_hash().hex()
+    assert world.flags(FlagKind.UNREGISTERED_CARD) == []
+    with get_db(world.app).sessions() as session:
+        query = select(TransactionRow.content_hash, TransactionRow.key_source)
+        sources = {bytes(h): k for h, k in session.execute(query)}
+    assert sources[genuine.log[0].content_hash()] == "registered"
+    assert sources[forger.log[0].content_hash()] == "presented"

@@ -18,12 +18,20 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from cardsvc.central.models import Card, Facility, FkoLedgerRow, FlagRow, Operator, Terminal, TransactionRow
 from cardsvc.central.services.ingest import KeySource, insert_ignore
-from cardsvc.formats.transaction import GENESIS_PREV_HASH, PREV_HASH_LENGTH, RecordType
+from cardsvc.formats.batch import load_public_key
+from cardsvc.formats.errors import SignatureError
+from cardsvc.formats.transaction import (
+    GENESIS_PREV_HASH,
+    PREV_HASH_LENGTH,
+    SIGNED_LENGTH,
+    RecordType,
+    verify_raw_signature,
+)
 
 
 class FlagKind(StrEnum):
@@ -38,10 +46,16 @@ class FlagKind(StrEnum):
     REVOKED_OPERATOR = "revoked_operator"  # record made by an operator after their revocation
     FKO_COUNT_MISMATCH = "fko_count_mismatch"  # FKO ledger read-back differs from uploaded camps
     UNREGISTERED_CARD = "unregistered_card"  # records of a card no camp has reported
+    FORGED_RECORD = "forged_record"  # verified with a presented key that is not the card's registered one
 
 
 #: Findings about a state that later uploads may cure: recomputed from scratch on each run.
-STATEFUL = (FlagKind.COUNTER_GAP, FlagKind.FKO_COUNT_MISMATCH, FlagKind.UNREGISTERED_CARD)
+STATEFUL = (
+    FlagKind.COUNTER_GAP,
+    FlagKind.FKO_COUNT_MISMATCH,
+    FlagKind.UNREGISTERED_CARD,
+    FlagKind.PACKAGE_MIX_OUTLIER,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +153,7 @@ def reconcile(session: Session, now: int, policy: ReconcilePolicy | None = None)
     }
 
     report = ReconcileReport()
-    flags: list[Flag] = []
+    flags: list[Flag] = list(_settle_presented_keys(session))
     mix: defaultdict[int, Counter[int]] = defaultdict(Counter)
     ledger: defaultdict[str, list[_Rec]] = defaultdict(list)
     order = (TransactionRow.card_id, TransactionRow.counter, TransactionRow.content_hash)
@@ -181,6 +195,46 @@ def reconcile(session: Session, now: int, policy: ReconcilePolicy | None = None)
     report.flags.update(f.kind.value for f in flags)
     report.new_flags = after - before
     return report
+
+
+def _settle_presented_keys(session: Session) -> Iterable[Flag]:
+    """Records first verified with a key only the batch presented (their camp had not arrived): now that
+    the card is registered, check them with the registered key. Genuine ones become ``registered``; the
+    others are forgeries, flagged (and left out of nothing: staff decide)."""
+    query = (
+        select(
+            TransactionRow.id,
+            TransactionRow.card_id,
+            TransactionRow.counter,
+            TransactionRow.raw,
+            Card.public_key,
+        )
+        .join(Card, Card.card_id == TransactionRow.card_id)
+        .where(TransactionRow.key_source == KeySource.PRESENTED)
+    )
+    genuine: list[int] = []
+    keys: dict[bytes, Any] = {}
+    for row_id, card_id, counter, raw, public_key in session.execute(query):
+        raw, public_key = bytes(raw), bytes(public_key)
+        key = keys.get(public_key)
+        if key is None:
+            key = keys[public_key] = load_public_key(public_key)
+        try:
+            verify_raw_signature(key, raw[:SIGNED_LENGTH], raw[SIGNED_LENGTH:])
+        except SignatureError:
+            yield Flag(
+                FlagKind.FORGED_RECORD,
+                {"counter": counter, "content_hash": hashlib.sha256(raw).hexdigest()},
+                card_id=card_id,
+            )
+            continue
+        genuine.append(row_id)
+    for start in range(0, len(genuine), 1000):
+        session.execute(
+            update(TransactionRow)
+            .where(TransactionRow.id.in_(genuine[start : start + 1000]))
+            .values(key_source=KeySource.REGISTERED)
+        )
 
 
 def _card_checks(card_id: str, records: list[_Rec], card: Any, policy: ReconcilePolicy) -> Iterable[Flag]:
