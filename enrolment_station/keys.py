@@ -13,7 +13,6 @@ the journal is derived from the terminal key (HKDF), so templates at rest are as
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from cardsvc.formats.profile import reference_id
 from cardsvc.pki._tlv import parse_all
 from cardsvc.pki.bundle import TrustBundle, apply_bundle
 from cardsvc.pki.chain import TrustAnchor, validate_chain
@@ -41,8 +41,8 @@ SEAL_INFO = b"rsby-station-journal-seal-v1"
 
 
 def chr_id(reference: str) -> int:
-    """The 8-byte identifier of a CHR in upload batches: first 8 bytes of SHA-256 of its ASCII text."""
-    return int.from_bytes(hashlib.sha256(reference.encode("ascii")).digest()[:8], "big")
+    """The 8-byte identifier of a CHR in upload batches and records (cardsvc.formats.profile.reference_id)."""
+    return reference_id(reference)
 
 
 def default_home() -> Path:
