@@ -53,13 +53,18 @@ def test_atr_is_well_formed_and_advertises_extended_length(sim_card: SimulatedCa
     for b in atr[1:]:
         checksum ^= b
     assert checksum == 0, "TCK must make the XOR of T0..TCK zero"
-    assert hist[0] == 0x80 and bytes([0x73, 0xF4, 0x21, 0x60]) in hist
+    assert hist[0] == 0x80 and bytes([0x73, 0xF4, 0x21, 0xE0]) in hist  # chaining, extended, EF.ATR info
 
 
-@pytest.mark.parametrize(("max_cmd", "max_resp", "ext_bit"), [(65544, 65538, 0x60), (261, 258, 0x00)])
-def test_card_publishes_its_apdu_limits(tmp_path: Path, max_cmd: int, max_resp: int, ext_bit: int) -> None:
-    card = make_card(tmp_path, max_command_apdu=max_cmd, max_response_apdu=max_resp)
-    assert bytes([0x73, 0xF4, 0x21, ext_bit]) in card.atr
+@pytest.mark.parametrize(("max_cmd", "max_resp", "chaining", "caps3"),
+                         [(65544, 65538, True, 0xE0), (65544, 65538, False, 0x60), (261, 258, True, 0x80),
+                          (261, 258, False, 0x00)])
+def test_card_publishes_its_apdu_limits(tmp_path: Path, max_cmd: int, max_resp: int, chaining: bool,
+                                        caps3: int) -> None:
+    card = make_card(tmp_path, max_command_apdu=max_cmd, max_response_apdu=max_resp, supports_chaining=chaining)
+    assert bytes([0x73, 0xF4, 0x21, caps3]) in card.atr
+    hist = send(card, 0xCA, 0x5F, 0x52, ne=256)[0]
+    assert bytes([0x73, 0xF4, 0x21, caps3]) in hist  # GET DATA 5F52 says the same as the ATR
     assert send(card, SELECT, 0x00, 0x0C, b"\x2f\x01")[1] == 0x9000
     data, sw = send(card, READ, 0, 0, ne=256)
     assert sw == 0x6282
@@ -232,7 +237,6 @@ def test_get_challenge_works_in_any_state_and_is_fresh(tmp_path: Path) -> None:
     ("00D60000000003AABB", 0x6700),  # extended Lc=3, 2 bytes
     ("A0A40000023F00", 0x6E00),  # unknown class
     ("FFA40000023F00", 0x6E00),
-    ("10A40000023F00", 0x6884),  # chaining
     ("0CA40000023F00", 0x6882),  # secure messaging
     ("01A40000023F00", 0x6881),  # logical channel
     ("0050000000", 0x6D00),  # unknown INS

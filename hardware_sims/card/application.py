@@ -35,6 +35,22 @@ Response = tuple[bytes, int]
 
 
 @dataclass
+class CommandChain:
+    """A command arriving in links (ISO 7816-4 5.3.3): its header and the data received so far (RAM)."""
+
+    cla: int
+    ins: int
+    p1: int
+    p2: int
+    data: bytearray = field(default_factory=bytearray)
+    links: int = 0
+
+    def continues(self, cla: int, ins: int, p1: int, p2: int) -> bool:
+        """True when a link (chaining bit already masked off) belongs to this chain."""
+        return (cla, ins, p1, p2) == (self.cla, self.ins, self.p1, self.p2)
+
+
+@dataclass
 class Session:
     """RAM state: lost on every power off, power on and reset."""
 
@@ -44,6 +60,10 @@ class Session:
     security: SecurityStatus = field(default_factory=SecurityStatus)
     challenge: bytes | None = None
     pending_response: bytes = b""
+    pending_cla: int = 0x00
+    """Class (0x00 or 0x80) of the command that left ``pending_response`` waiting for GET RESPONSE."""
+    chain: CommandChain | None = None
+    """A command chain in progress (links received, last one not yet)."""
     se_sign_key: int | None = None
     se_auth_key: int | None = None
     session_keys: dict[str, bytes] = field(default_factory=dict)

@@ -18,11 +18,11 @@ from pathlib import Path
 from . import access, atr, tlv
 from .access import AccessCondition, Op
 from .apdu import CommandApdu, parse_command
-from .application import Application, CardServices, RandomSource, Response, Session
+from .application import Application, CardServices, CommandChain, RandomSource, Response, Session
 from .errors import CardNotPowered, CardTorn, IsoError, PersonalisationError
 from .faults import FaultInjector
 from .filesystem import MF_PATH, FileHeader, FileSystem, child_path
-from .iso import CLA, INS, SW, FileId, MseP1P2, PsoP1P2, Tag, sw_more_data, sw_tries_left
+from .iso import CLA, INS, SW, FileId, MseP1P2, PsoP1P2, Tag, sw_more_data, sw_tries_left, sw_wrong_le
 from .security import KeyObject, PinObject, SecurityObjects
 from .store import PersistentStore
 
@@ -40,15 +40,25 @@ class SimulatedCard:
     Persistent memory lives in ``state_dir`` (survives power cycles and process restarts); RAM state is
     rebuilt on every power-up and reset. ``byte_rate`` (bytes/second over the contact interface) makes
     transmit() take as long as a real card would (through ``sleep``).
+
+    ``supports_chaining`` (announced in the ATR) accepts command chaining for every command, the links'
+    data gathered in RAM up to ``max_chained_data`` bytes; ``max_challenge`` is the longest GET CHALLENGE
+    answer (a longer short Le gets 6Cxx).
     """
 
     def __init__(self, state_dir: Path, *, capacity: int = 32 * KB, max_command_apdu: int = 65535 + 9,
                  max_response_apdu: int = 65536 + 2, byte_rate: float | None = None,
                  faults: FaultInjector | None = None, rng: RandomSource | None = None,
                  clock: Callable[[], float] | None = None, sleep: Callable[[float], None] | None = None,
-                 applications: Iterable[Application] = (), os_reserved: int | None = None) -> None:
+                 applications: Iterable[Application] = (), os_reserved: int | None = None,
+                 supports_chaining: bool = True, max_chained_data: int = 65535,
+                 max_challenge: int = 256) -> None:
         if max_command_apdu < 5 + 1 or max_response_apdu < 2 + 1:
             raise ValueError("APDU buffers must hold at least a header and one data byte")
+        if max_chained_data < 1:
+            raise ValueError(f"max_chained_data must be positive, got {max_chained_data}")
+        if not 1 <= max_challenge <= 256:
+            raise ValueError(f"max_challenge must be 1-256, got {max_challenge}")
         if byte_rate is not None and byte_rate <= 0:
             raise ValueError(f"byte_rate must be positive, got {byte_rate}")
         self.state_dir = Path(state_dir)
@@ -57,6 +67,9 @@ class SimulatedCard:
         self.max_response_apdu = max_response_apdu
         self.extended = max_command_apdu > atr.SHORT_COMMAND_MAX or max_response_apdu > atr.SHORT_RESPONSE_MAX
         self.byte_rate = byte_rate
+        self.supports_chaining = supports_chaining
+        self.max_chained_data = max_chained_data
+        self.max_challenge = max_challenge
         self.faults = faults if faults is not None else FaultInjector()
         self.rng: RandomSource = rng if rng is not None else random.SystemRandom()
         self.clock = clock if clock is not None else time.time
@@ -74,7 +87,7 @@ class SimulatedCard:
         self.powered = False
         self.link_seconds = 0.0
         """Total time the byte-rate model has spent on the contact interface."""
-        self.atr = atr.build_atr(self.extended)
+        self.atr = atr.build_atr(self.extended, supports_chaining)
 
     @classmethod
     def with_default_filesystem(cls, state_dir: Path, **kwargs: object) -> SimulatedCard:
@@ -178,13 +191,24 @@ class SimulatedCard:
         return response
 
     def _process(self, raw: bytes) -> Response:
-        pending, self.session.pending_response = self.session.pending_response, b""
+        session = self.session
+        pending, pending_cla = session.pending_response, session.pending_cla
+        session.pending_response = b""  # any command but GET RESPONSE drops the waiting data
         try:
             self.faults.checkpoint("command received")
-            cmd = parse_command(raw, max_command=self.max_command_apdu, extended_allowed=self.extended)
-            self._check_cla(cmd.cla)
-            if cmd.ins == INS.GET_RESPONSE and cmd.cla & 0x80 == 0:
-                data, sw = self._get_response(cmd, pending)
+            try:
+                cmd = parse_command(raw, max_command=self.max_command_apdu, extended_allowed=self.extended)
+                self._check_cla(cmd.cla)
+            except IsoError:
+                session.chain = None  # a broken link breaks the chain
+                raise
+            whole = self._chain(cmd)
+            if whole is None:
+                return b"", SW.OK  # link stored; the command runs when the last link arrives
+            cmd = whole
+            if self._is_get_response(cmd, pending, pending_cla):
+                session.pending_response, session.pending_cla = pending, pending_cla
+                data, sw = self._get_response(cmd)
             else:
                 data, sw = self._dispatch(cmd)
             result = self._fit_response(cmd, data, sw)
@@ -200,16 +224,53 @@ class SimulatedCard:
             log.exception("card: unexpected failure processing INS %02X", raw[1] if len(raw) > 1 else -1)
             return b"", SW.NO_PRECISE_DIAGNOSIS
 
-    @staticmethod
-    def _check_cla(cla: int) -> None:
+    def _check_cla(self, cla: int) -> None:
         if cla == 0xFF or not (cla < 0x20 or 0x80 <= cla < 0xA0):
             raise IsoError(SW.CLA_NOT_SUPPORTED, f"class byte {cla:02X}")
-        if cla & CLA.CHAINING_BIT:
+        if cla & CLA.CHAINING_BIT and not self.supports_chaining:
             raise IsoError(SW.CHAINING_NOT_SUPPORTED)
         if cla & CLA.SECURE_MESSAGING_BITS:
             raise IsoError(SW.SECURE_MESSAGING_NOT_SUPPORTED)
         if cla & CLA.CHANNEL_BITS:
             raise IsoError(SW.LOGICAL_CHANNEL_NOT_SUPPORTED)
+
+    def _chain(self, cmd: CommandApdu) -> CommandApdu | None:
+        """Command chaining (ISO 7816-4 5.3.3): gather links in RAM; return the whole command at the last.
+
+        Inside a chain only links of the same command (same class, INS, P1, P2) are accepted: anything
+        else gets 6883 (last command of the chain expected) and ends the chain unprocessed. Links carry
+        no answer of their own (9000); the last link's Le applies to the whole command.
+        """
+        session = self.session
+        chain = session.chain
+        more = bool(cmd.cla & CLA.CHAINING_BIT)
+        cla = cmd.cla & ~CLA.CHAINING_BIT & 0xFF
+        if chain is not None and not chain.continues(cla, cmd.ins, cmd.p1, cmd.p2):
+            session.chain = None
+            raise IsoError(SW.LAST_COMMAND_OF_CHAIN_EXPECTED,
+                           f"{cla:02X} {cmd.ins:02X} {cmd.p1:02X} {cmd.p2:02X} interrupts the chain of INS "
+                           f"{chain.ins:02X} ({chain.links} links); the chain is dropped")
+        if chain is None and not more:
+            return cmd
+        if chain is None:
+            chain = session.chain = CommandChain(cla, cmd.ins, cmd.p1, cmd.p2)
+        if len(chain.data) + len(cmd.data) > self.max_chained_data:
+            session.chain = None
+            raise IsoError(SW.WRONG_LENGTH, f"chained data exceeds the card's {self.max_chained_data} bytes")
+        chain.data += cmd.data
+        chain.links += 1
+        if more:
+            return None
+        session.chain = None
+        return CommandApdu(cla, cmd.ins, cmd.p1, cmd.p2, bytes(chain.data), cmd.ne, cmd.extended)
+
+    @staticmethod
+    def _is_get_response(cmd: CommandApdu, pending: bytes, pending_cla: int) -> bool:
+        """INS C0 is GET RESPONSE in the inter-industry class, and in the proprietary class when the
+        waiting data came from a proprietary command (ISO allows it; hosts echo the command's class)."""
+        if cmd.ins != INS.GET_RESPONSE:
+            return False
+        return cmd.cla & 0x80 == 0 or (bool(pending) and pending_cla & 0x80 == cmd.cla & 0x80)
 
     def _dispatch(self, cmd: CommandApdu) -> Response:
         if cmd.cla & 0x80:
@@ -230,20 +291,27 @@ class SimulatedCard:
         if sw != SW.OK:
             return b"", sw
         self.session.pending_response = data[limit:]
+        self.session.pending_cla = cmd.cla & 0x80
         return data[:limit], sw_more_data(len(data) - limit)
 
-    def _get_response(self, cmd: CommandApdu, pending: bytes) -> Response:
+    def _get_response(self, cmd: CommandApdu) -> Response:
+        """The next part of the waiting data; on any refusal the data stays waiting."""
+        session = self.session
+        pending = session.pending_response
         if cmd.p1p2 != 0:
             raise IsoError(SW.INCORRECT_P1P2)
         if not pending:
             raise IsoError(SW.CONDITIONS_NOT_SATISFIED, "no response data waiting")
+        if cmd.data:
+            raise IsoError(SW.WRONG_LENGTH, "GET RESPONSE takes no command data")
         limit = min(cmd.ne, self.max_response_apdu - 2)
         if limit == 0:
-            self.session.pending_response = pending
             raise IsoError(SW.WRONG_LENGTH, "GET RESPONSE without Le")
-        if len(pending) <= limit:
+        if _le_too_long(cmd, len(pending)):
+            raise IsoError(sw_wrong_le(len(pending)), f"{len(pending)} bytes waiting, Le asks {cmd.ne}")
+        session.pending_response = pending[limit:]
+        if not session.pending_response:
             return pending, SW.OK
-        self.session.pending_response = pending[limit:]
         return pending[:limit], sw_more_data(len(pending) - limit)
 
     # ------------------------------------------------------------------ helpers
@@ -433,16 +501,25 @@ class SimulatedCard:
             raise IsoError(SW.INCORRECT_P1P2)
         if cmd.data or not 1 <= cmd.ne <= 256:
             raise IsoError(SW.WRONG_LENGTH, "GET CHALLENGE takes no data and Le of 1-256")
+        if cmd.ne > self.max_challenge:  # short Le here: at most 256
+            raise IsoError(sw_wrong_le(self.max_challenge), f"at most {self.max_challenge} challenge bytes")
         challenge = self.rng.randbytes(cmd.ne)
         self.session.challenge = challenge
         return challenge, SW.OK
 
     def _get_data(self, cmd: CommandApdu) -> Response:
+        """Fixed-length data objects: a short Le longer than the object (but not 00, "all") gets 6Cxx."""
         if cmd.p1p2 == Tag.EXTENDED_LENGTH_INFO:
-            return atr.extended_length_info(self.max_command_apdu, self.max_response_apdu), SW.OK
-        if cmd.p1p2 == Tag.HISTORICAL_BYTES:
-            return tlv.tlv(Tag.HISTORICAL_BYTES, atr.historical_bytes(self.extended)), SW.OK
-        raise IsoError(SW.REFERENCE_NOT_FOUND, f"no data object {cmd.p1p2:04X}")
+            data = atr.extended_length_info(self.max_command_apdu, self.max_response_apdu)
+        elif cmd.p1p2 == Tag.HISTORICAL_BYTES:
+            data = tlv.tlv(Tag.HISTORICAL_BYTES, atr.historical_bytes(self.extended, self.supports_chaining))
+        else:
+            raise IsoError(SW.REFERENCE_NOT_FOUND, f"no data object {cmd.p1p2:04X}")
+        if cmd.data:
+            raise IsoError(SW.WRONG_LENGTH, "GET DATA takes no command data")
+        if _le_too_long(cmd, len(data)):
+            raise IsoError(sw_wrong_le(len(data)), f"data object {cmd.p1p2:04X} is {len(data)} bytes")
+        return data, SW.OK
 
     # ------------------------------------------------------------------ PINs
     def _pin(self, ref: int) -> tuple[str, PinObject]:
@@ -598,6 +675,11 @@ class SimulatedCard:
             raise IsoError(SW.WRONG_LENGTH, "PSO COMPUTE DIGITAL SIGNATURE takes a 32-byte SHA-256 digest")
         key = self._usable_key(self.session.se_sign_key, "PSO COMPUTE DIGITAL SIGNATURE")
         return key.sign_digest(cmd.data), SW.OK
+
+
+def _le_too_long(cmd: CommandApdu, available: int) -> bool:
+    """A short Le asking for more than a fixed-length answer holds (Le 00, "up to 256", never is)."""
+    return not cmd.extended and available <= 0xFF and available < cmd.ne < 256
 
 
 def _fit_in_do(limit: int, remaining: int) -> int:

@@ -19,6 +19,7 @@ class SW(IntEnum):
     WRONG_LENGTH = 0x6700
     LOGICAL_CHANNEL_NOT_SUPPORTED = 0x6881
     SECURE_MESSAGING_NOT_SUPPORTED = 0x6882
+    LAST_COMMAND_OF_CHAIN_EXPECTED = 0x6883
     CHAINING_NOT_SUPPORTED = 0x6884
     COMMAND_INCOMPATIBLE_WITH_FILE = 0x6981
     SECURITY_STATUS_NOT_SATISFIED = 0x6982
@@ -55,6 +56,11 @@ class SW(IntEnum):
 def sw_more_data(remaining: int) -> int:
     """61xx: xx more bytes are available with GET RESPONSE (00 means 256 or more)."""
     return 0x6100 | min(remaining, 0x100) & 0xFF
+
+
+def sw_wrong_le(exact: int) -> int:
+    """6Cxx: wrong Le; xx is the exact number of bytes available (00 means 256). The command did nothing."""
+    return 0x6C00 | exact & 0xFF
 
 
 def sw_tries_left(tries: int) -> int:

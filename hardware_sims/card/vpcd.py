@@ -160,6 +160,8 @@ class VpcdCardServer:
                 pass
             except OSError as exc:
                 log.info("vpcd connection lost: %s", exc)
+            except Exception:  # never let one bad exchange end the serving loop: drop it, reconnect
+                log.exception("vpcd connection %s:%d failed; reconnecting", self.host, self.port)
             finally:
                 self.connected.clear()
                 with self._lock:
@@ -199,6 +201,8 @@ class VpcdCardServer:
             self._pulled(exc)
         except CardSimError as exc:  # e.g. an unusable state directory: report, keep the server alive
             log.error("card failed on control byte %02X: %s", code, exc)
+        except Exception:  # a card bug must not take the reader loop down
+            log.exception("card failed on control byte %02X", code)
 
     def _apdu(self, sock: socket.socket, apdu: bytes) -> None:
         try:
@@ -210,6 +214,12 @@ class VpcdCardServer:
             self._pulled(exc)
         except CardSimError as exc:  # state directory unusable: the card is dead, not the server
             log.error("card failed: %s", exc)
+            response = b"\x6f\x00"
+        except Exception:  # whatever the card (or a test wrapper) raises, the reader gets a status word
+            log.exception("card failed on an APDU of %d bytes", len(apdu))
+            response = b"\x6f\x00"
+        if len(response) < 2:
+            log.error("card answered %d bytes, no status word; sending 6F00", len(response))
             response = b"\x6f\x00"
         self.apdus += 1
         self._send(sock, response)

@@ -1,9 +1,11 @@
 """A small generic application for tests: a few files with different access rules, a PIN and PUK, two key
-slots, and one proprietary command, ATOMIC UPDATE, that writes several files in one transaction.
+slots, and proprietary commands: ATOMIC UPDATE (several files in one transaction), CREATE EF, and ECHO
+(long commands and long answers, to exercise chaining and GET RESPONSE).
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 from ..access import ALWAYS, NEVER, Op, Pin, TerminalRight
@@ -30,6 +32,9 @@ INS_ATOMIC_UPDATE = 0x10
 """CLA 80 INS 10: data = repeated (FID 2 | offset 2 | length 2 | bytes); all files change or none."""
 INS_CREATE_EF = 0x12
 """CLA 80 INS 12 (PIN): data = FID 2 | size 3: a new EF, read/update ALWAYS (6A84 when the card is full)."""
+INS_ECHO = 0x14
+"""CLA 80 INS 14: answers its command data, SHA-256 of it appended (chaining in, GET RESPONSE out, any
+length the card takes); P1P2 = 0000. Nothing persistent changes."""
 
 DEFAULT_PIN = b"123456"
 DEFAULT_PUK = b"12345678"
@@ -67,6 +72,10 @@ class GenericApplication(Application):
     def process(self, apdu: CommandApdu, card: CardServices) -> Response:
         if apdu.ins == INS_CREATE_EF:
             return self._create_ef(apdu, card)
+        if apdu.ins == INS_ECHO:
+            if apdu.p1p2 != 0:
+                raise IsoError(SW.INCORRECT_P1P2)
+            return apdu.data + hashlib.sha256(apdu.data).digest(), SW.OK
         if apdu.ins != INS_ATOMIC_UPDATE:
             return super().process(apdu, card)
         if apdu.p1p2 != 0:
