@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.db",
     "tests.fixtures.pcsc",
     "tests.fixtures.keys",
+    "tests.fixtures.pos",
 ]

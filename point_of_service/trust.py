@@ -1,0 +1,127 @@
+"""What the terminal trusts offline, persisted in the journal's key/value table so it survives restarts:
+district certificates, the newest signed revocation list of each issuer (a rollback stays refused after a
+restart), central's register of revoked cards, operators and terminals, and the package catalogue."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cardsvc.pki.bundle import TrustBundle, apply_bundle
+from cardsvc.pki.chain import Revocation, TrustAnchor
+from cardsvc.pki.cvc import CvCertificate
+from cardsvc.pki.errors import PkiError
+from cardsvc.pki.revocation import RevocationList, RevocationStore
+from point_of_service.catalogue import Catalogue, check_not_rollback, verify_catalogue
+from point_of_service.errors import CatalogueError, TerminalSetupError
+from point_of_service.journal import Journal
+from point_of_service.reasons import Reason
+
+_LISTS = "trust.lists"
+_DISTRICTS = "trust.districts"
+_CENTRAL = "trust.central_revocations"
+_CATALOGUE = "trust.catalogue"
+_CATALOGUE_HISTORY = "trust.catalogue_versions"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@dataclass
+class TrustState:
+    """Loaded from and saved to ``journal``; every change is persisted before it is used."""
+
+    journal: Journal
+    anchor: TrustAnchor
+    store: RevocationStore
+    districts: dict[str, CvCertificate] = field(default_factory=dict)
+    central: dict[str, dict[str, int]] = field(default_factory=dict)
+    catalogue: Catalogue | None = None
+
+    @classmethod
+    def load(
+        cls, journal: Journal, anchor: TrustAnchor, *, districts: Mapping[str, CvCertificate] | None = None
+    ) -> TrustState:
+        store = RevocationStore(anchor)
+        for wire in journal.get(_LISTS, {}).values():
+            rl = RevocationList.parse(base64.b64decode(wire))
+            store.lists[rl.issuer] = rl  # verified when it was installed
+        known = {
+            chr_: CvCertificate.parse(base64.b64decode(c)) for chr_, c in journal.get(_DISTRICTS, {}).items()
+        }
+        known.update(districts or {})
+        catalogue_wire = journal.get(_CATALOGUE)
+        catalogue = None
+        if catalogue_wire is not None:
+            catalogue = Catalogue.from_body(catalogue_wire)
+        return cls(journal, anchor, store, known, journal.get(_CENTRAL, {}), catalogue)
+
+    # --- signed lists (trust bundle from the district) ---------------------------------------------
+    def apply_bundle(self, bundle: TrustBundle, *, now: datetime) -> list[str]:
+        """Install the bundle's districts and lists (each verified; an older list is refused)."""
+        if bundle.anchor != self.anchor:
+            raise TerminalSetupError(
+                Reason.TERMINAL_NOT_SET_UP, f"bundle root {bundle.anchor.chr} is not ours"
+            )
+        before = {i: rl.version for i, rl in self.store.lists.items()}
+        try:
+            apply_bundle(bundle, now=now, store=self.store)
+        except PkiError as exc:
+            raise TerminalSetupError(Reason.TERMINAL_NOT_SET_UP, f"{exc.rule}: {exc}") from None
+        self.districts.update(bundle.districts)
+        self._save_lists()
+        return [f"{i} v{rl.version}" for i, rl in self.store.lists.items() if before.get(i) != rl.version]
+
+    def _save_lists(self) -> None:
+        with self.journal.transaction():
+            self.journal.put(_LISTS, {i: _b64(rl.encode()) for i, rl in self.store.lists.items()})
+            self.journal.put(_DISTRICTS, {c: _b64(cert.encode()) for c, cert in self.districts.items()})
+
+    # --- central's register (GET /revocations) -----------------------------------------------------
+    def set_central_revocations(self, payload: Mapping[str, Any]) -> None:
+        central = {
+            kind: {str(e["id"]): int(e["revoked_at"]) for e in payload.get(kind, [])}
+            for kind in ("terminals", "operators", "cards")
+        }
+        self.central = central
+        self.journal.put(_CENTRAL, central)
+
+    def central_revoked_at(self, kind: str, hex_id: str) -> int | None:
+        return self.central.get(kind, {}).get(hex_id)
+
+    def revocation_of(self, chr: str, issuer_path: tuple[str, ...]) -> Revocation | None:
+        return self.store.revocation_of(chr, issuer_path)
+
+    # --- package catalogue -------------------------------------------------------------------------
+    def install_catalogue(self, wire: bytes, *, now: datetime) -> bool:
+        """Verify and install a signed catalogue; False if it is the one already held."""
+        catalogue = verify_catalogue(wire, self.anchor, now=now, revocations=self.store)
+        if not check_not_rollback(catalogue, self.catalogue):
+            return False
+        history = dict(self.journal.get(_CATALOGUE_HISTORY, {}))
+        history[str(catalogue.version)] = catalogue.body()
+        with self.journal.transaction():
+            self.journal.put(_CATALOGUE, catalogue.body())
+            self.journal.put(_CATALOGUE_HISTORY, history)
+        self.catalogue = catalogue
+        return True
+
+    def catalogue_version(self, version: int) -> Catalogue:
+        """An older version (an admission made under v2 is settled against v2's rate)."""
+        body = self.journal.get(_CATALOGUE_HISTORY, {}).get(str(version))
+        if body is None:
+            raise CatalogueError(Reason.UNKNOWN_PACKAGE, f"catalogue v{version} is not held")
+        return Catalogue.from_body(body)
+
+    def current_catalogue(self) -> Catalogue:
+        if self.catalogue is None:
+            raise CatalogueError(Reason.UNKNOWN_PACKAGE, "no package catalogue installed; sync first")
+        return self.catalogue
+
+
+def utc(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
