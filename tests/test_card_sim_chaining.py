@@ -198,7 +198,7 @@ def test_waiting_data_survives_a_refused_get_response_but_not_another_command(tm
 
 def test_proprietary_get_response_is_not_taken_for_inter_industry_waiting_data(tmp_path: Path) -> None:
     card = make_card(tmp_path, **SHORT_ONLY)
-    fci, sw = send(card, SELECT, 0x04, 0x00, GENERIC_AID)  # no Le: FCI waits behind 61xx
+    _fci, sw = send(card, SELECT, 0x04, 0x00, GENERIC_AID)  # no Le: FCI waits behind 61xx
     assert sw >> 8 == 0x61
     assert send(card, 0xC0, ne=sw & 0xFF, cla=0x80)[1] == 0x6D00  # class 80 goes to the application
     assert send(card, 0xC0, ne=sw & 0xFF)[1] == 0x6985  # and that was another command

@@ -61,7 +61,8 @@ def test_atr_is_well_formed_and_advertises_extended_length(sim_card: SimulatedCa
                           (261, 258, False, 0x00)])
 def test_card_publishes_its_apdu_limits(tmp_path: Path, max_cmd: int, max_resp: int, chaining: bool,
                                         caps3: int) -> None:
-    card = make_card(tmp_path, max_command_apdu=max_cmd, max_response_apdu=max_resp, supports_chaining=chaining)
+    card = make_card(tmp_path, max_command_apdu=max_cmd, max_response_apdu=max_resp,
+                     supports_chaining=chaining)
     assert bytes([0x73, 0xF4, 0x21, caps3]) in card.atr
     hist = send(card, 0xCA, 0x5F, 0x52, ne=256)[0]
     assert bytes([0x73, 0xF4, 0x21, caps3]) in hist  # GET DATA 5F52 says the same as the ATR
