@@ -7,5 +7,6 @@ pytest_plugins = [
     "tests.fixtures.db",
     "tests.fixtures.pcsc",
     "tests.fixtures.keys",
+    "tests.fixtures.beneficiary",
     "tests.fixtures.pos",
 ]

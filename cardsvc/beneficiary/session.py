@@ -1,0 +1,313 @@
+"""Host session for the beneficiary card application: domain verbs over the card-host stack.
+
+Formats from cardsvc/beneficiary/protocol.py and cardsvc/formats/profile.py. Everything the card signs is
+verified here before it is returned (attestations, transaction records), so callers get checked objects
+or a typed error. See docs/card-layout.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cardsvc.beneficiary import protocol as fmt
+from cardsvc.beneficiary.errors import (
+    BalanceError,
+    BeneficiaryCardError,
+    OfflineLimitError,
+    RecordMismatchError,
+)
+from cardsvc.card.apdu import CommandApdu, ResponseApdu
+from cardsvc.card.errors import ApduError
+from cardsvc.card.iso import SW
+from cardsvc.card.protocol import ApduProcessor
+from cardsvc.card.session import ApplicationSession
+from cardsvc.formats.profile import (
+    HouseholdProfile,
+    StoredPhoto,
+    StoredTemplate,
+    encode_photos,
+    encode_templates,
+    parse_photos,
+    parse_templates,
+    split_tlvs,
+)
+from cardsvc.formats.transaction import RECORD_LENGTH, RecordType, TransactionRecord
+from cardsvc.pki.cvc import CvCertificate
+from cardsvc.pki.errors import FormatError as PkiFormatError
+from cardsvc.pki.signer import POINT_LEN, Signer, load_public_point, verify_signature
+from cardsvc.pki.termauth import sign_terminal_auth, terminal_auth_commands
+
+
+@dataclass
+class ApduCounter:
+    """What a session cost on the wire: commands, bytes sent and received (incl. status words)."""
+
+    apdus: int = 0
+    sent: int = 0
+    received: int = 0
+
+    def reset(self) -> None:
+        self.apdus = self.sent = self.received = 0
+
+
+class _CountingProcessor:
+    def __init__(self, inner: ApduProcessor, counter: ApduCounter) -> None:
+        self.inner = inner
+        self.counter = counter
+
+    def process(self, apdu: CommandApdu) -> ResponseApdu:
+        response = self.inner.process(apdu)
+        self.counter.apdus += 1
+        self.counter.sent += 4 + len(apdu.data)
+        self.counter.received += len(response.data) + 2
+        return response
+
+
+@dataclass(frozen=True)
+class PublicPart:
+    """What any reader may read: status and the certificates (card, then FKO)."""
+
+    status: fmt.CardStatus
+    card_certificate: CvCertificate | None
+    fko_certificate: CvCertificate | None
+
+
+class BeneficiarySession(ApplicationSession):
+    """Talk to the beneficiary application (selected on construction).
+
+    ``counter`` counts the APDUs below the response-chaining layer... it counts each logical command
+    once it has been answered (GET RESPONSE round trips included in the chaining processor are not split).
+    """
+
+    AID = fmt.BENEFICIARY_AID
+
+    def __init__(self, connection: object, **kwargs: object) -> None:
+        self.counter = ApduCounter()
+        super().__init__(connection, **kwargs)  # type: ignore[arg-type]
+        self._count_from_here()
+        self.counter.apdus += 1  # the SELECT made by the constructor
+        self.card_certificate: CvCertificate | None = None
+
+    def _count_from_here(self) -> None:
+        counter = self.counter
+        self.protocol.push_processor(lambda inner: _CountingProcessor(inner, counter))
+
+    def _cmd(self, ins: fmt.BenIns, data: bytes = b"", *, p1: int = 0, p2: int = 0, le: int = 0,
+             sensitive: bool = False) -> bytes:  # fmt: skip
+        return self.protocol.send_apdu(fmt.BENEFICIARY_CLA, ins, p1, p2, data, le, sensitive=sensitive)
+
+    @property
+    def _le(self) -> int:
+        return min(65536, self.limits.max_response_data)
+
+    # --- public -------------------------------------------------------------------------------------
+    def status(self) -> fmt.CardStatus:
+        return fmt.CardStatus.parse(self._cmd(fmt.BenIns.GET_STATUS, le=self._le))
+
+    def _read_object(self, fid: fmt.FileId, length: int, *, sensitive: bool = False) -> bytes:
+        """The object after its 2-byte length prefix, in as few READ BINARYs as the card allows."""
+        if length == 0:
+            return b""
+        raw = self.read_binary(fid, offset=0, length=length + 2, sensitive=sensitive)
+        if int.from_bytes(raw[:2], "big") != length:
+            raise BeneficiaryCardError(
+                f"EF {fid:04X} holds {int.from_bytes(raw[:2], 'big')} bytes, status said {length}"
+            )
+        return raw[2:]
+
+    def read_public(self, status: fmt.CardStatus | None = None) -> PublicPart:
+        status = status or self.status()
+        raw = self._read_object(fmt.FileId.CERTIFICATES, status.object_lengths[0])
+        if not raw:
+            return PublicPart(status, None, None)
+        parts = split_tlvs(raw, "certificates")
+        first_len = len(raw) - sum(_tlv_size(v) for _, v in parts[1:])
+        card = CvCertificate.parse(raw[:first_len])
+        fko = CvCertificate.parse(raw[first_len:])
+        self.card_certificate = card
+        return PublicPart(status, card, fko)
+
+    def read_profile(self, status: fmt.CardStatus | None = None) -> tuple[HouseholdProfile, bytes]:
+        """The household profile (needs READ_PROFILE or ENROL) and its exact bytes (for the digest)."""
+        status = status or self.status()
+        raw = self._read_object(fmt.FileId.PROFILE, status.object_lengths[1])
+        return HouseholdProfile.parse(raw), raw
+
+    def read_templates(self, member: int | None = None, status: fmt.CardStatus | None = None
+                       ) -> tuple[tuple[StoredTemplate, ...], bytes]:  # fmt: skip
+        """Templates (after terminal authentication with READ_TEMPLATES): all, or one member's."""
+        status = status or self.status()
+        raw = self._read_object(fmt.FileId.TEMPLATES, status.object_lengths[2], sensitive=True)
+        templates = parse_templates(raw)
+        if member is not None:
+            templates = tuple(t for t in templates if t.member_index == member)
+        return templates, raw
+
+    def read_photos(self, status: fmt.CardStatus | None = None) -> tuple[StoredPhoto, ...]:
+        status = status or self.status()
+        return parse_photos(self._read_object(fmt.FileId.PHOTOS, status.object_lengths[3]))
+
+    # --- authentication -----------------------------------------------------------------------------
+    def internal_authenticate(self, challenge: bytes, card_id: str, public_point: bytes) -> fmt.Attestation:
+        """Fresh challenge signed by the card key (clone check); raises SignatureInvalidError otherwise."""
+        answer = fmt.Attestation.parse(self._cmd(fmt.BenIns.INTERNAL_AUTHENTICATE, challenge, le=self._le))
+        message = fmt.attestation_message(challenge, card_id, answer.fields())
+        verify_signature(public_point, message, answer.signature, subject=card_id)
+        return answer
+
+    def terminal_authenticate(self, chain: Sequence[CvCertificate], signer: Signer, card_id: str) -> None:
+        """Prove the terminal's chain to the card; its rights then hold for this power session."""
+        for cla, ins, p1, p2, data in terminal_auth_commands(chain):
+            self.protocol.send_apdu(cla, ins, p1, p2, data)
+        challenge = self.get_challenge(8)
+        proof = sign_terminal_auth(signer, challenge=challenge, card_id=card_id, terminal_chr=chain[-1].chr)
+        self._cmd(fmt.BenIns.EXTERNAL_AUTHENTICATE, proof)
+
+    # --- personalisation (enrolment station, terminal authenticated with ENROL) ---------------------
+    def generate_key(self) -> bytes:
+        point = self._cmd(fmt.BenIns.GENERATE_KEY, le=256)
+        if len(point) != POINT_LEN:
+            raise PkiFormatError(f"card returned a {len(point)}-byte public point")
+        load_public_point(point)
+        return point
+
+    def _write(self, obj: fmt.ObjectId, data: bytes, *, sensitive: bool = False) -> None:
+        blob = len(data).to_bytes(2, "big") + data
+        chunk = max(1, min(self.limits.max_command_data, 65535) - 2)
+        for pos in range(0, len(blob), chunk):
+            self._cmd(fmt.BenIns.WRITE_OBJECT, pos.to_bytes(2, "big") + blob[pos : pos + chunk], p1=obj,
+                      sensitive=sensitive)  # fmt: skip
+
+    def write_profile(self, profile: HouseholdProfile) -> None:
+        self._write(fmt.ObjectId.PROFILE, profile.encode())
+
+    def write_templates(self, templates: Sequence[StoredTemplate]) -> None:
+        self._write(fmt.ObjectId.TEMPLATES, encode_templates(templates), sensitive=True)
+
+    def write_photos(self, photos: Sequence[StoredPhoto]) -> None:
+        """Photos are optional; the card answers 6A84 (NotEnoughMemoryError) when they do not fit."""
+        data = encode_photos(photos)
+        self._cmd(fmt.BenIns.ALLOCATE_PHOTOS, len(data).to_bytes(2, "big"))
+        self._write(fmt.ObjectId.PHOTOS, data)
+
+    def wipe(self) -> None:
+        """Erase a card that is not yet activated (restart a torn personalisation)."""
+        self._cmd(fmt.BenIns.WIPE)
+
+    def put_certificate(self, card_certificate: CvCertificate, fko_certificate: CvCertificate) -> None:
+        """Activation: the card checks key, id, policy period and the FKO's signature, then commits."""
+        self._cmd(fmt.BenIns.PUT_CERTIFICATE, card_certificate.encode() + fko_certificate.encode())
+
+    # --- transactions (point of service) -------------------------------------------------------------
+    def debit(
+        self,
+        record_type: RecordType,
+        *,
+        scheme_id: int,
+        amount: int,
+        time: int,
+        operator_id: int,
+        facility_id: int,
+        reference: int = 0,
+        member_index: int = 0,
+        nonce: bytes | None = None,
+        authorisation: fmt.Authorisation | None = None,
+        card_key: bytes | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> TransactionRecord:
+        """One card transaction; the returned record is verified against the card key and the request.
+
+        Keep ``nonce`` in the terminal journal BEFORE sending: after a crash, call again with the same
+        nonce and the card returns the same record instead of debiting twice.
+        """
+        request = fmt.DebitRequest(record_type, scheme_id, amount, time, operator_id, facility_id, reference,
+                                   member_index, nonce or rng(fmt.NONCE_LENGTH),
+                                   authorisation.encode() if authorisation else b"")  # fmt: skip
+        try:
+            raw = self._cmd(fmt.BenIns.DEBIT, request.encode(), le=256)
+        except ApduError as exc:
+            if exc.sw == SW.REFERENCE_DATA_NOT_USABLE:
+                raise OfflineLimitError(
+                    "offline limit reached: the card must be synced with central"
+                ) from exc
+            if exc.sw == SW.COMMAND_NOT_ALLOWED:
+                raise BalanceError(f"balance does not cover {amount} paise") from exc
+            raise
+        record = TransactionRecord.parse(raw)
+        self._check_record(record, request, card_key)
+        return record
+
+    def _point(self, card_key: bytes | None) -> bytes:
+        if card_key is not None:
+            return card_key
+        if self.card_certificate is None:
+            self.read_public()
+        assert self.card_certificate is not None
+        return self.card_certificate.public_point
+
+    def _check_record(self, record: TransactionRecord, req: fmt.DebitRequest, card_key: bytes | None) -> None:
+        record.verify(_public_key(self._point(card_key)))
+        expected = (req.record_type, req.scheme_id, req.amount, req.time, req.operator_id, req.facility_id,
+                    req.reference, req.member_index)  # fmt: skip
+        got = (record.record_type, record.scheme_id, record.amount, record.time, record.operator_id,
+               record.facility_id, record.reference, record.member_index)  # fmt: skip
+        if got != expected:
+            raise RecordMismatchError("the card's record does not match the request")
+
+    def read_log(self, from_counter: int = 1, *, card_key: bytes | None = None) -> list[TransactionRecord]:
+        """Records from ``from_counter`` on (those still in the cyclic log), each verified."""
+        key = _public_key(self._point(card_key))
+        out: list[TransactionRecord] = []
+        nxt = from_counter
+        while True:
+            raw = self._cmd(fmt.BenIns.READ_LOG, p1=nxt >> 8 & 0xFF, p2=nxt & 0xFF, le=self._le)
+            if not raw:
+                break
+            for i in range(0, len(raw), RECORD_LENGTH):
+                record = TransactionRecord.parse(raw[i : i + RECORD_LENGTH])
+                record.verify(key)
+                out.append(record)
+            nxt = out[-1].counter + 1
+            if nxt > 0xFFFF:
+                break
+        return out
+
+    def authorise(self, authorisation: fmt.Authorisation) -> None:
+        """Present a central-signed authorisation (sync acknowledgement, supersede)."""
+        self._cmd(fmt.BenIns.AUTHORISE, authorisation.encode())
+
+    def acknowledge_sync(self, authorisation: fmt.Authorisation) -> None:
+        """Reset the offline counters: central acknowledges holding every record up to a counter."""
+        if authorisation.kind is not fmt.AuthKind.SYNC_ACK:
+            raise ValueError("acknowledge_sync takes a SYNC_ACK authorisation")
+        self.authorise(authorisation)
+
+
+def sign_authorisation(signer: Signer, auth: fmt.Authorisation, chain: CvCertificate | None = None
+                       ) -> fmt.Authorisation:  # fmt: skip
+    """Central side: sign ``auth`` with the root key (no chain) or a district key (its certificate)."""
+    from dataclasses import replace
+
+    unsigned = replace(auth, chain=chain.encode() if chain else b"", signature=b"")
+    return replace(unsigned, signature=signer.sign(unsigned.signed_bytes()))
+
+
+def _public_key(point: bytes) -> ec.EllipticCurvePublicKey:
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+
+
+def _tlv_size(value: bytes) -> int:
+    n = len(value)
+    return 2 + (1 if n < 0x80 else 2 if n <= 0xFF else 3) + n
+
+
+def digest_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+__all__ = ["ApduCounter", "BeneficiarySession", "PublicPart", "sign_authorisation"]
