@@ -145,8 +145,10 @@ def parse_eligibility(
         else:
             member_no = int(cells["member_no"])
         name = " ".join(cells["name"].split())
-        if not 2 <= len(name) <= 60 or not NAME.fullmatch(name):
-            problems.append(RowProblem(line, "name", f"{name!r} is not a name (2-60 letters, spaces, . ' -)"))
+        if not 2 <= len(name.encode("utf-8")) <= 48 or not NAME.fullmatch(name):
+            problems.append(
+                RowProblem(line, "name", f"{name!r} is not a name (2-48 bytes of letters, spaces, . ' -)")
+            )
         elif _is_dummy(name):
             problems.append(RowProblem(line, "name", f"{name!r} looks like a placeholder, not a name"))
         gender: Gender | None = None
