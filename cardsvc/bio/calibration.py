@@ -73,6 +73,21 @@ class Calibration:
         )
 
 
+def lower_envelope(a: Calibration, b: Calibration, *, source: str = "") -> Calibration:
+    """The pointwise lower of two tables: every score is the more conservative of the two estimates.
+
+    Used with a table fitted on same-sensor impostors (realistic, but read only down to FMR ~4e-4) and one
+    fitted on many more cross-sensor impostors (reaches further, but such pairs score lower).
+    """
+    last = max(a.raw[-1], b.raw[-1])
+    knots = sorted(set(a.raw) | set(b.raw))
+    scores = [min(a.score_of(r), b.score_of(r)) for r in knots]
+    # continue past the shorter table's last knot with the lower tail, then the lower slope beyond both
+    slope = min(a.tail_slope, b.tail_slope)
+    raw = tuple(round(r, 6) for r in knots if r <= last)
+    return Calibration(raw, tuple(round(v, 3) for v in scores[: len(raw)]), round(slope, 3), source)
+
+
 def load_default_calibration() -> Calibration:
     """The packaged table; without one (before `cardsvc bio calibrate` ran) raw * 100."""
     try:

@@ -135,16 +135,20 @@ def evaluate(
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path))
 def calibrate(directory: Path, out: Path | None, cache_dir: Path | None) -> None:
     """Fit the score calibration on every impostor pair of an FVC-style folder (card-quantised)."""
-    from cardsvc.bio.calibration import TABLE_FILE, Calibration
+    from cardsvc.bio.calibration import TABLE_FILE, Calibration, lower_envelope
     from cardsvc.bio.evaluate import TemplateCache, default_cache_dir, impostor_raw_scores
 
     cache = TemplateCache(cache_dir or default_cache_dir())
-    scores = impostor_raw_scores(directory, cache, card=True, progress=lambda m: click.echo(m, err=True))
-    table = Calibration.fit(
-        scores,
-        source=f"MCC-LSSR raw scores of {scores.size:,} impostor pairs (all pairs of different fingers "
-        f"within and across the databases of {directory.name}, mindtct minutiae, both sides card-quantised); "
-        "cardsvc bio calibrate",
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
+    within = impostor_raw_scores(directory, cache, card=True, progress=say)
+    everything = impostor_raw_scores(directory, cache, card=True, across=True, progress=say)
+    table = lower_envelope(
+        Calibration.fit(within),
+        Calibration.fit(everything),
+        source=f"MCC-LSSR raw scores of impostor pairs of {directory.name} (mindtct minutiae, both sides "
+        f"card-quantised): lower envelope of the table fitted on the {within.size:,} pairs of different "
+        f"fingers within each database and the one fitted on all {everything.size:,} pairs of different "
+        "fingers within and across databases; cardsvc bio calibrate",
     )
     target = out or Path(__file__).with_name(TABLE_FILE)
     target.write_text(json.dumps(table.to_json(), indent=1) + "\n")
