@@ -12,13 +12,13 @@ Home layout (``POS_HOME`` or ``--home``)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from cardsvc.formats.profile import reference_id as profile_reference_id
 from cardsvc.pki._tlv import parse_all
 from cardsvc.pki.chain import RevocationLookup, TrustAnchor, ValidatedChain, validate_chain
 from cardsvc.pki.cvc import CvCertificate
@@ -35,8 +35,8 @@ JOURNAL_FILE = "journal.sqlite"
 
 
 def reference_id(chr: str) -> int:
-    """The 8-byte id an officer (or terminal) CHR is written as in card records: SHA-256(CHR)[:8]."""
-    return int.from_bytes(hashlib.sha256(chr.encode("ascii")).digest()[:8], "big")
+    """The 8-byte id an officer or terminal CHR is written as in card records (cardsvc.formats.profile)."""
+    return profile_reference_id(chr)
 
 
 def parse_chain_file(data: bytes) -> list[CvCertificate]:
