@@ -83,7 +83,7 @@ def _bank(height: int, width: int) -> np.ndarray:
     bank = np.empty((len(PERIODS), N_ORIENTATIONS, height, width // 2 + 1), dtype=np.float32)
     for i, period in enumerate(PERIODS):
         f0 = 1.0 / period
-        sigma_f = 0.26 * f0  # about 4 px spatial envelope: long enough to follow ridges, short enough to bend
+        sigma_f = 0.26 * f0  # ~5.5 px envelope; narrower or wider both made impostors look more alike
         for j in range(N_ORIENTATIONS):
             theta = np.pi * j / N_ORIENTATIONS
             nx, ny = -np.sin(theta), np.cos(theta)  # the filter oscillates across the ridge

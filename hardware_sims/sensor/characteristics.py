@@ -39,7 +39,7 @@ MIN_QUALITY = 8  # NFIQ2 below this: "messy image" (06)
 MIN_CONTACT = 0.12  # share of the window that must show ridges, else "messy image"
 
 #: bozorth3 score a match must reach at each security level (1 lowest ... 5 highest).
-SECURITY_THRESHOLDS = {1: 30, 2: 40, 3: 50, 4: 60, 5: 75}
+SECURITY_THRESHOLDS = {1: 35, 2: 45, 3: 55, 4: 70, 5: 90}
 
 
 class CharacteristicsError(ValueError):
