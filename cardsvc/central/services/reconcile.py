@@ -16,9 +16,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeAlias
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from cardsvc.central.models import Card, Facility, FkoLedgerRow, FlagRow, Operator, Terminal, TransactionRow
@@ -95,20 +95,9 @@ class ReconcileReport:
         return {"cards": self.cards, "records": self.records, "flags": flags, "new_flags": self.new_flags}
 
 
-@dataclass(frozen=True, slots=True)
-class _Rec:
-    counter: int
-    content_hash: bytes
-    record_type: int
-    amount: int
-    balance_after: int
-    time: int
-    terminal_id: str
-    operator_id: str
-    facility_id: int
-    reference: int
-    prev_hash: bytes
-    key_source: str
+#: One stored record as the reconciliation reads it: an SQLAlchemy Row with the columns of ``_COLUMNS``
+#: (attribute access, no per-row object built: this loop runs over every record held).
+_Rec: TypeAlias = Row[Any]
 
 
 _COLUMNS = (
@@ -158,8 +147,8 @@ def reconcile(session: Session, now: int, policy: ReconcilePolicy | None = None)
     ledger: defaultdict[str, list[_Rec]] = defaultdict(list)
     order = (TransactionRow.card_id, TransactionRow.counter, TransactionRow.content_hash)
     for row in session.execute(select(*_COLUMNS).order_by(*order)):
-        rec = _Rec(*row[1:])  # type: ignore[call-arg]
-        ledger[row[0]].append(rec)
+        rec: _Rec = row  # type: ignore[assignment]
+        ledger[rec.card_id].append(rec)
         if rec.record_type == RecordType.BLOCK:
             mix[rec.facility_id][rec.reference] += 1
         report.records += 1
