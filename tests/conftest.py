@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.fixtures.db",
     "tests.fixtures.pcsc",
     "tests.fixtures.keys",
+    "tests.fixtures.station",
     "tests.fixtures.beneficiary",
     "tests.fixtures.pos",
 ]

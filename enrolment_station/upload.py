@@ -1,0 +1,205 @@
+"""Upload to central: signed camp batches (cardsvc/formats/batch.py, kind "camp"), the FKO ledger read-back
+(kind "fko_ledger"), and the check that the ledger the FKO card signed matches the journal.
+
+Batches are built once, stored in the journal with their content hash and sent until central answers;
+re-sending the same stored batch is idempotent on central's side (same content hash), and a card is put in
+one camp batch only (``upload_items``). Items carry no images and no templates (central de-duplication
+data would need a field the batch format does not have yet; see docs/station.md).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC as _UTC
+from datetime import date, datetime, time
+
+from cardsvc.formats.batch import (
+    Batch,
+    BatchKind,
+    CampCard,
+    FkoLedgerEntry,
+    Gender,
+    Member,
+    SignedBatch,
+    b64encode,
+    id_hex,
+)
+from cardsvc.formats.profile import HouseholdProfile, card_number, reference_id
+from cardsvc.pki.officer_card import VerifiedLedger
+from enrolment_station.errors import UploadError
+from enrolment_station.journal import CardState, Journal
+from enrolment_station.keys import StationIdentity
+
+REQUEST_DOMAIN = "CARDSVC-REQUEST-V1"
+
+
+def _unix(d: date, end: bool = False) -> int:
+    return int(datetime.combine(d, time(23, 59, 59) if end else time(0, 0), tzinfo=_UTC).timestamp())
+
+
+def camp_items(journal: Journal) -> list[tuple[str, CampCard]]:
+    """Activated cards not yet put in a camp batch."""
+    done = journal.uploaded_items(BatchKind.CAMP.value)
+    out = []
+    for state in (CardState.ACTIVATED, CardState.HANDED_OVER):
+        for row in journal.cards(state=state):
+            if row["card_id"] in done:
+                continue
+            profile = HouseholdProfile.parse(bytes(row["profile"]))
+            out.append((row["card_id"], CampCard(
+                card_id=card_number(row["card_id"]), household_id=profile.household_id,
+                district=profile.district, scheme_id=profile.schemes[0].scheme_id,
+                policy_start=_unix(profile.policy_start), policy_end=_unix(profile.policy_end, end=True),
+                cover_paise=profile.schemes[0].cover_paise, card_key=bytes(row["card_key"]),
+                fko_id=reference_id(profile.fko_id),
+                members=tuple(Member(Gender(chr(m.gender)), m.birth_year) for m in profile.members),
+            )))  # fmt: skip
+    out.sort(key=lambda item: item[0])
+    return out
+
+
+def _store(
+    journal: Journal,
+    identity: StationIdentity,
+    kind: BatchKind,
+    items: list[tuple[str, object]],
+    now: datetime,
+) -> SignedBatch:
+    seq = journal.next_upload_seq()
+    batch = Batch(kind, identity.terminal_id, seq, int(now.timestamp()), tuple(i for _, i in items))  # type: ignore[misc]
+    signed = SignedBatch(batch, identity.terminal.sign(batch.canonical()))
+    journal.record_batch(
+        seq,
+        kind.value,
+        signed.content_hash().hex(),
+        batch.created,
+        signed.encode(),
+        [key for key, _ in items],
+    )
+    return signed
+
+
+def build_camp_batch(journal: Journal, identity: StationIdentity, *, now: datetime) -> SignedBatch | None:
+    """A signed batch of every activated card not yet batched (None when there is nothing new)."""
+    items = camp_items(journal)
+    if not items:
+        return None
+    return _store(journal, identity, BatchKind.CAMP, list(items), now)
+
+
+def build_ledger_batch(
+    journal: Journal, identity: StationIdentity, ledger: VerifiedLedger, *, now: datetime
+) -> SignedBatch:
+    """The FKO ledger as read back from the FKO card (every card it activated)."""
+    entry = FkoLedgerEntry(
+        reference_id(ledger.officer.chr), tuple(card_number(e.card_chr) for e in ledger.entries)
+    )
+    key = f"{ledger.officer.chr}@{len(ledger.entries)}:{ledger.head.hex()}"
+    if key in journal.uploaded_items(BatchKind.FKO_LEDGER.value):
+        for row in journal.db.execute(
+            "SELECT u.wire FROM uploads u JOIN upload_items i ON i.upload_seq = u.seq "
+            "WHERE i.kind = ? AND i.item = ?",
+            (BatchKind.FKO_LEDGER.value, key),
+        ):
+            return SignedBatch.parse(bytes(row[0]))
+    return _store(journal, identity, BatchKind.FKO_LEDGER, [(key, entry)], now)
+
+
+@dataclass(frozen=True)
+class LedgerCheck:
+    """The FKO card's ledger against the journal: every activation the station asked for, and no other."""
+
+    fko_chr: str
+    ledger_count: int
+    journal_activated: int
+    journal_void: int
+    only_on_card: tuple[str, ...]
+    only_in_journal: tuple[str, ...]
+
+    @property
+    def matches(self) -> bool:
+        return not self.only_on_card and not self.only_in_journal
+
+    def describe(self) -> str:
+        text = (
+            f"FKO {self.fko_chr}: ledger {self.ledger_count} activation(s), journal {self.journal_activated} "
+            f"activated + {self.journal_void} void"
+        )
+        if self.matches:
+            return text + ": match"
+        return (
+            text + f": MISMATCH (only on the card: {', '.join(self.only_on_card) or '-'}; only in the "
+            f"journal: {', '.join(self.only_in_journal) or '-'})"
+        )
+
+
+def check_ledger(journal: Journal, ledger: VerifiedLedger) -> LedgerCheck:
+    """Match ledger entries to the journal by the SHA-256 of the certified body (what the FKO card hashed)."""
+    fko = ledger.officer.chr
+    certified: dict[str, str] = {}
+    for row in journal.db.execute("SELECT card_id, details FROM card_steps WHERE step = 'requested'"):
+        d = json.loads(row["details"])
+        if d.get("fko") == fko:
+            certified[d["body_sha256"]] = row["card_id"]
+    activated = {r["card_id"] for r in journal.cards() if r["fko_chr"] == fko and r["state"] in
+                 (CardState.ACTIVATED, CardState.HANDED_OVER)}  # fmt: skip
+    void = {}
+    for e in journal.events("card.activation.void"):
+        if e["details"].get("body_sha256"):
+            void[e["details"]["body_sha256"]] = e["subject"]
+    known = {**void, **certified}
+    on_card = {e.body_hash.hex(): e.card_chr for e in ledger.entries}
+    only_on_card = tuple(sorted(f"{c} ({h[:12]})" for h, c in on_card.items() if h not in known))
+    only_in_journal = tuple(sorted(c for c in activated if c not in set(on_card.values())))
+    return LedgerCheck(fko, len(ledger.entries), len(activated), len(void), only_on_card, only_in_journal)
+
+
+def send_pending(
+    journal: Journal,
+    identity: StationIdentity,
+    url: str,
+    *,
+    now: Callable[[], datetime],
+    opener: Callable[..., object] = urllib.request.urlopen,
+) -> list[str]:
+    """POST every stored batch central has not acknowledged; returns the receipts. Resumable at any point."""
+    receipts = []
+    for row in journal.pending_uploads():
+        body = bytes(row["wire"])
+        path = "/api/v1/batches"
+        headers = sign_headers(identity, "POST", path, body, int(now().timestamp()))
+        request = urllib.request.Request(
+            url.rstrip("/") + path,
+            data=body,
+            method="POST",
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        try:
+            with opener(request, timeout=30) as answer:  # type: ignore[attr-defined]
+                receipt = answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            raise UploadError(
+                f"central refused batch {row['seq']}: {exc.code} {exc.read().decode()[:300]}"
+            ) from None
+        except OSError as exc:
+            raise UploadError(f"central not reachable ({exc}); batches stay queued") from None
+        journal.mark_uploaded(row["seq"], receipt)
+        receipts.append(receipt)
+    return receipts
+
+
+def sign_headers(identity: StationIdentity, method: str, path: str, body: bytes, now: int) -> dict[str, str]:
+    """The request-signing headers of docs/api.md, signed with the station's terminal key."""
+    import hashlib
+
+    tid, ts, nonce = id_hex(identity.terminal_id), str(now), secrets.token_urlsafe(18)
+    message = "\n".join(
+        [REQUEST_DOMAIN, method.upper(), path, tid, ts, nonce, hashlib.sha256(body).hexdigest()]
+    )
+    signature = identity.terminal.sign(message.encode())
+    return {"X-Terminal-Id": tid, "X-Timestamp": ts, "X-Nonce": nonce, "X-Signature": b64encode(signature)}
