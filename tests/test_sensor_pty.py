@@ -191,3 +191,14 @@ def test_cli_serve_prints_the_pty_first_and_place_lift_work(tmp_path: Path, fing
         server.terminate()
         assert server.wait(timeout=10) == 0
     assert not sock.exists()
+
+
+def test_cli_place_without_a_running_simulator_says_so(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hardware_sims.cli import main
+
+    missing = tmp_path / "nobody.sock"
+    result = CliRunner().invoke(main, ["sensor", "place", "--control", str(missing), "--finger", "1"])
+    assert result.exit_code != 0
+    assert "sensor control socket" in result.output and str(missing) in result.output
