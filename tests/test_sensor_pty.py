@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -139,7 +138,7 @@ def test_control_socket_places_lifts_and_rejects_bad_requests(pyfp, sensor_sim) 
         client.request(op="explode")
 
 
-def test_byte_rate_model_paces_answers_at_the_configured_baud(finger_masters) -> None:
+def test_byte_rate_model_paces_answers_at_the_configured_baud(finger_masters, tmp_path: Path) -> None:
     from pyfingerprint.pyfingerprint import PyFingerprint
 
     slept: list[float] = []
@@ -148,11 +147,11 @@ def test_byte_rate_model_paces_answers_at_the_configured_baud(finger_masters) ->
         sim.place(3, 0)
         fp.readImage()
         slept.clear()
-        fp.downloadImage("/tmp/_rate_model.png" if os.access("/tmp", os.W_OK) else "rate.png")
+        fp.downloadImage(str(tmp_path / "a.png"))
         at_57600 = sum(slept)
         fp.setBaudRate(115200)
         slept.clear()
-        fp.downloadImage("/tmp/_rate_model.png")
+        fp.downloadImage(str(tmp_path / "b.png"))
         at_115200 = sum(slept)
         fp._PyFingerprint__serial.close()
     # 36,864 image bytes + 288 packet frames of 11 bytes + the ack, 10 bits a byte
