@@ -26,7 +26,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import IntEnum
 
-from cardsvc.pki._tlv import expect_sequence, parse_all, parse_single, tlv
 from cardsvc.pki.errors import FormatError
 from cardsvc.pki.rights import (
     ALGORITHM_OID_ECDSA_SHA256,
@@ -39,6 +38,9 @@ from cardsvc.pki.rights import (
     role_oid,
 )
 from cardsvc.pki.signer import POINT_LEN, SIGNATURE_LEN, Signer, load_public_point, verify_signature
+from cardsvc.tlv import strict_codec
+
+expect_sequence, parse_all, parse_single, tlv = strict_codec(FormatError)
 
 PROFILE_ID = 0x00
 REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,24}$")

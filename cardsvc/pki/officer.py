@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 
-from cardsvc.pki._tlv import expect_sequence, parse_all, tlv
 from cardsvc.pki.cvc import check_reference
 from cardsvc.pki.errors import FormatError, SignatureInvalidError
 from cardsvc.pki.signer import verify_signature
+from cardsvc.tlv import strict_codec
+
+expect_sequence, parse_all, _, tlv = strict_codec(FormatError)
 
 OFFICER_AID = bytes.fromhex("F0525342594F464601")
 """'\\xF0RSBYOFF\\x01' (proprietary RID range F0)."""

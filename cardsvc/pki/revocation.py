@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from functools import cached_property
 
-from cardsvc.pki._tlv import expect_sequence, parse_all, parse_single, tlv
 from cardsvc.pki.chain import Revocation, TrustAnchor, validate_chain
 from cardsvc.pki.cvc import CvCertificate, check_reference
 from cardsvc.pki.errors import (
@@ -37,6 +36,9 @@ from cardsvc.pki.errors import (
 )
 from cardsvc.pki.rights import Right
 from cardsvc.pki.signer import SIGNATURE_LEN, Signer, verify_signature
+from cardsvc.tlv import strict_codec
+
+expect_sequence, parse_all, parse_single, tlv = strict_codec(FormatError)
 
 FORMAT_VERSION = 0x01
 MAX_TIME = 2**32 - 1

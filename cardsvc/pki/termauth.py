@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import IntEnum
 
-from cardsvc.pki._tlv import tlv
 from cardsvc.pki.chain import RevocationLookup, TrustAnchor, ValidatedChain, validate_chain
 from cardsvc.pki.cvc import CvCertificate, check_reference
 from cardsvc.pki.errors import FormatError, MissingRightError, WrongIssuerError
 from cardsvc.pki.rights import Right, Role
 from cardsvc.pki.signer import Signer, verify_signature
+from cardsvc.tlv import tlv
 
 #: Domain separation: no other signed object in the system starts with these bytes.
 TERMINAL_AUTH_DOMAIN = b"RSBY-TA\x01"
