@@ -141,7 +141,7 @@ def test_personalisation_torn_at_every_write_is_refused_until_redone(
         s.terminal_authenticate(w.enrol.chain, w.enrol.holder.signer, CARD_ID)
         s.wipe()
         assert s.status().lifecycle is fmt.Lifecycle.BLANK
-        card.rng = random.Random(77)  # type: ignore[attr-defined]  # same key as the signed certificate
+        card.rng = random.Random(77)  # same key as the signed certificate
         _personalise_and_activate(w, card, certs, tmp_path)
         _verify(w, card)
     assert refused > 0 and completed > 0
