@@ -6,16 +6,16 @@ skip if pcscd cannot run.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from cardsvc.card.apdu import CardLimits, CommandApdu
+from cardsvc.card.apdu import CardLimits
 from cardsvc.card.errors import SecurityStatusError
 from cardsvc.card.pcsc import Disposition, PcscConnection, list_readers, wait_for_card
 from cardsvc.card.session import ApplicationSession, Iso7816Session
@@ -29,6 +29,7 @@ PIN_REF = 0x81
 DEFAULT_PIN = b"123456"
 EF_PUBLIC, EF_BIG = 0x0101, 0x0103
 INS_ATOMIC_UPDATE = 0x10
+INS_ECHO = 0x14  # answers its data + SHA-256 of it
 SHORT_ONLY = {"max_command_apdu": 4 + 1 + 255 + 1, "max_response_apdu": 256 + 2}
 ServeCard = Callable[..., ServedCard]
 
@@ -87,7 +88,7 @@ def test_short_apdu_card_61xx_and_many_apdus(serve_card: ServeCard) -> None:
         conn = CountingConnection(pcsc)
         session = Iso7816Session(conn)
         session.read_limits()
-        assert session.limits == CardLimits.short(command_chaining=False)
+        assert session.limits == CardLimits.short(command_chaining=True)  # the ATR announces chaining
         # SELECT without Le: the card keeps its FCI behind 61xx; pcscd (T=1) leaves GET RESPONSE to us.
         fci = session.protocol.send_apdu(0, 0xA4, 0x04, 0x00, GENERIC_AID)
         assert fci[0] == 0x6F and GENERIC_AID in fci
@@ -100,87 +101,40 @@ def test_short_apdu_card_61xx_and_many_apdus(serve_card: ServeCard) -> None:
         assert all(len(apdu) <= 261 for apdu in conn.sent)
 
 
-class ExactLeCard:
-    """A card that, like many T=0 cards, answers 6Cxx when Le exceeds what it has (wraps the simulator)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def transmit(self, apdu: bytes) -> bytes:
-        response = self.inner.transmit(apdu)
-        cmd = CommandApdu.decode(apdu)
-        data, sw = response[:-2], response[-2:]
-        if sw in (b"\x90\x00", b"\x62\x82") and len(apdu) == 5 and len(data) < cmd.le <= 256:
-            return bytes([0x6C, len(data)])
-        return response
-
-
-def test_6cxx_reissues_with_the_cards_le(serve_card: ServeCard, tmp_path: Any) -> None:
-    from hardware_sims.card.apps.generic import GenericApplication
-    from hardware_sims.card.cardos import SimulatedCard
-
-    inner = SimulatedCard(tmp_path / "exact", applications=[GenericApplication()], **SHORT_ONLY)
-    served = serve_card(card=ExactLeCard(inner))
+def test_6cxx_reissues_with_the_cards_le(serve_card: ServeCard) -> None:
+    # The simulator answers 6Cxx for a short Le longer than a fixed-length answer (GET DATA, GET CHALLENGE).
+    served = serve_card(max_challenge=16, **SHORT_ONLY)
     with PcscConnection(served.reader) as pcsc:
         conn = CountingConnection(pcsc)
         session = GenericSession(conn, read_card_limits=False, limits=CardLimits.short())
-        session.select_file(EF_PUBLIC)  # 256 bytes
         before = conn.count
-        assert len(session.protocol.send_apdu(0, 0xB0, 0, 250, le=256)) == 6
-        assert conn.count - before == 2 and conn.sent[-1][-1] == 6  # re-issued with Le = 06
+        info = session.protocol.send_apdu(0, 0xCA, 0x7F, 0x66, le=200)
+        assert info[:2] == b"\x7f\x66"
+        assert conn.count - before == 2 and conn.sent[-2][-1] == 200 and conn.sent[-1][-1] == len(info)
+        before = conn.count
+        assert len(session.protocol.send_apdu(0, 0x84, 0, 0, le=32)) == 16  # the card's longest challenge
+        assert conn.count - before == 2 and conn.sent[-1][-1] == 16
 
 
-class ChainingCard:
-    """A card front end that accepts command chaining (CLA bit 0x10) and hands the whole command on."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.pending = b""
-        self.links = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def power_on(self) -> bytes:
-        self.pending = b""
-        return bytes(self.inner.power_on())
-
-    def reset(self) -> bytes:
-        self.pending = b""
-        return bytes(self.inner.reset())
-
-    def transmit(self, apdu: bytes) -> bytes:
-        cmd = CommandApdu.decode(apdu)
-        if cmd.cla & 0x10:
-            self.pending += cmd.data
-            self.links += 1
-            return b"\x90\x00"
-        if self.pending:
-            whole = CommandApdu(cmd.cla, cmd.ins, cmd.p1, cmd.p2, self.pending + cmd.data, cmd.le)
-            self.pending = b""
-            return bytes(self.inner.transmit(whole.encode(CardLimits.extended())))
-        return bytes(self.inner.transmit(apdu))
-
-
-def test_command_chaining_through_pcsc(serve_card: ServeCard, tmp_path: Any) -> None:
-    from hardware_sims.card.apps.generic import GenericApplication
-    from hardware_sims.card.cardos import SimulatedCard
-
-    inner = SimulatedCard(tmp_path / "chain", applications=[GenericApplication()])
-    front = ChainingCard(inner)
-    served = serve_card(card=front)
-    payload = bytes((7 * i) & 0xFF for i in range(700))
-    record = EF_BIG.to_bytes(2, "big") + (100).to_bytes(2, "big") + len(payload).to_bytes(2, "big") + payload
+def test_command_chaining_and_class_80_get_response_through_pcsc(serve_card: ServeCard) -> None:
+    # A short-APDU card announcing chaining in its ATR: 1 KB goes in as chained links, the long answer of
+    # the proprietary command comes back through GET RESPONSE sent in class 80.
+    served = serve_card(**SHORT_ONLY)
+    payload = bytes((7 * i) & 0xFF for i in range(1024))
     with PcscConnection(served.reader) as pcsc:
         conn = CountingConnection(pcsc)
-        session = GenericSession(conn, read_card_limits=False, limits=CardLimits.short())
+        session = GenericSession(conn)
+        assert session.limits == CardLimits.short(command_chaining=True)
+        before = conn.count
+        answer = session.protocol.send_apdu(0x80, INS_ECHO, 0, 0, payload, le=256)
+        assert answer == payload + hashlib.sha256(payload).digest()
+        wire = conn.sent[before:]
+        assert [apdu[:2].hex() for apdu in wire] == ["9014"] * 4 + ["8014"] + ["80c0"] * 4
+        assert all(len(apdu) <= 261 for apdu in wire)
+        record = b"".join(n.to_bytes(2, "big") for n in (EF_BIG, 100, 700)) + payload[:700]
         session.protocol.send_apdu(0x80, INS_ATOMIC_UPDATE, 0, 0, record)
-        assert front.links == 2  # 706 bytes: 255 + 255 chained, 196 in the last link
-        assert [apdu[0] for apdu in conn.sent[-3:]] == [0x90, 0x90, 0x80]
-        assert session.read_binary(EF_BIG, offset=100, length=700) == payload
+        assert [apdu[0] for apdu in conn.sent[-3:]] == [0x90, 0x90, 0x80]  # 706 bytes: 255 + 255 + 196
+        assert session.read_binary(EF_BIG, offset=100, length=700) == payload[:700]
 
 
 def test_exclusive_mode_keeps_a_second_client_out(pcsc_card: ServedCard) -> None:
