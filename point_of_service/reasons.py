@@ -31,7 +31,9 @@ class Reason(enum.StrEnum):
     # beneficiary card verification, in pipeline order
     CARD_MISSING = "card-missing"
     CARD_REMOVED = "card-removed"
+    NOT_A_BENEFICIARY_CARD = "not-a-beneficiary-card"
     CARD_NOT_ACTIVATED = "card-not-activated"
+    CARD_BLOCKED = "card-blocked"
     CARD_CHAIN_INVALID = "card-chain-invalid"
     CARD_REVOKED = "card-revoked"
     FKO_REVOKED = "fko-revoked"
@@ -123,6 +125,13 @@ CATALOGUE: dict[Reason, ClerkMessage] = {
     Reason.CARD_REMOVED: ClerkMessage(
         "The card was removed during the operation.",
         "Insert the same card again; the terminal will complete or undo the operation.",
+    ),
+    Reason.NOT_A_BENEFICIARY_CARD: ClerkMessage(
+        "This is not a beneficiary card.", "Ask for the household's RSBY card."
+    ),
+    Reason.CARD_BLOCKED: ClerkMessage(
+        "This card has been blocked or replaced by central.",
+        "Do not accept it; the household should use its newer card or visit the district kiosk.",
     ),
     Reason.CARD_NOT_ACTIVATED: ClerkMessage(
         "This card was never activated at the enrolment camp.",

@@ -65,8 +65,14 @@ def sign_in(
         )
     except SignInError as exc:
         if journal is not None:
-            journal.log(event, at=now, outcome="refused", reason=exc.reason.value, operator=chr,
-                        detail={"why": exc.detail})  # fmt: skip
+            journal.log(
+                event,
+                at=now,
+                outcome="refused",
+                reason=exc.reason.value,
+                operator=chr,
+                detail={"why": exc.detail},
+            )
         raise
     if journal is not None:
         journal.log(event, at=now, operator=clerk.chr, detail={"rights": ",".join(clerk.rights.names())})
@@ -105,9 +111,12 @@ def _sign_in(
         raise SignInError(Reason.OPERATOR_CHAIN_INVALID, f"issuer {cert.car} is not a known district")
     try:
         validated = validate_chain(
-            [district, cert], anchor, now=datetime.fromtimestamp(now, UTC), required=required,
+            [district, cert],
+            anchor,
+            now=datetime.fromtimestamp(now, UTC),
+            required=required,
             revocations=revocations,
-        )  # fmt: skip
+        )
     except RevokedError as exc:
         raise SignInError(Reason.OPERATOR_REVOKED, str(exc)) from None
     except (ExpiredError, NotYetValidError) as exc:
