@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   pcscd libpcsclite1 libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools swig gcc
-  softhsm2
+  softhsm2 postgresql
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
