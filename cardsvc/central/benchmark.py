@@ -1,11 +1,11 @@
 """``cardsvc bench ingest``: transactions ingested + verified + reconciled per second, beside the ceiling.
 
-The ceiling is the raw ECDSA P-256 verification rate of the same records, measured in the same run on one
-core (pyca/cryptography, DER signatures and key objects prepared beforehand). The figure is the whole service
-path without HTTP: parse the signed batch, verify the terminal's batch signature, verify every record with
-its card's key, store raw and parsed rows, then one reconciliation pass over everything stored. Target: at
-least half the ceiling, on SQLite (temporary file) and PostgreSQL (a temporary database on DATABASE_URL or
-the local server; skipped with a note when none answers).
+The ceiling is the raw ECDSA P-256 verification rate of the same records on one core (pyca/cryptography,
+DER signatures and key objects prepared beforehand), timed batch by batch interleaved with the ingest.
+The figure is the whole service path without HTTP: parse the signed batch, verify the terminal's batch
+signature, verify every record with its card's key, store raw and parsed rows, then one reconciliation
+pass over everything stored. Target: at least half the ceiling, on SQLite (temporary file) and PostgreSQL
+(a temporary database on DATABASE_URL or the local server; skipped with a note when none answers).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 import os
 import random
 import secrets
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -81,26 +80,37 @@ def make_workload(records: int, per_card: int, batch_size: int, seed: int = 1) -
     return Workload(terminal, camp, bodies, raw, keys)
 
 
-def ceiling_rate(work: Workload) -> float:
-    """Raw verifications per second: the cost no ingest can avoid (one signature per record)."""
+Prepared = list[tuple[ec.EllipticCurvePublicKey, bytes, bytes]]
+
+
+def prepare_ceiling(work: Workload, batch_size: int) -> list[Prepared]:
+    """Per batch, what the raw verification needs ready: key objects, DER signatures, signed bytes."""
     key_objects: dict[bytes, ec.EllipticCurvePublicKey] = {}
-    prepared = []
+    prepared: Prepared = []
     for record, key in zip(work.records, work.card_keys, strict=True):
         if key not in key_objects:
             key_objects[key] = load_public_key(key)
         sig = record[SIGNED_LENGTH:]
         der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
         prepared.append((key_objects[key], der, record[:SIGNED_LENGTH]))
+    return [prepared[i : i + batch_size] for i in range(0, len(prepared), batch_size)]
+
+
+def _verify_all(prepared: Prepared) -> None:
     algorithm = ec.ECDSA(hashes.SHA256())
-    start = time.perf_counter()
     for public_key, der, message in prepared:
         public_key.verify(der, message, algorithm)
-    return len(prepared) / (time.perf_counter() - start)
 
 
-def ingest_rate(url: str, work: Workload) -> dict[str, Any]:
-    """Ingest every batch and reconcile once on the (empty, migrated) database at ``url``."""
+def ingest_rate(url: str, work: Workload, ceiling_slices: list[Prepared]) -> dict[str, Any]:
+    """Ingest every batch and reconcile once on the (empty, migrated) database at ``url``.
+
+    The ceiling is measured interleaved with the figure: before each batch is ingested, the raw
+    verification of that same batch's records is timed. Both thus see the same load on a shared machine.
+    """
     db = Database(url)
+    ceiling_seconds = 0.0
+    ingested = 0.0
     try:
         upgrade(db.engine)
         with db.sessions() as session:
@@ -109,26 +119,33 @@ def ingest_rate(url: str, work: Workload) -> dict[str, Any]:
             )
             session.commit()
             ingest_batch(session, DbTerminalDirectory(session), work.camp, "bench", NOW)  # set-up, not timed
-        start = time.perf_counter()
         with db.sessions() as session:
             directory = DbTerminalDirectory(session)
-            for body in work.bodies:
+            for body, prepared in zip(work.bodies, ceiling_slices, strict=True):
+                start = time.perf_counter()
+                _verify_all(prepared)
+                middle = time.perf_counter()
                 result = ingest_batch(session, directory, body, "bench", NOW)
+                ingested += time.perf_counter() - middle
+                ceiling_seconds += middle - start
                 assert not result.duplicate
-        ingested = time.perf_counter() - start
+        start = time.perf_counter()
         with db.sessions() as session:
             report = reconcile(session, NOW)
-        total = time.perf_counter() - start
+        reconciled = time.perf_counter() - start
     finally:
         db.dispose()
     if report.records != len(work.records) or report.flags:
         raise RuntimeError(f"benchmark data did not reconcile cleanly: {report.to_json()}")
+    total = ingested + reconciled
     return {
         "records": len(work.records),
         "seconds": round(total, 3),
         "per_second": round(len(work.records) / total, 1),
         "ingest_seconds": round(ingested, 3),
-        "reconcile_seconds": round(total - ingested, 3),
+        "reconcile_seconds": round(reconciled, 3),
+        "ceiling_verify_per_second": round(len(work.records) / ceiling_seconds, 1),
+        "fraction_of_ceiling": round(len(work.records) / total / (len(work.records) / ceiling_seconds), 3),
     }
 
 
@@ -155,34 +172,32 @@ def _drop_postgres(server: str, name: str) -> None:
     admin.dispose()
 
 
-def _measure_backend(backend: str, work: Workload, repeats: int, tmp: Path) -> dict[str, Any]:
-    """Alternate ceiling and ingest runs (a fresh database each time): the machine is shared and noisy,
-    so each figure is the median of ``repeats`` runs, each ceiling taken right beside its ingest run."""
-    ceilings: list[float] = []
+def _measure_backend(
+    backend: str, work: Workload, slices: list[Prepared], repeats: int, tmp: Path
+) -> dict[str, Any]:
+    """``repeats`` runs on a fresh database each; the run with the median fraction of its ceiling is
+    reported (the machine is shared and noisy), with every run's figures beside it."""
     runs: list[dict[str, Any]] = []
     for attempt in range(repeats):
-        ceilings.append(ceiling_rate(work))
         if backend == "sqlite":
-            runs.append(ingest_rate(f"sqlite:///{tmp / f'bench-{attempt}.db'}", work))
+            runs.append(ingest_rate(f"sqlite:///{tmp / f'bench-{attempt}.db'}", work, slices))
             continue
         postgres = _postgres_database()
         if postgres is None:
             return {"skipped": "no PostgreSQL server answered (set DATABASE_URL)"}
         server, name = postgres
         try:
-            runs.append(ingest_rate(make_url(server).set(database=name).render_as_string(False), work))
+            url = make_url(server).set(database=name).render_as_string(False)
+            runs.append(ingest_rate(url, work, slices))
         finally:
             _drop_postgres(server, name)
-    ceiling = statistics.median(ceilings)
-    run = sorted(runs, key=lambda r: float(r["per_second"]))[len(runs) // 2]
-    fraction = run["per_second"] / ceiling
+    run = sorted(runs, key=lambda r: float(r["fraction_of_ceiling"]))[len(runs) // 2]
     return {
         **run,
-        "ceiling_verify_per_second": round(ceiling, 1),
-        "fraction_of_ceiling": round(fraction, 3),
-        "meets_target": fraction >= TARGET_FRACTION,
+        "meets_target": run["fraction_of_ceiling"] >= TARGET_FRACTION,
         "all_runs_per_second": [r["per_second"] for r in runs],
-        "all_ceilings_per_second": [round(c, 1) for c in ceilings],
+        "all_ceilings_per_second": [r["ceiling_verify_per_second"] for r in runs],
+        "all_fractions": [r["fraction_of_ceiling"] for r in runs],
     }
 
 
@@ -191,6 +206,7 @@ def run_ingest_benchmark(
 ) -> bool:
     """Measure and print; True when every backend measured reaches the target fraction of the ceiling."""
     work = make_workload(records, per_card=20, batch_size=batch_size)
+    slices = prepare_ceiling(work, batch_size)
     results: dict[str, Any] = {
         "records": len(work.records),
         "batch_size": batch_size,
@@ -202,14 +218,15 @@ def run_ingest_benchmark(
     }
     with tempfile.TemporaryDirectory() as tmp:
         for backend in ("sqlite", "postgresql"):
-            results["backends"][backend] = _measure_backend(backend, work, repeats, Path(tmp))
+            results["backends"][backend] = _measure_backend(backend, work, slices, repeats, Path(tmp))
     ok = all(f.get("meets_target", True) for f in results["backends"].values())
     if as_json:
         print(json.dumps(results, indent=2, sort_keys=True))
         return ok
     print(
         f"records: {len(work.records)} in batches of {batch_size}; median of {repeats} runs per backend; "
-        f"load average {results['load_average_1min_before']} on {results['cpus']} CPUs before the run"
+        f"load average {results['load_average_1min_before']} on {results['cpus']} CPUs before the run; "
+        "ceiling timed batch by batch, interleaved with the ingest"
     )
     for backend, figures in results["backends"].items():
         if "skipped" in figures:
@@ -218,7 +235,7 @@ def run_ingest_benchmark(
         verdict = "OK" if figures["meets_target"] else "BELOW TARGET"
         print(
             f"{backend:10} ingested+verified+reconciled {figures['per_second']:8.0f} /s  beside ceiling "
-            f"(raw ECDSA P-256 verify, 1 core, same run) {figures['ceiling_verify_per_second']:8.0f} /s  "
+            f"(raw ECDSA P-256 verify, 1 core) {figures['ceiling_verify_per_second']:8.0f} /s  "
             f"= {figures['fraction_of_ceiling']:.2f} (target >= {TARGET_FRACTION}) {verdict}  "
             f"[ingest {figures['ingest_seconds']} s, reconcile {figures['reconcile_seconds']} s]"
         )
