@@ -262,34 +262,37 @@ def encode(template: FingerTemplate, params: MccParams = MccParams()) -> Encoded
     gy = xy[:, None, 1] + sin_t[:, None] * cells[None, :, 0] + cos_t[:, None] * cells[None, :, 1]
     valid_cell = _inside_enlarged_hull(np.stack([gx.ravel(), gy.ravel()], axis=1), xy, params.hull_margin)
     valid_cell = valid_cell.reshape(n, ncell)
+    # cylinder validity first (enough valid cells and neighbours): only kept cylinders are built
+    sig = params.sigma_s
+    dist = np.hypot(xy[:, None, 0] - xy[None, :, 0], xy[:, None, 1] - xy[None, :, 1])
+    neighbours = (dist <= params.radius + 3 * sig).sum(axis=1) - 1
+    keep = np.nonzero(
+        (valid_cell.mean(axis=1) >= params.min_valid_cells) & (neighbours >= params.min_neighbours)
+    )[0]
+    k = keep.size
     # spatial contribution of each neighbour t to each cell of cylinder m: squared distances by one product
-    centres = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
+    centres = np.stack([gx[keep].ravel(), gy[keep].ravel()], axis=1).astype(np.float32)
     xy32 = xy.astype(np.float32)
     d2 = (centres**2).sum(axis=1)[:, None] + (xy32**2).sum(axis=1)[None, :] - 2.0 * (centres @ xy32.T)
-    d2 = d2.reshape(n, ncell, n)
-    sig = params.sigma_s
+    d2 = d2.reshape(k, ncell, n)
     far = d2 > (3 * sig) ** 2
     spatial = np.exp(d2 * np.float32(-1.0 / (2 * sig * sig)))
     spatial *= np.float32(1.0 / (sig * math.sqrt(TWO_PI)))
     spatial[far] = 0.0
-    spatial[np.arange(n), :, np.arange(n)] = 0.0
+    spatial[np.arange(k), :, keep] = 0.0  # a minutia is not its own neighbour
     # directional contribution: Gaussian of the relative direction integrated over each angular section
     dd = 2 * math.pi / nd
     sector = -math.pi + (np.arange(nd) + 0.5) * dd
-    rel = _wrap(theta[:, None] - theta[None, :])  # (m, t)
+    rel = _wrap(theta[keep, None] - theta[None, :])  # (m, t)
     alpha = _wrap(sector[None, None, :] - rel[:, :, None])  # (m, t, k)
     s = params.sigma_d * math.sqrt(2.0)
     directional = (0.5 * (erf((alpha + dd / 2) / s) - erf((alpha - dd / 2) / s))).astype(np.float32)
-    contribution = np.einsum("mct,mtk->mck", spatial, directional, optimize=True)
-    bits = (contribution >= params.mu_psi) & valid_cell[:, :, None]
-    # cylinder validity: enough valid cells and enough neighbours
-    dist = np.hypot(xy[:, None, 0] - xy[None, :, 0], xy[:, None, 1] - xy[None, :, 1])
-    neighbours = (dist <= params.radius + 3 * sig).sum(axis=1) - 1
-    keep = (valid_cell.mean(axis=1) >= params.min_valid_cells) & (neighbours >= params.min_neighbours)
+    contribution = np.matmul(spatial, directional)  # (m, cells, t) x (m, t, k)
+    bits = (contribution >= params.mu_psi) & valid_cell[keep][:, :, None]
     return EncodedTemplate(
         xy=xy[keep].astype(np.float32),
         theta=theta[keep].astype(np.float32),
-        values=np.packbits(bits[keep].reshape(-1, ncell * nd), axis=1),
+        values=np.packbits(bits.reshape(-1, ncell * nd), axis=1),
         validity=np.packbits(valid_cell[keep], axis=1),
         n_minutiae=n,
     )
