@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
@@ -41,3 +42,62 @@ def test_upgrade_register_and_reconcile(tmp_path: Path) -> None:
         terminal = session.execute(select(Terminal)).scalar_one()
         assert (terminal.id, terminal.facility_id, terminal.revoked_at) == ("00000000000000aa", 7, None)
     database.dispose()
+
+
+def test_package_versions_reach_the_catalogue(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    runner = CliRunner()
+    add = ["central", "add-package", "--database-url", url, "301", "Hysterectomy"]
+    assert runner.invoke(main, [*add, "--price-paise", "1200000", "--valid-from", "0"]).exit_code == 0
+    result = runner.invoke(main, [*add, "--price-paise", "1000000", "--valid-from", "100"])
+    assert result.exit_code == 0 and "version 2" in result.output
+    from cardsvc.central.services.catalogue import catalogue
+
+    database = Database(url)
+    with database.sessions() as session:
+        prices = [(p["version"], p["price_paise"]) for p in catalogue(session)]
+    database.dispose()
+    assert prices == [(1, 1_200_000), (2, 1_000_000)]
+
+
+@pytest.mark.slow
+def test_serve_runs_under_gunicorn(tmp_path: Path) -> None:
+    """`cardsvc serve` starts gunicorn; the API answers (and refuses an unsigned call, saying why)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cardsvc = Path(sys.executable).parent / "cardsvc"  # the installed console script
+    command = [str(cardsvc), "serve", "--database-url", f"sqlite:///{tmp_path / 's.db'}"]
+    server = subprocess.Popen(
+        [*command, "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/api/v1"
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"{base}/openapi.json", timeout=2) as response:
+                    assert json.loads(response.read())["openapi"].startswith("3.")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+                time.sleep(0.1)
+        else:
+            raise AssertionError("gunicorn did not answer within 10 s")
+        try:
+            urllib.request.urlopen(f"{base}/packages", timeout=2)
+        except urllib.error.HTTPError as refused:
+            assert refused.code == 401 and json.loads(refused.read())["error"] == "unsigned"
+        else:
+            raise AssertionError("an unsigned call was answered")
+    finally:
+        server.terminate()
+        server.wait(10)

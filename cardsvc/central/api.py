@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cardsvc.central.app import clock
 from cardsvc.central.extensions import get_db
-from cardsvc.central.models import Package
 from cardsvc.central.services.auth import HEADERS, authenticate
+from cardsvc.central.services.catalogue import catalogue
 from cardsvc.central.services.ingest import ingest_batch
 from cardsvc.central.services.terminals import (
     DbTerminalDirectory,
@@ -81,18 +79,7 @@ def packages() -> Response:
     """The package catalogue: every version of every package, newest last."""
     _authenticated(b"")
     with get_db().sessions() as session:
-        rows = session.execute(select(Package).order_by(Package.code, Package.version)).scalars().all()
-        catalogue: list[dict[str, Any]] = [
-            {
-                "code": p.code,
-                "version": p.version,
-                "name": p.name,
-                "price_paise": p.price_paise,
-                "valid_from": p.valid_from,
-            }
-            for p in rows
-        ]
-    return jsonify(packages=catalogue)
+        return jsonify(packages=catalogue(session))
 
 
 @api.get("/authorisations")

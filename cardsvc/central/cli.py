@@ -163,6 +163,26 @@ def revoke_terminal_command(database_url: str, terminal_id: str) -> None:
     click.echo(f"terminal {terminal_id} revoked")
 
 
+@central.command("add-package")
+@DATABASE_OPTION
+@click.argument("code", type=int)
+@click.argument("name")
+@click.option("--price-paise", type=int, required=True)
+@click.option("--valid-from", type=int, default=None, help="Unix seconds (default: now).")
+def add_package_command(
+    database_url: str, code: int, name: str, price_paise: int, valid_from: int | None
+) -> None:
+    """Add the next version of package CODE to the catalogue terminals download."""
+    from cardsvc.central.services.catalogue import add_package_version
+
+    database = _session(database_url)
+    with database.sessions() as session:
+        package = add_package_version(session, code, name, price_paise, valid_from or int(time.time()))
+        session.commit()
+        click.echo(f"package {code} version {package.version}: {name}, {price_paise} paise")
+    database.dispose()
+
+
 @central.command("reconcile")
 @DATABASE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
