@@ -10,7 +10,7 @@ Household profile (BER-TLV, tags are context-specific inside their template)::
 
     70 profile
       80 format version          1 byte, 01
-      81 card id                 ASCII "CARD-<decimal u64>" (the card certificate's CHR)
+      81 card id                 ASCII "CARD-<decimal, < 10^19>" (the card certificate's CHR)
       82 household id            ASCII reference, 1-24 of A-Z a-z 0-9 . _ -
       83 village                 UTF-8, 1-64 bytes
       84 district                ASCII reference (the district's CHR)
@@ -44,9 +44,9 @@ MAX_SCHEMES = 4
 MAX_TEMPLATES = 10
 MAX_PHOTOS = 5
 CARD_ID_PREFIX = "CARD-"
-_U64 = 0xFFFF_FFFF_FFFF_FFFF
 _REFERENCE = re.compile(r"^[A-Za-z0-9._-]{1,24}$")
-_CARD_ID = re.compile(r"^CARD-(0|[1-9][0-9]{0,19})$")
+_CARD_ID = re.compile(r"^CARD-(0|[1-9][0-9]{0,18})$")
+MAX_CARD_NUMBER = 10**19 - 1  # "CARD-" + 19 digits = 24 characters, the CHR limit
 CONTENT_DOMAIN = b"RSBY-CONTENT\x01"
 ID_DOMAIN = b"RSBY-ID\x01"
 
@@ -191,16 +191,16 @@ def check_reference(value: str, what: str) -> str:
 
 def card_chr(card_id: int) -> str:
     """The card's text id (certificate CHR) for its numeric id (transaction records)."""
-    if not 0 <= card_id <= _U64:
-        raise ProfileFormatError(f"card id {card_id} outside 0..2^64-1")
+    if not 0 <= card_id <= MAX_CARD_NUMBER:
+        raise ProfileFormatError(f"card id {card_id} outside 0..10^19-1 (CHR is at most 24 characters)")
     return f"{CARD_ID_PREFIX}{card_id}"
 
 
 def card_number(chr_: str) -> int:
     """The numeric card id (u64 of the transaction record) of ``CARD-<decimal>``."""
     m = _CARD_ID.match(chr_)
-    if not m or int(m.group(1)) > _U64:
-        raise ProfileFormatError(f"card id {chr_!r} must be CARD-<decimal 0..2^64-1>, no leading zeros")
+    if not m:
+        raise ProfileFormatError(f"card id {chr_!r} must be CARD-<decimal 0..10^19-1>, no leading zeros")
     return int(m.group(1))
 
 
