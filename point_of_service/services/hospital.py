@@ -13,7 +13,7 @@ from point_of_service.identity import TerminalIdentity
 from point_of_service.journal import Journal
 from point_of_service.reasons import Reason
 from point_of_service.services.signin import Clerk
-from point_of_service.services.transactions import AfterCard, Outcome, card_transaction, check_amount
+from point_of_service.services.transactions import AfterCard, Outcome, card_io, card_transaction, check_amount
 from point_of_service.services.verification import CardVisit
 from point_of_service.trust import TrustState
 
@@ -59,7 +59,8 @@ def _open_block(journal: Journal, visit: CardVisit, admission: int) -> int:
         raise TransactionError(Reason.NO_OPEN_ADMISSION, f"admission {admission} is already {held.status}")
     if held is not None:
         return held.amount
-    wallet_held = sum(w.held for w in visit.session.status().wallets)
+    with card_io():
+        wallet_held = sum(w.held for w in visit.session.status().wallets)
     if wallet_held == 0:
         raise TransactionError(
             Reason.NO_OPEN_ADMISSION, f"the card holds no open block (admission {admission})"

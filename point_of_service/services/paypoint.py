@@ -12,13 +12,15 @@ from point_of_service.identity import TerminalIdentity
 from point_of_service.journal import Journal
 from point_of_service.reasons import Reason
 from point_of_service.services.signin import Clerk
-from point_of_service.services.transactions import AfterCard, Outcome, card_transaction, check_amount
+from point_of_service.services.transactions import AfterCard, Outcome, card_io, card_transaction, check_amount
 from point_of_service.services.verification import CardVisit
 
 
 def entitlement(visit: CardVisit, scheme_id: int) -> int:
     """What the scheme's wallet on the card still holds (paise)."""
-    for wallet in visit.session.status().wallets:
+    with card_io():
+        wallets = visit.session.status().wallets
+    for wallet in wallets:
         if wallet.scheme_id == scheme_id:
             return wallet.balance
     raise TransactionError(Reason.SCHEME_NOT_ON_CARD, f"card {visit.card_chr} has no scheme {scheme_id}")

@@ -13,7 +13,8 @@ Nothing is ever sent to the card twice for one intent, so one debit or none, nev
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cardsvc.beneficiary.errors import BalanceError, BeneficiaryCardError, OfflineLimitError
@@ -46,6 +47,17 @@ class Recovery:
     completed: tuple[TransactionRecord, ...]
     abandoned: tuple[str, ...]
     records_added: int
+
+
+@contextmanager
+def card_io() -> Iterator[None]:
+    """Card I/O outside the DEBIT itself: a pulled card or a card error becomes the clerk's reason."""
+    try:
+        yield
+    except (CardRemovedError, TransportError) as exc:
+        raise TransactionError(Reason.CARD_REMOVED, str(exc)) from None
+    except (ApduError, BeneficiaryCardError, PkiError) as exc:
+        raise TransactionError(Reason.CARD_ERROR, str(exc)) from None
 
 
 def _matches(intent: Intent, record: TransactionRecord, terminal_id: int) -> bool:
@@ -159,21 +171,22 @@ def card_transaction(
     if not clerk.may(needed):
         raise TransactionError(Reason.MISSING_RIGHT, f"{clerk.chr} lacks {needed.name}")
     recovered = 0
-    if journal.pending_intents(visit.card_id):
-        r = recover_card(
-            visit.session,
-            journal,
-            card_id=visit.card_id,
-            card_key=visit.card_key,
-            terminal_id=_terminal_ref(identity),
-            now=now,
-        )
-        recovered = len(r.completed) + len(r.abandoned)
+    with card_io():
         if journal.pending_intents(visit.card_id):
-            raise TransactionError(
-                Reason.PENDING_RECOVERY, "an interrupted transaction could not be resolved"
+            r = recover_card(
+                visit.session,
+                journal,
+                card_id=visit.card_id,
+                card_key=visit.card_key,
+                terminal_id=_terminal_ref(identity),
+                now=now,
             )
-    status = visit.session.status()
+            recovered = len(r.completed) + len(r.abandoned)
+            if journal.pending_intents(visit.card_id):
+                raise TransactionError(
+                    Reason.PENDING_RECOVERY, "an interrupted transaction could not be resolved"
+                )
+        status = visit.session.status()
     nonce = rng(NONCE_BYTES)
     ctx = {"operator_id": clerk.operator_id, "scheme_id": scheme_id, **(context or {})}
     journal.add_intent(
