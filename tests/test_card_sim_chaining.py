@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,7 @@ from hardware_sims.card.apps.generic import (
 )
 from hardware_sims.card.cardos import SimulatedCard
 from tests.fixtures.cardsim import send
+from tests.test_card_sim_vpcd import FakeVpcd
 
 SHORT_ONLY = {"max_command_apdu": 4 + 1 + 255 + 1, "max_response_apdu": 256 + 2}
 SELECT, READ = 0xA4, 0xB0
@@ -260,3 +263,22 @@ def test_host_writes_1_kb_with_one_chained_atomic_update(tmp_path: Path) -> None
                                encode_updates([(EF_BIG, 0, payload[:900]), (EF_PUBLIC, 0, payload[900:])]))
     assert session.read_binary(EF_BIG, length=900) == payload[:900]
     assert session.read_binary(EF_PUBLIC)[:124] == payload[900:]
+
+
+@pytest.mark.parametrize(("flag", "caps3"), [("--chaining", 0xE0), ("--no-chaining", 0x60)])
+def test_cli_serves_a_card_with_or_without_chaining(tmp_path: Path, flag: str, caps3: int) -> None:
+    vpcd = FakeVpcd()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "hwsim"), "card", "serve", "--state", str(tmp_path / "cli"),
+         "--port", str(vpcd.port), flag], stderr=subprocess.DEVNULL)
+    try:
+        vpcd.accept()
+        vpcd.send(b"\x04")
+        assert bytes([0x73, 0xF4, 0x21, caps3]) in vpcd.recv()
+        vpcd.send(b"\x01")
+        expected = b"\x90\x00" if flag == "--chaining" else b"\x68\x84"
+        assert vpcd.transmit(build_command(0x10, SELECT, 0x04, 0x00, GENERIC_AID[:4])) == expected
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        vpcd.close()

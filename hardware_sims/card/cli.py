@@ -39,13 +39,16 @@ def card_group() -> None:
               help="Largest response APDU (data + SW) the card returns.")
 @click.option("--byte-rate", type=float, default=None,
               help="Contact-interface speed in bytes/s (e.g. 4096 for a real T=1 card); default instant.")
+@click.option("--chaining/--no-chaining", default=True, show_default=True,
+              help="Accept command chaining (CLA bit 10) and announce it in the ATR.")
 @click.option("--generic-app/--no-generic-app", default=True, show_default=True,
               help="Install the generic test application on a blank card.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where vpcd listens.")
 @click.option("--port", type=int, default=None, help="Override the port (default 35963+SLOT).")
 @click.option("-v", "--verbose", is_flag=True, help="Log connections (never APDU contents).")
 def serve(slot: int, state_dir: Path, capacity: str, max_command: int, max_response: int,
-          byte_rate: float | None, generic_app: bool, host: str, port: int | None, verbose: bool) -> None:
+          byte_rate: float | None, chaining: bool, generic_app: bool, host: str, port: int | None,
+          verbose: bool) -> None:
     """Attach a simulated card to pcscd's vpcd reader and run until killed (SIGTERM/SIGINT)."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -56,7 +59,8 @@ def serve(slot: int, state_dir: Path, capacity: str, max_command: int, max_respo
 
         apps.append(GenericApplication())
     card = SimulatedCard(state_dir, capacity=parse_size(capacity), max_command_apdu=max_command,
-                         max_response_apdu=max_response, byte_rate=byte_rate, applications=apps)
+                         max_response_apdu=max_response, byte_rate=byte_rate, applications=apps,
+                         supports_chaining=chaining)
     card.power_on()  # personalise now so that errors show before pcscd is involved
     card.power_off()
     server = VpcdCardServer(card, host=host, port=VPCD_BASE_PORT + slot if port is None else port)
