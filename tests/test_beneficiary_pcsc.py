@@ -34,8 +34,6 @@ def test_verify_debit_and_match_through_pcscd(served_beneficiary_card: tuple[Ben
     c, served = served_beneficiary_card
     with PcscConnection(served.reader, exclusive=True) as conn:
         session = BeneficiarySession(conn)
-        session.counter.reset()
-        session.counter.apdus = 1
         session, card = _verify(c, session)
         assert session.counter.apdus <= 20 and session.counter.received <= 4096
         assert verify_member(session, card, 2, c.world.probe(2), Matcher()).matched

@@ -11,6 +11,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -21,11 +22,10 @@ from cardsvc.beneficiary.errors import (
     OfflineLimitError,
     RecordMismatchError,
 )
-from cardsvc.card.apdu import CommandApdu, ResponseApdu
 from cardsvc.card.errors import ApduError
 from cardsvc.card.iso import SW
-from cardsvc.card.protocol import ApduProcessor
 from cardsvc.card.session import ApplicationSession
+from cardsvc.card.transport import CardConnection
 from cardsvc.formats.profile import (
     HouseholdProfile,
     StoredPhoto,
@@ -55,17 +55,29 @@ class ApduCounter:
         self.apdus = self.sent = self.received = 0
 
 
-class _CountingProcessor:
-    def __init__(self, inner: ApduProcessor, counter: ApduCounter) -> None:
+class CountingConnection:
+    """A CardConnection that counts every APDU on the wire (GET RESPONSE and SELECTs included)."""
+
+    def __init__(self, inner: CardConnection, counter: ApduCounter) -> None:
         self.inner = inner
         self.counter = counter
 
-    def process(self, apdu: CommandApdu) -> ResponseApdu:
-        response = self.inner.process(apdu)
+    @property
+    def atr(self) -> bytes:
+        return bytes(getattr(self.inner, "atr", b"") or b"")
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        data, sw = self.inner.send_and_receive(apdu)
         self.counter.apdus += 1
-        self.counter.sent += 4 + len(apdu.data)
-        self.counter.received += len(response.data) + 2
-        return response
+        self.counter.sent += len(apdu)
+        self.counter.received += len(data) + 2
+        return data, sw
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 @dataclass(frozen=True)
@@ -80,22 +92,15 @@ class PublicPart:
 class BeneficiarySession(ApplicationSession):
     """Talk to the beneficiary application (selected on construction).
 
-    ``counter`` counts the APDUs below the response-chaining layer... it counts each logical command
-    once it has been answered (GET RESPONSE round trips included in the chaining processor are not split).
+    ``counter`` counts every APDU and byte on the wire since the session was opened (SELECTs included).
     """
 
     AID = fmt.BENEFICIARY_AID
 
-    def __init__(self, connection: object, **kwargs: object) -> None:
+    def __init__(self, connection: CardConnection, **kwargs: Any) -> None:
         self.counter = ApduCounter()
-        super().__init__(connection, **kwargs)  # type: ignore[arg-type]
-        self._count_from_here()
-        self.counter.apdus += 1  # the SELECT made by the constructor
         self.card_certificate: CvCertificate | None = None
-
-    def _count_from_here(self) -> None:
-        counter = self.counter
-        self.protocol.push_processor(lambda inner: _CountingProcessor(inner, counter))
+        super().__init__(CountingConnection(connection, self.counter), **kwargs)
 
     def _cmd(self, ins: fmt.BenIns, data: bytes = b"", *, p1: int = 0, p2: int = 0, le: int = 0,
              sensitive: bool = False) -> bytes:  # fmt: skip

@@ -1,0 +1,146 @@
+"""Cost of a full offline card verification (POS acceptance): APDUs, bytes, CPU ms and wall ms.
+
+Run: ``.venv/bin/python bench/bench_verify.py [--rounds 30] [--json out.json]``. Needs root (to start
+pcscd) or a running pcscd with the vsmartcard-vpcd readers; holds the machine-wide vpcd lock and serves the
+card on vpcd slot 0. Each figure is printed beside its ceiling; exit status 1 if one is over.
+
+A verification = SELECT, read limits, GET STATUS, certificates, INTERNAL AUTHENTICATE (clone check),
+terminal authentication (2 certificates + challenge + proof), profile; chain, revocation (a list with 1,000
+entries) and digest checks on the host (cardsvc/beneficiary/verify.py). CPU ms is this process's CPU time,
+which includes the simulated card (it runs in a thread of this process): an upper bound for the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cardsvc.beneficiary.session import BeneficiarySession
+from cardsvc.beneficiary.verify import verify_card
+from cardsvc.card.inprocess import InProcessConnection
+from cardsvc.card.pcsc import PcscConnection
+from cardsvc.card.pcscd import VPCD_PORTS, ensure_pcscd, wait_for_card_state
+from cardsvc.pki.revocation import (
+    RevocationEntry,
+    RevocationStore,
+    SubjectKind,
+    build_revocation_list,
+)
+from hardware_sims.card.vpcd import VpcdCardServer
+from tests.fixtures.beneficiary import CARD_NOW, BeneficiaryWorld, build_world
+
+CEILINGS = {"apdus": 20, "bytes_read": 4096, "wall_ms": 100.0, "cpu_ms": 100.0}
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    ceiling: float
+    unit: str
+
+    @property
+    def ok(self) -> bool:
+        return self.value <= self.ceiling
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else "OVER"
+        return f"{mark} {self.name:<44} {self.value:>9.2f} {self.unit:<6} (ceiling {self.ceiling:g})"
+
+
+def _revocations(world: BeneficiaryWorld) -> RevocationStore:
+    store = RevocationStore(anchor=world.anchor)
+    entries = [
+        RevocationEntry(f"CARD-{9_000_000 + i}", SubjectKind.CARD, CARD_NOW - timedelta(days=1))
+        for i in range(1000)
+    ]
+    root = world.pki.root
+    rl = build_revocation_list(root.signer, issuer=root.chr, version=1, issued_at=CARD_NOW, entries=entries)
+    store.offer(rl, now=CARD_NOW)
+    return store
+
+
+def _one(world: BeneficiaryWorld, connection: Any, store: RevocationStore) -> tuple[float, float, int, int]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    session = BeneficiarySession(connection)
+    verify_card(session, anchor=world.anchor, district_certificates=world.district_certificates,
+                revocations=store, terminal_chain=world.pos.chain, terminal_signer=world.pos.holder.signer,
+                now=CARD_NOW, rng=random.Random(1).randbytes)  # fmt: skip
+    wall, cpu = (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
+    return wall, cpu, session.counter.apdus, session.counter.received
+
+
+def measure(rounds: int, out: Any = print) -> list[Figure]:
+    with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
+        base = Path(tmp)
+        (base / "world").mkdir()
+        world = build_world(base / "world")
+        store = _revocations(world)
+        state = base / "card"
+        shutil.copytree(world.templates["activated"], state)
+        card = world.new_card(state)
+        inproc = [_one(world, InProcessConnection(card), store) for _ in range(rounds)]
+        card.power_off()
+        with ensure_pcscd(on_wait=out) as daemon:
+            reader = daemon.reader(0)
+            with VpcdCardServer(card, port=VPCD_PORTS[0]):
+                wait_for_card_state(reader, present=True)
+                pcsc = []
+                for _ in range(rounds):
+                    with PcscConnection(reader) as conn:
+                        pcsc.append(_one(world, conn, store))
+            wait_for_card_state(reader, present=False)
+    figures = []
+    for label, runs in (("in-process", inproc), ("pcscd + vpcd", pcsc)):
+        figures += [
+            Figure(f"{label}: APDUs per verification", max(r[2] for r in runs), CEILINGS["apdus"], "APDUs"),
+            Figure(
+                f"{label}: bytes read per verification",
+                max(r[3] for r in runs),
+                CEILINGS["bytes_read"],
+                "bytes",
+            ),
+            Figure(
+                f"{label}: wall time (median)",
+                statistics.median(r[0] for r in runs),
+                CEILINGS["wall_ms"],
+                "ms",
+            ),
+            Figure(
+                f"{label}: CPU time (median)", statistics.median(r[1] for r in runs), CEILINGS["cpu_ms"], "ms"
+            ),
+        ]
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--json", dest="json_path")
+    args = parser.parse_args(argv)
+    print(f"Beneficiary card verification, {args.rounds} rounds each (max APDUs/bytes, median times)")
+    figures = measure(args.rounds)
+    for f in figures:
+        print(f.line())
+    ok = all(f.ok for f in figures)
+    print("all figures within their ceilings" if ok else "SOME FIGURES ARE OVER THEIR CEILINGS")
+    if args.json_path:
+        payload = {"benchmark": "verify", "ok": ok, "figures": [asdict(f) | {"ok": f.ok} for f in figures]}
+        Path(args.json_path).write_text(json.dumps(payload, indent=2) + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
