@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from hardware_sims.fingers import SkinQuality, impression
+from hardware_sims.sensor import characteristics as chars
 from hardware_sims.sensor.device import SensorDevice
 from hardware_sims.sensor.protocol import Packet, PacketReader
 
@@ -79,6 +80,7 @@ class SensorSimulator:
         """Open the pty (and the control socket), start serving; returns the pty path for the host."""
         if self._port is not None:
             return self._port
+        chars.warm_up()
         master, slave = pty.openpty()
         tty.setraw(slave)
         os.set_blocking(master, False)
