@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import pytest
@@ -15,7 +15,8 @@ from cardsvc.central.errors import AuthenticationError
 from cardsvc.central.extensions import get_db
 from cardsvc.central.services.pki_keys import register_certified_terminal
 from cardsvc.central.testing import FixedClock, SimCard, SimTerminal, p256_key
-from cardsvc.formats.batch import BatchKind
+from cardsvc.formats.batch import BatchKind, CampCard, Gender, Member
+from cardsvc.formats.profile import card_number, reference_id
 from cardsvc.formats.transaction import RecordType
 from cardsvc.pki.chain import Revocation
 from cardsvc.pki.rights import Role
@@ -111,3 +112,57 @@ def test_plain_key_terminal_refused_when_an_anchor_is_configured(certified) -> N
         session.commit()
     response = upload(app, plain)
     assert response.status_code == 401 and response.get_json()["error"] == "uncertified_terminal"
+
+
+def camp_card_of(pki, holder, fko_chr: str | None = None, chain=None) -> CampCard:
+    """The camp item the station reports for the card ``holder`` (CHR CARD-<n>) activated by the FKO."""
+    return CampCard(
+        card_id=card_number(holder.chr), household_id="HH-1", district="Patna", scheme_id=1,
+        policy_start=NOW - 86_400, policy_end=NOW + 300 * 86_400, cover_paise=3_000_000,
+        card_key=holder.cert.public_point, fko_id=reference_id(fko_chr or holder.cert.car),
+        members=(Member(Gender.FEMALE, 1980),),
+        card_chain=tuple(c.encode() for c in (chain if chain is not None else pki.chain_of(holder))),
+    )  # fmt: skip
+
+
+def post_camp(app: Flask, terminal: SimTerminal, cards: list[CampCard]):
+    body = terminal.batch(BatchKind.CAMP, cards, NOW)
+    return app.test_client().post(UPLOAD, data=body, headers=terminal.headers("POST", UPLOAD, body, NOW))
+
+
+def test_camp_cards_certified_by_an_fko_are_accepted(certified) -> None:
+    app, pki, _ = certified
+    station = enrol_terminal(app, pki, "INTRM-ENR-0201", 0x201, Role.ENROLMENT_TERMINAL)
+    response = post_camp(app, station, [camp_card_of(pki, pki.card)])
+    assert response.status_code == 201, response.get_json()
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "says"),
+    [
+        ("no chain", "uncertified_card", "no card_chain"),
+        ("another card's chain", "bad_card_certificate", "the certificate is for"),
+        ("another fko", "bad_card_certificate", "was activated by"),
+        ("forged chain", "bad_card_certificate", "signature"),
+    ],
+)
+def test_camp_cards_without_a_valid_certificate_are_refused(certified, case: str, code: str, says: str):
+    app, pki, _ = certified
+    station = enrol_terminal(app, pki, "INTRM-ENR-0202", 0x202, Role.ENROLMENT_TERMINAL)
+    other = pki.issue(pki.fko, "CARD-10000000002", Role.BENEFICIARY_CARD)
+    card = camp_card_of(pki, pki.card)
+    if case == "no chain":
+        card = replace(card, card_chain=())
+    elif case == "another card's chain":
+        card = replace(card, card_chain=tuple(c.encode() for c in pki.chain_of(other)))
+    elif case == "another fko":
+        card = camp_card_of(pki, pki.card, fko_chr="INFKO-PAT-0099")
+    else:
+        from tests.fixtures.keys import build_hierarchy
+
+        stranger = build_hierarchy(SoftwareSigner.generate(), SoftwareSigner.generate())
+        card = camp_card_of(pki, stranger.card, chain=stranger.chain_of(stranger.card))
+    response = post_camp(app, station, [card])
+    body = response.get_json()
+    assert (response.status_code, body["error"]) == (422, code), body
+    assert says in body["reason"] and "batch.items[0]" in body["reason"]

@@ -59,8 +59,14 @@ def upload_batch() -> tuple[Response, int]:
     """Upload a camp, transaction or FKO-ledger batch: 201 new, 200 already held (same receipt)."""
     body = request.get_data(cache=False)
     terminal = _authenticated(body)
+    anchor = current_app.config.get("TRUST_ANCHOR")
+    cards = None
+    if anchor is not None:
+        from cardsvc.central.services.pki_keys import CardCertifier
+
+        cards = CardCertifier(anchor, clock(current_app), current_app.config.get("REVOCATIONS"))
     with get_db().sessions() as session:
-        result = ingest_batch(session, _directory(session), body, terminal.id, clock(current_app))
+        result = ingest_batch(session, _directory(session), body, terminal.id, clock(current_app), cards)
     status = 200 if result.duplicate else 201
     return jsonify(receipt=result.receipt.to_json(), duplicate=result.duplicate), status
 

@@ -36,6 +36,8 @@ BATCH_FORMAT: Final = "cardsvc-batch"
 BATCH_VERSION: Final = 1
 MAX_ITEMS: Final = 20_000
 MAX_TEXT: Final = 200
+MAX_CHAIN: Final = 4  # certificates below the root
+MAX_CERTIFICATE: Final = 1024
 _RECORD_B64 = 4 * ((RECORD_LENGTH + 2) // 3)  # base64 length of a record
 _HEX_ID = re.compile(r"[0-9a-f]{16}")
 _U32 = 0xFFFF_FFFF
@@ -226,9 +228,15 @@ class CampCard:
     card_key: bytes
     fko_id: int
     members: tuple[Member, ...]
+    #: optional: the card's CV certificates (district, FKO, card: top first, root excluded), so central can
+    #: check with only the root key that an FKO certified this key for this card. Absent from the JSON when
+    #: empty (batches without it keep their bytes and content hash).
+    card_chain: tuple[bytes, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        chain = {"card_chain": [b64encode(c) for c in self.card_chain]} if self.card_chain else {}
         return {
+            **chain,
             "card_id": id_hex(self.card_id),
             "household_id": self.household_id,
             "district": self.district,
@@ -245,9 +253,15 @@ class CampCard:
     def from_json(cls, value: Any, where: str) -> CampCard:
         keys = {
             "card_id", "household_id", "district", "scheme_id", "policy_start", "policy_end",
-            "cover_paise", "card_key", "fko_id", "members",
+            "cover_paise", "card_key", "fko_id", "members", "card_chain",
         }  # fmt: skip
-        obj = _obj(value, where, keys)
+        obj = _obj(value, where, keys, optional=frozenset({"card_chain"}))
+        chain = obj.get("card_chain", [])
+        if not isinstance(chain, list) or len(chain) > MAX_CHAIN or ("card_chain" in obj and not chain):
+            raise FieldValueError(f"{where}.card_chain must list 1 to {MAX_CHAIN} certificates when present")
+        card_chain = tuple(b64decode(c, f"{where}.card_chain[{i}]") for i, c in enumerate(chain))
+        if any(not 0 < len(c) <= MAX_CERTIFICATE for c in card_chain):
+            raise FieldValueError(f"{where}.card_chain: a certificate must be 1 to {MAX_CERTIFICATE} bytes")
         members = obj["members"]
         if not isinstance(members, list) or not 1 <= len(members) <= 5:
             raise FieldValueError(f"{where}.members must list 1 to 5 members")
@@ -268,6 +282,7 @@ class CampCard:
             card_key=card_key,
             fko_id=parse_id(obj["fko_id"], f"{where}.fko_id"),
             members=tuple(Member.from_json(m, f"{where}.members[{i}]") for i, m in enumerate(members)),
+            card_chain=card_chain,
         )
 
 

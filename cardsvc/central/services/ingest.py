@@ -17,7 +17,7 @@ import time as _time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import JSON, Table, func, select
@@ -105,10 +105,20 @@ class IngestResult:
     duplicate: bool
 
 
+class CardKeyCheck(Protocol):
+    """Checks a camp card's key beyond the terminal's word (e.g. its certificate chain, pki_keys.py)."""
+
+    def check(self, card: CampCard, card_key: bytes, where: str) -> None: ...
+
+
 def ingest_batch(
-    session: Session, directory: TerminalDirectory, wire: bytes, uploaded_by: str, now: int
-) -> IngestResult:
-    """Verify and store one uploaded batch (the wire document); raise a ServiceError to refuse it."""
+    session: Session, directory: TerminalDirectory, wire: bytes, uploaded_by: str, now: int,
+    cards: CardKeyCheck | None = None,
+) -> IngestResult:  # fmt: skip
+    """Verify and store one uploaded batch (the wire document); raise a ServiceError to refuse it.
+
+    ``cards``: when given, every camp card's key is checked by it too (central with a trust anchor).
+    """
     try:
         signed = SignedBatch.parse(wire)
     except FormatError as exc:
@@ -119,6 +129,11 @@ def ingest_batch(
     existing = _find(session, content_hash)
     if existing is not None:
         return IngestResult(existing, duplicate=True)
+    if cards is not None:
+        for index, item in enumerate(batch.items):
+            if isinstance(item, CampCard):
+                key = public_key_bytes(load_public_key(item.card_key))
+                cards.check(item, key, f"batch.items[{index}]")
     rows: list[dict[str, Any]] = []
     items = [i for i in batch.items if isinstance(i, TransactionItem)]
     if items and _pipelined(session, items):

@@ -16,10 +16,11 @@ from typing import Final
 
 from sqlalchemy.orm import Session
 
-from cardsvc.central.errors import AuthenticationError, ConflictError
+from cardsvc.central.errors import AuthenticationError, ConflictError, UnprocessableError
 from cardsvc.central.models import Terminal, TerminalStatus
 from cardsvc.central.services.terminals import TerminalInfo
-from cardsvc.formats.batch import id_hex, load_public_key
+from cardsvc.formats.batch import CampCard, id_hex, load_public_key
+from cardsvc.formats.profile import card_chr, reference_id
 from cardsvc.pki.chain import RevocationLookup, TrustAnchor, ValidatedChain, validate_chain
 from cardsvc.pki.cvc import CvCertificate, start_of_day
 from cardsvc.pki.errors import PkiError
@@ -109,3 +110,42 @@ def register_certified_terminal(
     )
     session.add(terminal)
     return terminal
+
+
+class CardCertifier:
+    """Checks, at camp ingest, that an FKO certified each card's key (``CampCard.card_chain``) under the
+    configured root: the chain validates, its leaf is a BENEFICIARY_CARD whose holder reference is
+    ``CARD-<card id>``, whose public point is the camp's ``card_key``, and whose issuer is the camp's FKO."""
+
+    def __init__(self, anchor: TrustAnchor, now: int, revocations: RevocationLookup | None = None) -> None:
+        self.anchor, self.now, self.revocations = anchor, now, revocations
+
+    def check(self, card: CampCard, card_key: bytes, where: str) -> None:
+        """``card_key``: the card's key as an uncompressed SEC1 point. Raises UnprocessableError."""
+        if not card.card_chain:
+            raise UnprocessableError(
+                "uncertified_card", f"{where}: no card_chain, and central checks card certificates"
+            )
+        try:
+            chain = [CvCertificate.parse(c) for c in card.card_chain]
+            validated = validate_chain(
+                chain,
+                self.anchor,
+                now=datetime.fromtimestamp(self.now, UTC),
+                revocations=self.revocations,
+                signed_at=start_of_day(chain[-1].effective),
+            )
+        except PkiError as exc:
+            raise UnprocessableError("bad_card_certificate", f"{where}: {exc}") from None
+        leaf = validated.leaf
+        problem = None
+        if validated.role is not Role.BENEFICIARY_CARD:
+            problem = f"the certificate of {leaf.chr} is a {validated.role.name}'s, not a card's"
+        elif leaf.chr != card_chr(card.card_id):
+            problem = f"the certificate is for {leaf.chr}, the camp reports {card_chr(card.card_id)}"
+        elif leaf.public_point != card_key:
+            problem = f"the certificate of {leaf.chr} certifies another key than the camp's card_key"
+        elif reference_id(leaf.car) != card.fko_id:
+            problem = f"{leaf.chr} was activated by {leaf.car}, not by the camp's FKO {id_hex(card.fko_id)}"
+        if problem is not None:
+            raise UnprocessableError("bad_card_certificate", f"{where}: {problem}")
