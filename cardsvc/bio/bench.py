@@ -36,8 +36,11 @@ SHARED_FVC = Path(__file__).resolve().parents[3] / "shared" / "fingerprints" / "
 
 @dataclass
 class Figure:
+    """A figure measured in CPU time of this process (judged) and in wall-clock time (shown)."""
+
     name: str
-    value: float
+    value: float  # from CPU time
+    wall: float  # from wall-clock time
     unit: str
     limit: float
     higher_is_better: bool
@@ -50,8 +53,22 @@ class Figure:
         word = "floor" if self.higher_is_better else "ceiling"
         verdict = "OK" if self.ok else ("UNDER" if self.higher_is_better else "OVER")
         return (
-            f"{self.name:<34} {self.value:10.2f} {self.unit:<8} {word} {self.limit:g} {self.unit}  {verdict}"
+            f"{self.name:<34} {self.value:10.3f} {self.unit:<6} (wall {self.wall:.3f})  "
+            f"{word} {self.limit:g} {self.unit}  {verdict}"
         )
+
+
+class _Clock:
+    """CPU time of this process and wall time together. The team's machine is shared: CPU time is the
+    figure other jobs do not distort (BLAS runs on one thread here, so CPU time is one core's time)."""
+
+    def __enter__(self) -> _Clock:
+        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu = time.process_time() - self.cpu0
+        self.wall = time.perf_counter() - self.wall0
 
 
 def _sources(rng: np.random.Generator, fvc: Path | None) -> tuple[list[FingerTemplate], list[np.ndarray]]:
@@ -91,12 +108,13 @@ def run_matcher_benchmark(
     # 1:1 comparisons, one call at a time, on one core
     encoded = [matcher.encode(t) for t in templates[:40]]
     pairs = [(a, b) for a in range(len(encoded)) for b in range(len(encoded)) if a != b][:1200]
-    with single_threaded_blas():
-        start = time.perf_counter()
+    with single_threaded_blas(), _Clock() as clock:
         for a, b in pairs:
             matcher.compare(encoded[a], encoded[b])
-        rate = len(pairs) / (time.perf_counter() - start)
-    figures.append(Figure("1:1 comparisons (one core)", rate, "per s", COMPARISONS_FLOOR, True))
+    figures.append(
+        Figure("1:1 comparisons (one core)", len(pairs) / clock.cpu, len(pairs) / clock.wall, "per s",
+               COMPARISONS_FLOOR, True)
+    )  # fmt: skip
 
     # 1:N search over 10,000
     distinct = []
@@ -109,33 +127,40 @@ def run_matcher_benchmark(
     }
     gallery = matcher.gallery(gallery_map)  # type: ignore[arg-type]
     probes = [matcher.encode(jitter(templates[k], rng)) for k in range(5)]
-    times = []
+    cpu, wall = [], []
     for p in probes:
-        start = time.perf_counter()
-        gallery.search(matcher, p, target_fmr=1e-3)
-        times.append(time.perf_counter() - start)
+        with _Clock() as clock:
+            gallery.search(matcher, p, target_fmr=1e-3)
+        cpu.append(clock.cpu)
+        wall.append(clock.wall)
+    name = f"1:N search, N={GALLERY_SIZE:,} (median)"
     figures.append(
-        Figure(
-            f"1:N search, N={GALLERY_SIZE:,} (median)", statistics.median(times), "s", SEARCH_CEILING_S, False
-        )
+        Figure(name, statistics.median(cpu), statistics.median(wall), "s", SEARCH_CEILING_S, False)
     )
 
     # paypoint: extract the live finger, compare against two card templates (compact format read from card)
     card_refs = [encode_compact(templates[k]) for k in (1, 2)]
-    times = []
+    cpu, wall = [], []
+    extract_template(live_images[0], quality=False)  # load the extractor once
     for image in live_images:
-        start = time.perf_counter()
-        probe = quantise_for_card(extract_template(image, quality=False))
-        p = matcher.encode(probe)
-        for ref in card_refs:
-            matcher.compare(p, matcher.encode(decode_compact(ref)))
-        times.append(time.perf_counter() - start)
+        with _Clock() as clock:
+            probe = quantise_for_card(extract_template(image, quality=False))
+            p = matcher.encode(probe)
+            for ref in card_refs:
+                matcher.compare(p, matcher.encode(decode_compact(ref)))
+        cpu.append(clock.cpu)
+        wall.append(clock.wall)
     figures.append(
-        Figure("paypoint: extract + 2 comparisons", statistics.median(times), "s", PAYPOINT_CEILING_S, False)
-    )
+        Figure("paypoint: extract + 2 comparisons", statistics.median(cpu), statistics.median(wall), "s",
+               PAYPOINT_CEILING_S, False)
+    )  # fmt: skip
 
     if not quiet:
+        import os
+
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"matcher benchmark ({source}; gallery of {DISTINCT} distinct templates repeated)")
+        print(f"judged on CPU time of this process; wall-clock in brackets (load average {load:.1f})")
         for f in figures:
             print(f.line())
     if json_path:
@@ -144,7 +169,14 @@ def run_matcher_benchmark(
                 {
                     "source": source,
                     "figures": [
-                        {"name": f.name, "value": f.value, "unit": f.unit, "limit": f.limit, "ok": f.ok}
+                        {
+                            "name": f.name,
+                            "value": f.value,
+                            "wall": f.wall,
+                            "unit": f.unit,
+                            "limit": f.limit,
+                            "ok": f.ok,
+                        }
                         for f in figures
                     ],
                 },

@@ -106,17 +106,31 @@ def _inside_enlarged_hull(points: NDArray[np.float64], sites: NDArray[np.float64
 
 
 _blas_depth = 0
-_blas_controller: Any = None
+_blas_libs: list[Any] | None = None
+
+
+def _blas_controllers() -> list[Any]:
+    """The BLAS libraries loaded in this process (threadpoolctl), found once; [] without threadpoolctl."""
+    global _blas_libs
+    if _blas_libs is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # correct without it, only slower on multi-core machines
+            _blas_libs = []
+        else:
+            _blas_libs = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    return _blas_libs
 
 
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """Run the enclosed matrix products on one BLAS thread.
+    """Run the enclosed matrix products on one BLAS thread, then restore the previous setting.
 
-    The cylinder products are tiny (about 40 x 1236 x 40): OpenBLAS's thread hand-off costs more than it
-    saves, five times more on a busy two-core machine. Nested uses cost nothing, so wrap whole loops.
+    The cylinder products are tiny (about 40 x 1248 x 40): OpenBLAS's thread hand-off costs more than it
+    saves, five times more on a busy two-core machine. Entering costs a few microseconds (direct calls to
+    the libraries' set_num_threads); nested uses cost nothing.
     """
-    global _blas_depth, _blas_controller
+    global _blas_depth
     if _blas_depth:
         _blas_depth += 1
         try:
@@ -124,20 +138,17 @@ def single_threaded_blas() -> Iterator[None]:
         finally:
             _blas_depth -= 1
         return
-    try:
-        if _blas_controller is None:
-            from threadpoolctl import ThreadpoolController
-
-            _blas_controller = ThreadpoolController()
-        limiter: Any = _blas_controller.limit(limits=1, user_api="blas")
-    except ImportError:  # threadpoolctl absent: correct, only slower
-        limiter = contextlib.nullcontext()
+    libs = _blas_controllers()
+    previous = [lib.get_num_threads() for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(1)
     _blas_depth += 1
     try:
-        with limiter:
-            yield
+        yield
     finally:
         _blas_depth -= 1
+        for lib, n in zip(libs, previous, strict=True):
+            lib.set_num_threads(n)
 
 
 ENCODING_MAGIC = b"MCC1"
@@ -175,7 +186,7 @@ class EncodedTemplate:
         return self._unpacked
 
     def geometry(self) -> tuple[F32, F32]:
-        """Pairwise (distance, direction difference, radial angle) of the minutiae as (n, n, 3), and unit
+        """Pairwise (distance, direction difference, radial angle) of the minutiae as (3, n, n), and unit
         direction vectors (n, 2).
 
         LSS-R needs these for the selected pairs only; computing them once per template makes a
@@ -188,7 +199,7 @@ class EncodedTemplate:
             dy = xy[None, :, 1] - xy[:, None, 1]
             pair = np.stack(
                 [np.hypot(dx, dy), _wrap(th[:, None] - th[None, :]), _wrap(th[:, None] - np.arctan2(dy, dx))],
-                axis=2,
+                axis=0,
             ).astype(np.float32)
             unit = np.stack([np.cos(th), np.sin(th)], axis=1).astype(np.float32)
             self._geometry = (pair, unit)
@@ -323,13 +334,11 @@ def local_similarities(a: EncodedTemplate, b: EncodedTemplate, params: MccParams
 
 
 @functools.lru_cache(maxsize=4)
-def _rho_mu(params: MccParams) -> F32:
-    return np.array(params.mu_rho, dtype=np.float32)
-
-
-@functools.lru_cache(maxsize=4)
-def _rho_tau(params: MccParams) -> F32:
-    return np.array(params.tau_rho, dtype=np.float32)
+def _rho_affine(params: MccParams) -> tuple[F32, F32]:
+    """(-tau, tau * mu) per compatibility term, shaped (3, 1, 1): the sigmoid exponent is d * a + b."""
+    tau = np.array(params.tau_rho, dtype=np.float32).reshape(3, 1, 1)
+    mu = np.array(params.mu_rho, dtype=np.float32).reshape(3, 1, 1)
+    return -tau, tau * mu
 
 
 def pairs_to_consider(na: int, nb: int, params: MccParams) -> int:
@@ -357,18 +366,22 @@ def lssr_score(
         return 0.0  # a single pair has nothing to be consistent with
     ia, ib = np.divmod(top, gamma.shape[1])
     lam0 = flat[top]
-    pa = a.geometry()[0][ia[:, None], ia[None, :]]  # (r, r, 3): distance, direction diff, radial angle
-    pb = b.geometry()[0][ib[:, None], ib[None, :]]
+    pa = a.geometry()[0][:, ia[:, None], ia[None, :]]  # (3, r, r): distance, direction diff, radial angle
+    pb = b.geometry()[0][:, ib[:, None], ib[None, :]]
     d = np.abs(pa - pb)
-    d[..., 1:] = np.minimum(d[..., 1:], np.float32(TWO_PI) - d[..., 1:])
-    z = 1.0 + np.exp(np.minimum(-_rho_tau(params) * (d - _rho_mu(params)), 25.0))
-    rho = 1.0 / (z[..., 0] * z[..., 1] * z[..., 2])
-    np.fill_diagonal(rho, 0.0)
+    np.minimum(d[1:], np.float32(TWO_PI) - d[1:], out=d[1:])
+    # rho = product of the three sigmoids Z(d; mu, tau) = 1 / (1 + exp(-tau (d - mu)))
+    slope, offset = _rho_affine(params)
+    z = np.exp(np.minimum(d * slope + offset, 25.0))
+    z += 1.0
+    rho = 1.0 / (z[0] * z[1] * z[2])
+    # one relaxation step: lam <- w lam + (1 - w) / (n_R - 1) sum_k rho_tk lam_k, as one matrix
     w = params.relax_weight
     rho *= (1 - w) / (lam0.size - 1)
+    np.fill_diagonal(rho, w)
     lam: NDArray[Any] = lam0
     for _ in range(params.relax_iterations):
-        lam = w * lam + rho @ lam
+        lam = rho @ lam
     efficiency = lam / lam0
     n_p = pairs_to_consider(a.count, b.count, params)
     k = min(n_p, lam.size)
