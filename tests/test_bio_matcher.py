@@ -171,3 +171,18 @@ def test_accuracy_smoke_on_real_prints(fvc_dir: Path, matcher: Matcher) -> None:
     assert max(impostor) < DEFAULT_THRESHOLD
     assert np.mean(np.array(genuine) > max(impostor)) >= 0.85
     assert np.median(genuine) >= 60
+
+
+def test_single_threaded_blas_restores_the_callers_thread_count() -> None:
+    """The matcher limits BLAS to one thread only while it runs; other code keeps its setting."""
+    from cardsvc.bio import mcc
+
+    libs = mcc._blas_controllers()
+    if not libs:
+        pytest.skip("threadpoolctl found no BLAS library to control")
+    before = [lib.get_num_threads() for lib in libs]
+    with mcc.single_threaded_blas():
+        assert all(lib.get_num_threads() == 1 for lib in libs)
+        with mcc.single_threaded_blas():
+            assert all(lib.get_num_threads() == 1 for lib in libs)
+    assert [lib.get_num_threads() for lib in libs] == before
