@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from pathlib import Path
 
@@ -258,6 +259,8 @@ def test_encoder_refuses_what_the_format_cannot_carry() -> None:
         (b"\x7f\x2e\x05\x82\x03\x01\x02\x03", "expected tag 81"),
         (b"\x7f\x2e\x04\x81\x02\x01\x02", "3 bytes each"),
         (b"\x7f\x2e\x83\x00", "BER length"),
+        (b"\x7f\x2e\x00", "7F2E is empty"),
+        (b"\x7f\x2e", "truncated before a length"),
     ],
 )
 def test_malformed_verify_templates_are_refused(data: bytes, message: str) -> None:
@@ -270,3 +273,39 @@ def test_compact_decoder_refuses_partial_and_reserved_minutiae() -> None:
         decode_compact(b"\x01\x02")
     with pytest.raises(TemplateFormatError, match="reserved minutia type"):
         decode_compact(b"\x01\x02\xc0")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_corruption_of_a_record_is_either_refused_cleanly_or_still_round_trips(
+    data: st.DataObject,
+) -> None:
+    """Strict decoding: a damaged record never escapes as IndexError/struct.error, nor parses into
+    something that would encode differently."""
+    ms = [Minutia(10 + 7 * i, 20 + 5 * i, 11.25 * i, MinutiaKind.ENDING, 40) for i in range(8)]
+    original = bytearray(encode_template(_template(ms, quality=60)))
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        pos = data.draw(st.integers(0, len(original) - 1))
+        if kind == "flip":
+            original[pos] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "cut":
+            del original[pos:]
+            if not original:
+                original = bytearray(b"F")
+        else:
+            original[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
+    blob = bytes(original)
+    try:
+        record = IsoRecord.parse(blob)
+    except TemplateFormatError:
+        return
+    assert record.encode() == blob
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.binary(max_size=12).map(lambda b: b"\x7f\x2e" + b)))
+def test_arbitrary_bytes_never_crash_the_card_decoders(blob: bytes) -> None:
+    for decoder in (unwrap_verify_template, decode_compact, IsoRecord.parse):
+        with contextlib.suppress(TemplateFormatError):
+            decoder(blob)

@@ -381,6 +381,8 @@ def unwrap_verify_template(data: bytes) -> bytes:
     length, offset = _read_ber_length(data, 2)
     if offset + length != len(data):
         raise TemplateFormatError(f"7F2E length {length} does not match the {len(data) - offset} bytes given")
+    if offset >= len(data):
+        raise TemplateFormatError("7F2E is empty: no finger minutiae data object (81) inside")
     if data[offset] != BitTag.FINGER_MINUTIAE_DATA:
         raise TemplateFormatError(f"expected tag 81 inside 7F2E, got {data[offset]:02X}")
     inner_length, inner = _read_ber_length(data, offset + 1)
