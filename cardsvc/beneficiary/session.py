@@ -270,7 +270,7 @@ class BeneficiarySession(ApplicationSession):
         out: list[TransactionRecord] = []
         nxt = from_counter
         while True:
-            raw = self._cmd(fmt.BenIns.READ_LOG, p1=nxt >> 8 & 0xFF, p2=nxt & 0xFF, le=self._le)
+            raw = self._cmd(fmt.BenIns.READ_LOG, nxt.to_bytes(4, "big"), le=self._le)
             if not raw:
                 break
             for i in range(0, len(raw), RECORD_LENGTH):
@@ -278,8 +278,6 @@ class BeneficiarySession(ApplicationSession):
                 record.verify(key)
                 out.append(record)
             nxt = out[-1].counter + 1
-            if nxt > 0xFFFF:
-                break
         return out
 
     def authorise(self, authorisation: fmt.Authorisation) -> None:

@@ -494,7 +494,8 @@ class BeneficiaryApplication(Application):
         state = self._state(card)
         if not card.session.security.terminal_rights:
             raise IsoError(SW.SECURITY_STATUS_NOT_SATISFIED, "READ LOG needs an authenticated terminal")
-        first = max(apdu.p1p2, 1, state.counter - self.log_capacity + 1)
+        asked = int.from_bytes(apdu.data, "big") if len(apdu.data) == 4 else apdu.p1p2  # counters are u32
+        first = max(asked, 1, state.counter - self.log_capacity + 1)
         room = max(1, (apdu.ne or 256) // RECORD_LENGTH)
         out = b"".join(
             self._log_record(card, c) for c in range(first, min(state.counter, first + room - 1) + 1)
