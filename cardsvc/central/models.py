@@ -7,6 +7,7 @@ itself is created only by the Alembic migrations in ``migrations/`` (kept in ste
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -41,7 +42,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-class TerminalStatus:
+class TerminalStatus(StrEnum):
     ACTIVE = "active"
     REVOKED = "revoked"
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import time as _time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -46,6 +48,8 @@ from cardsvc.formats.batch import (
 from cardsvc.formats.errors import FormatError, SignatureError
 from cardsvc.formats.transaction import SIGNED_LENGTH, unpack_fields, verify_raw_signature
 
+log = logging.getLogger(__name__)  # batch ids, kinds, terminals and counts only: never keys or templates
+
 CHUNK: Final = 1000
 COPY_THRESHOLD: Final = 200  # PostgreSQL: from this many rows on, insert by COPY
 RETRIES: Final = 5
@@ -55,9 +59,11 @@ class RecordRaceError(Exception):
     """A concurrent upload stored some of the same records first: roll back and store the rest."""
 
 
-class KeySource:
+class KeySource(StrEnum):
+    """Which key a stored record was verified with."""
+
     REGISTERED = "registered"  # the card's key from its camp upload
-    PRESENTED = "presented"  # only the key in the batch (card not yet known: flagged by reconciliation)
+    PRESENTED = "presented"  # only the key in the batch (card not yet known: re-checked by reconciliation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +238,8 @@ def _ingest_pipelined(
         select(func.count()).select_from(TransactionRow).where(TransactionRow.batch_id == row.id)
     ).scalar_one()
     session.commit()
+    log.info("batch %s stored: %s from terminal %s, %d items, %d new", row.id, row.kind, row.terminal_id,
+             row.item_count, row.new_items)  # fmt: skip
     return IngestResult(Receipt.of(row), duplicate=False), verified
 
 
@@ -305,6 +313,8 @@ def _store(
         )
         row.new_items = len(entries)
     session.commit()
+    log.info("batch %s stored: %s from terminal %s, %d items, %d new", row.id, row.kind, row.terminal_id,
+             row.item_count, row.new_items)  # fmt: skip
     return IngestResult(Receipt.of(row), duplicate=False)
 
 
