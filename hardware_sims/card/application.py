@@ -60,16 +60,16 @@ class Session:
     security: SecurityStatus = field(default_factory=SecurityStatus)
     challenge: bytes | None = None
     pending_response: bytes = b""
-    pending_cla: int = 0x00
-    """Class (0x00 or 0x80) of the command that left ``pending_response`` waiting for GET RESPONSE."""
-    chain: CommandChain | None = None
-    """A command chain in progress (links received, last one not yet)."""
     se_sign_key: int | None = None
     se_auth_key: int | None = None
     session_keys: dict[str, bytes] = field(default_factory=dict)
     app_ram: dict[bytes, dict[str, object]] = field(default_factory=dict)
     terminal_id: bytes | None = None
     """Who the authenticated terminal is (e.g. its certificate holder reference), for binding records."""
+    pending_cla: int = 0x00
+    """Class (0x00 or 0x80) of the command that left ``pending_response`` waiting for GET RESPONSE."""
+    chain: CommandChain | None = None
+    """A command chain in progress (links received, last one not yet)."""
 
     def grant_terminal_rights(self, *rights: str, terminal_id: bytes | None = None) -> None:
         """Called by a terminal-authentication application once the terminal has proven itself."""
