@@ -425,3 +425,45 @@ def test_whole_household_fits_and_photos_fill_the_card(
     activate(w, s, s.generate_key(), tmp_path)
     assert {p.member_index for p in s.read_photos()} == set(range(5))
     verify(unactivated_card)
+
+
+def test_renewal_sets_the_balance_with_a_district_authorisation(activated_card: BeneficiaryCard) -> None:
+    w = activated_card.world
+    s = activated_card.session()
+    station = w.pki.issue(
+        w.pki.district, "INTRM-ENR-RENEW", Role.POS_TERMINAL, rights=Right.DEBIT | Right.RENEW
+    )
+    s.terminal_authenticate([w.pki.district.cert, station.cert], station.signer, CARD_ID)
+    s.read_public()
+    _debit(s, RecordType.CASH, 1000)
+    auth = fmt.Authorisation(fmt.AuthKind.RENEWAL, CARD_ID, 1, SCHEME_HEALTH, COVER)
+    signed = sign_authorisation(w.pki.district.signer, auth, w.pki.district.cert)
+    r = s.debit(
+        RecordType.RENEWAL, scheme_id=SCHEME_HEALTH, amount=COVER, time=T, operator_id=1, facility_id=1,
+        authorisation=signed,
+    )  # fmt: skip
+    assert (r.counter, r.balance_after) == (2, COVER)
+    top_up = fmt.Authorisation(fmt.AuthKind.TOP_UP, CARD_ID, 2, 1, 5)
+    wrong = sign_authorisation(w.pki.district.signer, top_up, w.pki.district.cert)
+    with pytest.raises(IncorrectDataError):  # a TOP_UP authorisation is no RENEWAL
+        s.debit(RecordType.RENEWAL, scheme_id=SCHEME_HEALTH, amount=5, time=T, operator_id=1, facility_id=1,
+                authorisation=wrong)  # fmt: skip
+
+
+def test_pos_recovers_its_journal_from_the_log_after_a_crash(activated_card: BeneficiaryCard) -> None:
+    """The POS saw counter N at verification, sent DEBIT and crashed before reading the answer."""
+    s = activated_card.pos_session()
+    seen = s.status().counter
+    sent = _debit(s, RecordType.BLOCK, 40_000, reference=501)
+    s2 = activated_card.pos_session()  # after the restart: a new power session
+    found = [r for r in s2.read_log(seen + 1) if r.reference == 501 and r.amount == 40_000]
+    assert [r.encode() for r in found] == [sent.encode()]
+
+
+def test_only_recent_nonces_are_remembered(activated_card: BeneficiaryCard) -> None:
+    """Nonce memory is 8 deep: a POS that waits longer must find its record in the log (docs)."""
+    s = activated_card.pos_session()
+    first = _debit(s, RecordType.CASH, 10, nonce=b"F" * 16)
+    for _ in range(fmt.NONCE_MEMORY - 1):
+        _debit(s, RecordType.PROOF_OF_LIFE, 0)
+    assert _debit(s, RecordType.CASH, 10, nonce=b"F" * 16).counter == first.counter
