@@ -133,6 +133,7 @@ def ingest_batch(
     content_hash = hashlib.sha256(signed.canonical).hexdigest()
     _verify_envelope(directory, signed, signed.canonical)
     existing = _find(session, content_hash)
+    session.rollback()  # end the read transaction: on SQLite every transaction holds the write lock
     if existing is not None:
         return IngestResult(existing, duplicate=True)
     if cards is not None:
@@ -146,9 +147,11 @@ def ingest_batch(
         result, rows = _ingest_pipelined(session, batch, items, wire, content_hash, uploaded_by, now)
         if result is not None:
             return result
-    elif items:  # verified once, before any retry
-        rows = transaction_rows(session, items)
-        session.rollback()  # end the read transaction (on SQLite it holds the write lock)
+    elif items:  # verified once, before any retry, and outside any transaction
+        parsed = parse_records(items)
+        registered = registered_keys(session, parsed)
+        session.rollback()
+        rows = _sorted_unique(verified_rows(items, parsed, registered, len(items)))
     for attempt in range(RETRIES):
         try:
             return _store(session, batch, rows, wire, content_hash, uploaded_by, now)
@@ -325,8 +328,13 @@ def transaction_rows(session: Session, items: Sequence[TransactionItem]) -> list
     """
     parsed = parse_records(items)
     registered = registered_keys(session, parsed)
+    return _sorted_unique(verified_rows(items, parsed, registered, len(items) or 1))
+
+
+def _sorted_unique(chunks: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (card, counter, record hash), sorted so concurrent inserts lock rows in one order."""
     rows: dict[tuple[str, int, bytes], dict[str, Any]] = {}
-    for chunk in verified_rows(items, parsed, registered, len(items) or 1):
+    for chunk in chunks:
         rows.update(((r["card_id"], r["counter"], r["content_hash"]), r) for r in chunk)
     return [rows[k] for k in sorted(rows)]
 
