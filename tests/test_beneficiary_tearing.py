@@ -136,12 +136,23 @@ def test_personalisation_torn_at_every_write_is_refused_until_redone(
         except CardRefusedError as exc:
             assert exc.reason is RefusalReason.NOT_ACTIVATED
             refused += 1
-        # the station wipes and restarts the same card; then it verifies
         s = BeneficiarySession(InProcessConnection(card))
         s.terminal_authenticate(w.enrol.chain, w.enrol.holder.signer, CARD_ID)
-        s.wipe()
-        assert s.status().lifecycle is fmt.Lifecycle.BLANK
-        card.rng = random.Random(77)  # same key as the signed certificate
-        _personalise_and_activate(w, card, certs, tmp_path)
+        if n % 3:  # the station wipes and restarts the same card
+            s.wipe()
+            assert s.status().lifecycle is fmt.Lifecycle.BLANK
+            card.rng = random.Random(77)  # same key as the signed certificate
+            _personalise_and_activate(w, card, certs, tmp_path)
+        else:  # the station completes the same card: keep a key already made, rewrite, activate
+            point = s.public_key() if s.status().key_generated else s.generate_key()
+            s.write_profile(household_profile())
+            s.write_templates(w.stored_templates())
+            cert = certs[0] if point == certs[0].public_point else _activation(w, point, tmp_path)  # type: ignore[attr-defined]
+            s.put_certificate(cert, w.fko_certificate)  # type: ignore[arg-type]
         _verify(w, card)
     assert refused > 0 and completed > 0
+
+
+def _activation(world: BeneficiaryWorld, point: bytes, tmp: Path) -> object:
+    _, officer = world.officer_session(tmp)
+    return officer.activate_card(world.card_body(point))

@@ -181,6 +181,12 @@ class BeneficiarySession(ApplicationSession):
         load_public_point(point)
         return point
 
+    def public_key(self) -> bytes:
+        """The card key's public point (GENERATE KEY P1=01); to complete a torn personalisation."""
+        point = self._cmd(fmt.BenIns.GENERATE_KEY, p1=0x01, le=256)
+        load_public_point(point)
+        return point
+
     def _write(self, obj: fmt.ObjectId, data: bytes, *, sensitive: bool = False) -> None:
         blob = len(data).to_bytes(2, "big") + data
         chunk = max(1, min(self.limits.max_command_data, 65535) - 2)

@@ -116,6 +116,12 @@ class VerifiedCard:
         return self.status.wallets
 
     @property
+    def limits(self) -> tuple[int, int, int, int]:
+        """Offline limits: (max count, max paise, count since sync, paise since sync)."""
+        s = self.status
+        return s.max_count, s.max_amount, s.since_sync_count, s.since_sync_amount
+
+    @property
     def counter(self) -> int:
         return self.attestation.counter
 
@@ -193,6 +199,10 @@ def _verify(
     card, fko = public.card_certificate, public.fko_certificate
     if card is None or fko is None:
         raise CardRefusedError(RefusalReason.CHAIN_INVALID, "the card holds no certificates")
+    if card.chr != status.card_id:
+        raise CardRefusedError(
+            RefusalReason.CHAIN_INVALID, f"certificate names {card.chr}, card is {status.card_id}"
+        )
     district = next((d for d in districts if d.chr == fko.car), None)
     if district is None:
         raise CardRefusedError(RefusalReason.CHAIN_INVALID, f"district {fko.car} is not in the trust bundle")

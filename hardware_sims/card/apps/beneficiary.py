@@ -253,6 +253,12 @@ class BeneficiaryApplication(Application):
 
     # ------------------------------------------------------------------ personalisation
     def _generate_key(self, apdu: CommandApdu, card: CardServices) -> Response:
+        if apdu.p1 == 0x01:  # read the public key (a station completing a torn personalisation)
+            if not self._key_generated(card):
+                raise IsoError(SW.REFERENCE_DATA_NOT_USABLE, "no card key generated")
+            return card.public_key(self, fmt.CARD_KEY_REF), SW.OK
+        if apdu.p1 != 0x00:
+            raise IsoError(SW.INCORRECT_P1P2, "GENERATE KEY takes P1 00 (generate) or 01 (read)")
         state = self._state(card)
         self._lifecycle(state, fmt.Lifecycle.BLANK, fmt.Lifecycle.PERSONALISING, what="GENERATE KEY")
         card.require(_ENROL, card.app_df(self), "GENERATE KEY")
