@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -467,3 +468,18 @@ def test_only_recent_nonces_are_remembered(activated_card: BeneficiaryCard) -> N
     for _ in range(fmt.NONCE_MEMORY - 1):
         _debit(s, RecordType.PROOF_OF_LIFE, 0)
     assert _debit(s, RecordType.CASH, 10, nonce=b"F" * 16).counter == first.counter
+
+
+def test_short_apdu_card_personalises_and_verifies(
+    make_beneficiary_card: Callable[..., BeneficiaryCard], tmp_path: Path
+) -> None:
+    """A card taking only short APDUs (255-byte commands, 256-byte answers): objects go in chunks."""
+    c = make_beneficiary_card("blank", max_command_apdu=261, max_response_apdu=258)
+    s = c.session()
+    assert s.limits.max_response_data <= 256
+    point = personalise(c.world, s, household_profile())
+    activate(c.world, s, point, tmp_path)
+    session = BeneficiarySession(InProcessConnection(c.card))
+    _, card = verify(c, session=session)
+    assert session.counter.apdus <= 20 and session.counter.received <= 4096
+    assert verify_member(session, card, 4, c.world.probe(4, 7), Matcher()).matched
