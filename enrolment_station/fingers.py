@@ -87,3 +87,27 @@ class SensorFingerReader:
 
 def _place(placer: FingerPlacer, seed: int, impression: int, quality: str) -> None:
     placer.place(seed, impression, quality)  # ControlClient and SensorSimulator take the same arguments
+
+
+class SyntheticFingerReader:
+    """No sensor: the member's synthetic impression goes straight to the host extractor (benchmarks of the
+    station's own time, and fast tests of later steps; the sensor path is tested with SensorFingerReader)."""
+
+    def __init__(self, seeds: Mapping[tuple[str, int, int], int] | None = None) -> None:
+        self.seeds = dict(seeds or {})
+
+    def _capture(self, seed: int, attempt: int) -> CaptureResult:
+        from cardsvc.bio.extract import extract_template
+        from hardware_sims.fingers.impression import impression
+
+        image = impression(seed, attempt, "good")
+        template = extract_template(image)
+        return CaptureResult(template, int(template.quality), 1, image)
+
+    def capture(self, household_id: str, member_no: int, finger: int, attempt: int) -> CaptureResult:
+        seed = self.seeds.get((household_id, member_no, finger), finger_seed(household_id, member_no, finger))
+        return self._capture(seed, attempt)
+
+    def officer_probe(self, seed: int = FKO_FINGER_SEED, impression: int = 1) -> bytes:
+        result = self._capture(seed, impression)
+        return wrap_verify_template(encode_compact(result.template, max_minutiae=60))
