@@ -16,9 +16,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from cardsvc.central.models import Card, Facility, FkoLedgerRow, FlagRow, Operator, Terminal, TransactionRow
@@ -95,9 +95,22 @@ class ReconcileReport:
         return {"cards": self.cards, "records": self.records, "flags": flags, "new_flags": self.new_flags}
 
 
-#: One stored record as the reconciliation reads it: an SQLAlchemy Row with the columns of ``_COLUMNS``
-#: (attribute access, no per-row object built: this loop runs over every record held).
-_Rec: TypeAlias = Row[Any]
+class _Rec(NamedTuple):
+    """One stored record as the reconciliation reads it (a plain tuple: this loop runs over every record)."""
+
+    card_id: str
+    counter: int
+    content_hash: bytes
+    record_type: int
+    amount: int
+    balance_after: int
+    time: int
+    terminal_id: str
+    operator_id: str
+    facility_id: int
+    reference: int
+    prev_hash: bytes
+    key_source: str
 
 
 _COLUMNS = (
@@ -147,7 +160,7 @@ def reconcile(session: Session, now: int, policy: ReconcilePolicy | None = None)
     ledger: defaultdict[str, list[_Rec]] = defaultdict(list)
     order = (TransactionRow.card_id, TransactionRow.counter, TransactionRow.content_hash)
     for row in session.execute(select(*_COLUMNS).order_by(*order)):
-        rec: _Rec = row  # type: ignore[assignment]
+        rec = _Rec._make(row)
         ledger[rec.card_id].append(rec)
         if rec.record_type == RecordType.BLOCK:
             mix[rec.facility_id][rec.reference] += 1
