@@ -431,8 +431,11 @@ def verify_chain(
     ctx: click.Context, chain_file: Path, bundle: Path | None, at_text: str | None, require: str | None
 ) -> None:
     """Validate a chain file (concatenated CV certificates, as export-chain writes) as a terminal would."""
-    from cardsvc.pki._tlv import parse_all
     from cardsvc.pki.cvc import CvCertificate
+    from cardsvc.pki.errors import FormatError
+    from cardsvc.tlv import strict_codec
+
+    parse_all = strict_codec(FormatError).parse_all
 
     m = _manager(ctx)
     required = _rights(require) or Right.NONE

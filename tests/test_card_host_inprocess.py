@@ -66,7 +66,7 @@ def test_extended_card_reads_8k_in_one_apdu(tmp_path: Path) -> None:
 def test_short_card_limits_come_from_the_card(tmp_path: Path) -> None:
     conn = CountingConnection(InProcessConnection(make_card(tmp_path, **SHORT_ONLY)))
     session = GenericSession(conn)
-    assert session.limits == CardLimits.short(command_chaining=False)
+    assert session.limits == CardLimits.short(command_chaining=True)
     data = bytes(range(256)) * 4
     session.update_binary(data, file_id=generic.EF_BIG, offset=300)
     before = conn.count

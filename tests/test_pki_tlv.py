@@ -6,8 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cardsvc.pki._tlv import parse_all, parse_single, tlv
 from cardsvc.pki.errors import FormatError
+from cardsvc.tlv import strict_codec
+
+_, parse_all, parse_single, tlv = strict_codec(FormatError)
 
 
 @pytest.mark.parametrize("n", [0, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000])
