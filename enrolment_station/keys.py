@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cardsvc.formats.profile import reference_id
-from cardsvc.pki._tlv import parse_all
 from cardsvc.pki.bundle import TrustBundle, apply_bundle
 from cardsvc.pki.chain import TrustAnchor, validate_chain
 from cardsvc.pki.cvc import CvCertificate
@@ -33,6 +32,7 @@ from cardsvc.pki.errors import PkiError
 from cardsvc.pki.revocation import RevocationStore
 from cardsvc.pki.rights import Right, Role
 from cardsvc.pki.signer import FileSigner, Signer, SoftwareSigner
+from cardsvc.tlv import TlvError, parse_tlvs
 from enrolment_station.errors import KeyError_
 
 HOME_ENV = "ENROL_HOME"
@@ -52,7 +52,10 @@ def default_home() -> Path:
 
 def read_chain(raw: bytes) -> list[CvCertificate]:
     """Concatenated CV certificates (as ``keymgmt export-chain`` writes), the self-signed root dropped."""
-    certs = [CvCertificate.parse(item.encoded) for item in parse_all(raw)]
+    try:
+        certs = [CvCertificate.parse(bytes(item)) for item in parse_tlvs(raw, strict=True)]
+    except TlvError as exc:
+        raise KeyError_(f"the chain file is not a concatenation of CV certificates: {exc}") from None
     return [c for c in certs if not c.self_signed]
 
 

@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 
 from cardsvc.beneficiary.verify import CardRefusedError
-from cardsvc.bio.capture import FingerprintSensor
 from cardsvc.card.inprocess import InProcessConnection
 from cardsvc.card.transport import CardRemovedError
 from enrolment_station.camp import Camp
-from enrolment_station.fingers import SensorFingerReader
+from enrolment_station.fingers import SyntheticFingerReader
 from enrolment_station.journal import HouseholdStatus
 from hardware_sims.card.cardos import SimulatedCard
-from hardware_sims.sensor.simulator import SensorSimulator
 from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, StationWorld, verify_issued
 
 LIST = (
@@ -67,18 +65,18 @@ class TearingConnection:
 
 
 @pytest.fixture
-def captured(station_world: StationWorld, sensor_sim: SensorSimulator, tmp_path: Path):
-    with FingerprintSensor(sensor_sim.port) as sensor:
-        reader = SensorFingerReader(sensor, placer=sensor_sim)
-        camp = Camp(station_world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-ravi", camp_id="CAMP-T",
-                    reader=reader)
-        (tmp_path / "l.csv").write_text(LIST)
-        camp.import_list(tmp_path / "l.csv")
-        fko = InProcessConnection(station_world.fko_card)
-        camp.open_session(fko, pin=FKO_PIN, fingerprint=reader.officer_probe)
-        camp.capture_household("HH-0100")
-        yield camp
-        camp.close()
+def captured(station_world: StationWorld, tmp_path: Path):
+    """HH-0100 captured (synthetic impressions straight to the extractor) and the FKO session open."""
+    reader = SyntheticFingerReader()
+    camp = Camp(station_world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-ravi", camp_id="CAMP-T",
+                reader=reader)
+    (tmp_path / "l.csv").write_text(LIST)
+    camp.import_list(tmp_path / "l.csv")
+    fko = InProcessConnection(station_world.fko_card)
+    camp.open_session(fko, pin=FKO_PIN, fingerprint=reader.officer_probe)
+    camp.capture_household("HH-0100")
+    yield camp
+    camp.close()
 
 
 def _next_card(camp: Camp) -> None:
