@@ -38,6 +38,7 @@ from cardsvc.card.errors import (
 from cardsvc.card.inprocess import InProcessConnection
 from cardsvc.formats.profile import StoredPhoto, content_digest
 from cardsvc.formats.transaction import RecordType, TransactionRecord
+from cardsvc.pki.cvc import CvCertificate, issue_certificate
 from cardsvc.pki.revocation import (
     RevocationEntry,
     RevocationReason,
@@ -390,7 +391,9 @@ def test_activation_checks(unactivated_card: BeneficiaryCard, beneficiary_world:
     assert s.status().lifecycle is fmt.Lifecycle.PERSONALISING
     point = s.generate_key()  # a new key during personalisation is allowed; the old certificate is void
     assert s.internal_authenticate(bytes(8), CARD_ID, point).lifecycle is fmt.Lifecycle.PERSONALISING
-    assert refused(unactivated_card) is RefusalReason.NOT_ACTIVATED
+    assert refused(unactivated_card) is RefusalReason.NOT_ACTIVATED  # (a new power session)
+    s = unactivated_card.session()
+    s.terminal_authenticate(w.enrol.chain, w.enrol.holder.signer, CARD_ID)
     activate(w, s, point, tmp_path)
     verify(unactivated_card)
 
@@ -483,3 +486,23 @@ def test_short_apdu_card_personalises_and_verifies(
     _, card = verify(c, session=session)
     assert session.counter.apdus <= 20 and session.counter.received <= 4096
     assert verify_member(session, card, 4, c.world.probe(4, 7), Matcher()).matched
+
+
+def test_activation_refuses_a_forged_officer_certificate(unactivated_card: BeneficiaryCard) -> None:
+    """A self-made 'FKO' (right name, own key) signs the card: the card checks the chain to its root."""
+    w = unactivated_card.world
+    s = unactivated_card.session()
+    s.terminal_authenticate(w.enrol.chain, w.enrol.holder.signer, CARD_ID)
+    point = s.generate_key()
+    fake = SoftwareSigner.generate()
+    genuine = w.fko_certificate
+    fko = issue_certificate(
+        fake, car=w.pki.district.chr, chr=genuine.chr, public_point=fake.public_key(),
+        role=Role.FIELD_KEY_OFFICER, rights=genuine.rights, effective=genuine.effective,
+        expiry=genuine.expiry,
+    )  # fmt: skip
+    body = CvCertificate.parse_body(w.card_body(point))
+    cert = body.with_signature(fake.sign(body.body))
+    with pytest.raises(IncorrectDataError):
+        s.put_certificate(cert, fko, w.pki.district.cert)
+    assert s.status().lifecycle is fmt.Lifecycle.PERSONALISING

@@ -210,9 +210,18 @@ class BeneficiarySession(ApplicationSession):
         """Erase a card that is not yet activated (restart a torn personalisation)."""
         self._cmd(fmt.BenIns.WIPE)
 
-    def put_certificate(self, card_certificate: CvCertificate, fko_certificate: CvCertificate) -> None:
-        """Activation: the card checks key, id, policy period and the FKO's signature, then commits."""
-        self._cmd(fmt.BenIns.PUT_CERTIFICATE, card_certificate.encode() + fko_certificate.encode())
+    def put_certificate(
+        self,
+        card_certificate: CvCertificate,
+        fko_certificate: CvCertificate,
+        district_certificate: CvCertificate | None = None,
+    ) -> None:
+        """Activation: the card checks key, id, policy period and the FKO's signature (with the district
+        certificate: the whole chain to its root key), then commits. Needs an ENROL terminal."""
+        data = card_certificate.encode() + fko_certificate.encode()
+        if district_certificate is not None:
+            data += district_certificate.encode()
+        self._cmd(fmt.BenIns.PUT_CERTIFICATE, data)
 
     # --- transactions (point of service) -------------------------------------------------------------
     def debit(

@@ -329,12 +329,24 @@ class BeneficiaryApplication(Application):
     def _put_certificate(self, apdu: CommandApdu, card: CardServices) -> Response:
         state = self._state(card)
         self._lifecycle(state, fmt.Lifecycle.PERSONALISING, what="PUT CERTIFICATE")
+        card.require(_ENROL, card.app_df(self), "PUT CERTIFICATE")
         parts = split_tlvs(apdu.data, "certificates")
-        if len(parts) != 2 or any(tag != 0x7F21 for tag, _ in parts):
-            raise IsoError(SW.WRONG_DATA, "PUT CERTIFICATE takes the card CVC then the FKO CVC")
-        card_raw = apdu.data[: len(apdu.data) - _tlv_len(parts[1][1])]
+        if len(parts) not in (2, 3) or any(tag != 0x7F21 for tag, _ in parts):
+            raise IsoError(
+                SW.WRONG_DATA, "PUT CERTIFICATE takes the card CVC, the FKO CVC [, the district CVC]"
+            )
+        sizes = [_tlv_len(value) for _, value in parts]
+        card_raw = apdu.data[: sizes[0]]
+        fko_raw = apdu.data[sizes[0] : sizes[0] + sizes[1]]
         cert = CvCertificate.parse(card_raw)
-        fko = CvCertificate.parse(apdu.data[len(card_raw) :])
+        fko = CvCertificate.parse(fko_raw)
+        if len(parts) == 3:  # the whole chain to the root, checked at the card's clock
+            district = CvCertificate.parse(apdu.data[sizes[0] + sizes[1] :])
+            now = datetime.fromtimestamp(card.now(), tz=UTC)
+            try:
+                validate_chain([district, fko, cert], self.anchor, now=now)
+            except PkiError as exc:
+                raise IsoError(SW.WRONG_DATA, f"certificate chain refused: {exc}") from None
         if not self._key_generated(card) or cert.public_point != card.public_key(self, fmt.CARD_KEY_REF):
             raise IsoError(SW.WRONG_DATA, "certificate does not carry this card's key")
         profile_raw = self._object(card, fmt.FileId.PROFILE)
@@ -362,7 +374,7 @@ class BeneficiaryApplication(Application):
         cert.verify_signed_by(fko.public_point)
         hashes = ContentHashes.of(profile_raw, templates_raw, photos_raw)
         with card.transaction():
-            blob = apdu.data
+            blob = card_raw + fko_raw  # the district certificate comes from the verifier's trust bundle
             card.write_file(self, fmt.FileId.CERTIFICATES, 0, len(blob).to_bytes(2, "big") + blob)
             card.checkpoint("certificate written")
             state.lifecycle = fmt.Lifecycle.ACTIVATED
