@@ -35,7 +35,7 @@ def _register_subcommands() -> None:
     """Attach subcommands that live in their own modules (kept out of start-up where possible)."""
     import importlib
 
-    for module in ("cardsvc.bio.cli", "cardsvc.card.cli", "cardsvc.central.cli"):
+    for module in ("cardsvc.bio.cli", "cardsvc.card.cli", "cardsvc.central.cli", "cardsvc.bench_all"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

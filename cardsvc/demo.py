@@ -1,16 +1,22 @@
-"""`cardsvc demo`: the pilot on simulated hardware, through the real PC/SC stack.
+"""`cardsvc demo`: a district pilot on simulated hardware, through the real PC/SC stack.
 
-This stage shows the card platform: a simulated card is served to pcscd through vpcd, reached with pyscard,
-and exercised with the protocol layer. Later stages (key ceremony, camp, hospital, paypoint, central) plug
-in as further steps of :func:`run_demo`.
+Thin orchestration over the services: keymgmt runs the key ceremony, enrolment_station the camp,
+point_of_service the hospital and the paypoint, cardsvc.central the ingest and reconciliation. Cards are
+SimulatedCards served to pcscd through vpcd and reached with pyscard; fingers go through the sensor simulator
+on a pty and pyfingerprint. Every attack is really attempted, and counted from the refusal reason the system
+itself gave (never assumed). Stages that a service does not offer yet say so in the summary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +24,63 @@ from typing import Any
 import click
 
 from cardsvc.card.pcsc import PcscConnection
-from cardsvc.card.pcscd import VPCD_PORTS, ensure_pcscd, wait_for_card_state
+from cardsvc.card.pcscd import VPCD_PORTS, PcscdHandle, ensure_pcscd, wait_for_card_state
 from cardsvc.card.session import Iso7816Session
+from cardsvc.demo_world import (
+    CLERK_PIN,
+    DISTRICT,
+    DISTRICT_SECRET,
+    FACILITY_ID,
+    FKO,
+    FKO_PIN,
+    HEALTH_COVER,
+    HOSPITAL_CLERK,
+    HOSPITAL_CLERK_FINGER,
+    PACKAGES,
+    PAYPOINT_CLERK,
+    PAYPOINT_CLERK_FINGER,
+    PENSION_COVER,
+    POS,
+    POS_PASSPHRASE,
+    ROOT,
+    ROOT_SECRET,
+    SCHEME_HEALTH,
+    SCHEME_PENSION,
+    STATION,
+    STATION_PASSPHRASE,
+    STRUCK_OFF_CLERK,
+    STRUCK_OFF_FINGER,
+    CentralServer,
+    Slot,
+    eligibility_csv,
+    household_id,
+    utc_now,
+)
+
+Echo = Callable[[str], None]
+
+#: The keys of the JSON summary every caller may rely on (docs/demo.md).
+SUMMARY_KEYS = (
+    "households_requested",
+    "households_enrolled",
+    "cards_activated",
+    "verifications_accepted",
+    "impostors_refused",
+    "clones_refused",
+    "tampered_refused",
+    "revoked_refused",
+    "torn_debits_recovered",
+    "terminal_crashes_recovered",
+    "double_debits",
+    "transactions_total",
+    "transactions_reconciled",
+    "flags",
+    "attacks_attempted",
+    "attacks_refused",
+    "stage_seconds",
+    "missing",
+    "report",
+)
 
 
 @dataclass
@@ -35,59 +96,78 @@ class DemoSummary:
             self.figures[key] = value
 
 
-def _step(echo: Callable[[str], None], text: str) -> None:
+def _step(echo: Echo, text: str) -> None:
     echo(click.style("==> ", fg="cyan") + text)
 
 
-def run_demo(*, households: int = 20, json_path: str | None = None, echo: Callable[[str], None] = click.echo,
-             workdir: Path | None = None) -> DemoSummary:
-    """Run the pilot; print progress and a summary table; optionally write the JSON summary."""
-    from hardware_sims.card.apps.generic import GENERIC_AID, GenericApplication
-    from hardware_sims.card.cardos import SimulatedCard
-    from hardware_sims.card.vpcd import VpcdCardServer
+class DemoError(RuntimeError):
+    """A stage could not run at all (the message says which and why)."""
 
+
+@dataclass
+class Pilot:
+    """The state the stages hand to each other."""
+
+    root: Path
+    pcscd: PcscdHandle
+    echo: Echo
+    summary: DemoSummary
+    km: Any = None
+    anchor: Any = None
+    fko_card: Any = None
+    clerk_cards: dict[str, Any] = field(default_factory=dict)
+    cards: dict[str, Any] = field(default_factory=dict)  # household id -> SimulatedCard
+    station_seconds: dict[str, float] = field(default_factory=dict)
+    refusals: Counter[str] = field(default_factory=Counter)  # reason values the system gave
+    attempts: Counter[str] = field(default_factory=Counter)  # attacks tried, by kind
+    accepted: int = 0
+    torn_recovered: int = 0
+    crashes_recovered: int = 0
+    transactions: Counter[str] = field(default_factory=Counter)
+    missing: list[str] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_demo(
+    *,
+    households: int = 20,
+    json_path: str | None = None,
+    echo: Echo = click.echo,
+    workdir: Path | None = None,
+    report_dir: Path | None = None,
+) -> DemoSummary:
+    """Run the pilot; print progress and a summary table; write the HTML report and optionally JSON."""
+    if households < 2:
+        raise click.BadParameter("the pilot needs at least 2 households (one is used for the clone attack)")
     summary = DemoSummary()
     summary.figures["households_requested"] = households
     with tempfile.TemporaryDirectory(prefix="cardsvc-demo-") as tmp:
         root = Path(workdir) if workdir else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
         _step(echo, "PC/SC: making sure pcscd runs with the vpcd readers")
         with ensure_pcscd(on_wait=echo) as pcscd:
-            reader = pcscd.reader(0)
             summary.add("pcscd", f"pid {pcscd.pid} ({'started' if pcscd.started_here else 'reused'})")
-            _step(echo, f"serving a simulated 32 KB card on '{reader}' (vpcd port {VPCD_PORTS[0]})")
-            state = root / "card0"
-            state.mkdir(parents=True, exist_ok=True)
-            card = SimulatedCard(state, applications=[GenericApplication(big_file_size=8192)])
-            with VpcdCardServer(card, port=VPCD_PORTS[0]):
-                wait_for_card_state(reader, present=True)
-                conn = PcscConnection(reader, exclusive=True)
-                try:
-                    session = Iso7816Session(conn)
-                    limits = session.read_limits()
-                    summary.add("ATR", conn.atr.hex(" ").upper(), "atr")
-                    summary.add("card limits (command / response data bytes)",
-                                f"{limits.max_command_data} / {limits.max_response_data}"
-                                f"{' (extended length)' if limits.extended_length else ''}")
-                    session.select_aid(GENERIC_AID)
-                    challenge = session.get_challenge(8)
-                    summary.add("GET CHALLENGE", challenge.hex().upper())
-                    t0 = time.perf_counter()
-                    data = session.read_binary(0x0103, offset=0, length=8192)
-                    read_ms = (time.perf_counter() - t0) * 1000
-                    summary.add("read 8 KB (one extended APDU)", f"{len(data)} bytes in {read_ms:.2f} ms")
-                    rounds = 200
-                    t0 = time.perf_counter()
-                    for _ in range(rounds):
-                        session.get_challenge(8)
-                    per_apdu_ms = (time.perf_counter() - t0) * 1000 / rounds
-                    summary.add("short APDU round trip through pcscd + vpcd",
-                                f"{per_apdu_ms:.3f} ms (mean of {rounds}; ceiling 1 ms)")
-                    summary.figures["apdu_round_trip_ms"] = round(per_apdu_ms, 4)
-                finally:
-                    conn.close()
-                wait_time = time.monotonic()
-            wait_for_card_state(reader, present=False)
-            summary.figures["card_removed_after_s"] = round(time.monotonic() - wait_time, 3)
+            pilot = Pilot(root, pcscd, echo, summary)
+            stages: list[tuple[str, Callable[[Pilot], None]]] = [
+                ("platform", _platform),
+                ("ceremony", _ceremony),
+                ("camp", lambda p: _camp(p, households)),
+                ("field", _field),
+                ("central", _central),
+            ]
+            for name, stage in stages:
+                t0 = time.perf_counter()
+                stage(pilot)
+                pilot.stage_seconds[name] = round(time.perf_counter() - t0, 2)
+        _finish(pilot)
+        out_dir = (
+            Path(report_dir)
+            if report_dir
+            else (
+                Path(json_path).resolve().parent / "demo-report" if json_path else Path.cwd() / "demo-report"
+            )
+        )
+        summary.figures["report"] = _write_report(pilot, out_dir)
     _print_table(summary, echo)
     if json_path:
         Path(json_path).write_text(json.dumps(summary.figures, indent=2, sort_keys=True) + "\n")
@@ -95,7 +175,715 @@ def run_demo(*, households: int = 20, json_path: str | None = None, echo: Callab
     return summary
 
 
-def _print_table(summary: DemoSummary, echo: Callable[[str], None]) -> None:
+# ----------------------------------------------------------------------------------------------- stages
+def _platform(p: Pilot) -> None:
+    """The card platform alone: a generic card through pcscd + vpcd, its limits and APDU round trip."""
+    from hardware_sims.card.apps.generic import GENERIC_AID, GenericApplication
+    from hardware_sims.card.cardos import SimulatedCard
+    from hardware_sims.card.vpcd import VpcdCardServer
+
+    reader = p.pcscd.reader(0)
+    _step(p.echo, f"platform: a simulated 32 KB card on '{reader}' (vpcd port {VPCD_PORTS[0]})")
+    state = p.root / "platform-card"
+    state.mkdir(parents=True, exist_ok=True)
+    card = SimulatedCard(state, applications=[GenericApplication(big_file_size=8192)])
+    with VpcdCardServer(card, port=VPCD_PORTS[0]):
+        wait_for_card_state(reader, present=True)
+        with PcscConnection(reader, exclusive=True) as conn:
+            session = Iso7816Session(conn)
+            limits = session.read_limits()
+            p.summary.add("ATR", conn.atr.hex(" ").upper(), "atr")
+            p.summary.add(
+                "card limits (command / response data bytes)",
+                f"{limits.max_command_data} / {limits.max_response_data}"
+                f"{' (extended length)' if limits.extended_length else ''}",
+            )
+            session.select_aid(GENERIC_AID)
+            rounds = 100
+            t0 = time.perf_counter()
+            for _ in range(rounds):
+                session.get_challenge(8)
+            per_apdu_ms = (time.perf_counter() - t0) * 1000 / rounds
+    wait_for_card_state(reader, present=False)
+    p.summary.add("short APDU round trip through pcscd + vpcd", f"{per_apdu_ms:.3f} ms (mean of {rounds})")
+    p.summary.figures["apdu_round_trip_ms"] = round(per_apdu_ms, 4)
+
+
+def _officer_card(p: Pilot, name: str) -> Any:
+    from hardware_sims.card.apps.officer import OfficerApplication
+    from hardware_sims.card.cardos import SimulatedCard
+
+    state = p.root / "cards" / name
+    state.mkdir(parents=True)
+    return SimulatedCard(state, applications=[OfficerApplication()])
+
+
+def _officer_template(seed: int) -> bytes:
+    """The officer's enrolment template (impression 0 of the synthetic finger), as officer cards store it."""
+    from cardsvc.bio.extract import extract_template
+    from cardsvc.bio.iso19794 import encode_compact, wrap_verify_template
+    from hardware_sims.fingers.impression import impression
+
+    return wrap_verify_template(
+        encode_compact(extract_template(impression(seed, 0, "good")), max_minutiae=60)
+    )
+
+
+def _ceremony(p: Pilot) -> None:
+    """Root, district, station and POS terminals, the FKO card and the facility operator cards (each
+    personalised through pcscd), a struck-off facility revoked, the list published, the trust bundle."""
+    from cardsvc.pki.officer_card import OfficerCardSession
+    from cardsvc.pki.rights import Right, Role
+    from cardsvc.pki.signer import ScryptCost
+    from enrolment_station.fingers import FKO_FINGER_SEED
+    from enrolment_station.keys import install as install_station
+    from keymgmt.service import FileCustody, KeyManager
+    from point_of_service.identity import install as install_pos
+    from point_of_service.identity import reference_id
+
+    echo = p.echo
+    _step(echo, "key ceremony: root, district, terminals, officer cards")
+    km = KeyManager(p.root / "keymgmt", actor="dkma-demo", now=utc_now, scrypt_cost=ScryptCost(n=2**12))
+    km.init_root(ROOT, FileCustody(ROOT_SECRET.encode()))
+    km.add_district(DISTRICT, FileCustody(DISTRICT_SECRET.encode()), root_secret=ROOT_SECRET)
+    km.register_terminal(
+        STATION,
+        district=DISTRICT,
+        role=Role.ENROLMENT_TERMINAL,
+        district_secret=DISTRICT_SECRET,
+        terminal_passphrase=STATION_PASSPHRASE,
+        rights=Right.ENROL | Right.READ_PROFILE | Right.READ_TEMPLATES | Right.RENEW,
+    )
+    km.register_terminal(
+        POS,
+        district=DISTRICT,
+        role=Role.POS_TERMINAL,
+        district_secret=DISTRICT_SECRET,
+        terminal_passphrase=POS_PASSPHRASE,
+    )
+    echo(f"    root {ROOT}, district {DISTRICT}, terminals {STATION} and {POS}")
+    slot = Slot(p.pcscd, 1)
+    officers = [
+        (FKO, Role.FIELD_KEY_OFFICER, FKO_PIN, FKO_FINGER_SEED),
+        (HOSPITAL_CLERK, Role.FACILITY_OPERATOR, CLERK_PIN, HOSPITAL_CLERK_FINGER),
+        (PAYPOINT_CLERK, Role.FACILITY_OPERATOR, CLERK_PIN, PAYPOINT_CLERK_FINGER),
+        (STRUCK_OFF_CLERK, Role.FACILITY_OPERATOR, CLERK_PIN, STRUCK_OFF_FINGER),
+    ]
+    try:
+        for chr_, role, pin, seed in officers:
+            card = _officer_card(p, chr_)
+            slot.serve(card)
+            with slot.connect() as conn:
+                km.personalise_officer_card(
+                    OfficerCardSession(conn),
+                    chr_,
+                    district=DISTRICT,
+                    role=role,
+                    district_secret=DISTRICT_SECRET,
+                    pin=pin,
+                    templates=[_officer_template(seed)],
+                )
+            p.clerk_cards[chr_] = card
+            echo(f"    officer card {chr_} ({role.name}) personalised through pcscd: key made on the card")
+    finally:
+        slot.pull()
+        slot.close()
+    p.fko_card = p.clerk_cards.pop(FKO)
+    km.revoke(STRUCK_OFF_CLERK, by=DISTRICT)
+    km.publish(by=DISTRICT, secret=DISTRICT_SECRET)
+    echo(f"    {STRUCK_OFF_CLERK} revoked (facility struck off); district list published")
+    bundle_dir = p.root / "bundle"
+    km.export_bundle(bundle_dir)
+    chains = {}
+    for chr_ in (STATION, POS):
+        chain_file = p.root / f"{chr_}.chain"
+        chain_file.write_bytes(b"".join(c.encode() for c in [km.store.root_certificate(), *km.chain(chr_)]))
+        chains[chr_] = chain_file
+    install_station(
+        p.root / "station",
+        key_file=km.store.holder_dir(STATION) / "key.enc",
+        chain_file=chains[STATION],
+        bundle_dir=bundle_dir,
+    )
+    install_pos(
+        p.root / "pos",
+        chain_file=chains[POS],
+        key_file=km.store.holder_dir(POS) / "key.enc",
+        terminal_id=reference_id(POS),
+        facility_id=FACILITY_ID,
+    )
+    p.km, p.anchor = km, km.anchor()
+    p.summary.add("key ceremony", f"root, 1 district, 2 terminals, {len(officers)} officer cards, 1 revoked")
+
+
+@contextlib.contextmanager
+def _sensor(p: Pilot) -> Iterator[Any]:
+    from hardware_sims.sensor.simulator import SensorSimulator
+
+    sim = SensorSimulator(p.root / "sensor-flash", control_path=p.root / "sensor.sock")
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+def _camp(p: Pilot, households: int) -> None:
+    """Import the list, FKO opens the camp, every household captured, personalised, activated, handed over;
+    the FKO ledger read back and compared; the camp batched for upload."""
+    from cardsvc.bio.capture import FingerprintSensor
+    from cardsvc.formats.profile import SchemeCover
+    from enrolment_station.camp import Camp, HouseholdTimings
+    from enrolment_station.fingers import SensorFingerReader
+    from enrolment_station.personalise import Policy
+    from hardware_sims.card.apps.beneficiary import BeneficiaryApplication
+    from hardware_sims.card.cardos import SimulatedCard
+
+    echo = p.echo
+    _step(echo, f"enrolment camp: {households} households through pcscd + vpcd and the sensor simulator")
+    csv = p.root / "eligibility.csv"
+    csv.write_text(eligibility_csv(households))
+    policy = Policy(
+        schemes=(SchemeCover(SCHEME_HEALTH, HEALTH_COVER), SchemeCover(SCHEME_PENSION, PENSION_COVER))
+    )
+    fko_slot, ben_slot = Slot(p.pcscd, 1), Slot(p.pcscd, 0)
+    timings = HouseholdTimings()
+    enrolled = 0
+    with _sensor(p) as sim, FingerprintSensor(sim.port) as sensor:
+        reader = SensorFingerReader(sensor, placer=sim)
+        camp = Camp(
+            p.root / "station",
+            passphrase=STATION_PASSPHRASE,
+            operator="op-meera",
+            camp_id="CAMP-PAT-DEMO",
+            reader=reader,
+            policy=policy,
+        )
+        try:
+            listing = camp.import_list(csv)
+            echo(f"    eligibility list: {len(listing.households)} households, {listing.rows} members")
+            fko_slot.serve(p.fko_card)
+            fko_conn = PcscConnection(fko_slot.reader, exclusive=True)
+            camp.open_session(fko_conn, pin=FKO_PIN, fingerprint=reader.officer_probe)
+            echo(f"    camp opened by {FKO} (PIN and fingerprint on the FKO card)")
+            for i in range(1, households + 1):
+                hid = household_id(i)
+                number = 4_000_000_000 + i
+                state = p.root / "cards" / f"ben-{hid}"
+                state.mkdir(parents=True)
+                card = SimulatedCard(
+                    state, applications=[BeneficiaryApplication(card_id=f"CARD-{number}", anchor=p.anchor)]
+                )
+                ben_slot.serve(card)
+                t0 = time.perf_counter()
+                with ben_slot.connect() as conn:
+                    result = camp.enrol_household(hid, conn, timings=timings)
+                p.station_seconds[hid] = round(time.perf_counter() - t0, 2)
+                p.cards[hid] = card
+                enrolled += 1
+                echo(
+                    f"    [{i}/{households}] {hid}: {result.card_id} activated and handed over "
+                    f"({p.station_seconds[hid]:.1f} s)"
+                )
+            ben_slot.pull()
+            check = camp.ledger()
+            echo(
+                f"    FKO ledger read back: {check.ledger_count} activations, "
+                f"journal {check.journal_activated} -> {'match' if check.matches else 'MISMATCH'}"
+            )
+            batches = camp.upload_batches()
+            echo(f"    {len(batches)} batch(es) signed and queued for central")
+            fko_conn.close()
+        finally:
+            camp.close()
+            fko_slot.close()
+            ben_slot.close()
+    p.summary.add("households enrolled", enrolled, "households_enrolled")
+    p.summary.add("cards activated (FKO ledger)", check.ledger_count, "cards_activated")
+    p.summary.figures["fko_ledger_matches"] = check.matches
+    mean = sum(p.station_seconds.values()) / max(1, len(p.station_seconds))
+    p.summary.add("station time per household", f"{mean:.1f} s mean", "station_seconds_per_household")
+    p.summary.figures["station_seconds_per_household"] = round(mean, 2)
+    p.summary.figures["station_parts_seconds"] = {k: round(v, 2) for k, v in timings.parts.items()}
+
+
+# ------------------------------------------------------------------------------------------------- field
+class TerminalCrash(Exception):
+    """The POS process dies after the card answered and before the journal wrote the record."""
+
+
+@dataclass
+class Terminal:
+    """The POS terminal: identity, journal, trust (reloaded from disk after a crash)."""
+
+    home: Path
+    identity: Any = None
+    journal: Any = None
+    trust: Any = None
+
+    def start(self, p: Pilot) -> Terminal:
+        from cardsvc.pki.bundle import TrustBundle
+        from point_of_service.identity import load
+        from point_of_service.journal import Journal
+        from point_of_service.trust import TrustState
+
+        self.identity = load(self.home, POS_PASSPHRASE)
+        self.journal = Journal(self.home / "journal.sqlite")
+        self.trust = TrustState.load(self.journal, self.identity.anchor)
+        self.trust.apply_bundle(TrustBundle.read(p.root / "bundle"), now=utc_now())
+        return self
+
+    def stop(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _placed(sim: Any, seed: int, k: int) -> Callable[[], Any]:
+    """Finger ``seed`` (impression k) on the simulated sensor, captured through pyfingerprint."""
+    from point_of_service.probe import sensor_capture
+
+    capture = sensor_capture(sim.port, timeout=10.0)
+
+    def run() -> Any:
+        sim.place(seed, k)
+        try:
+            return capture()
+        finally:
+            sim.lift()
+
+    return run
+
+
+def _field(p: Pilot) -> None:
+    """Hospital then paypoint: clerks sign in, genuine members verified and served; every attack tried."""
+    from cardsvc.beneficiary.session import BeneficiarySession
+    from cardsvc.card.inprocess import InProcessConnection
+    from enrolment_station.fingers import finger_seed
+    from enrolment_station.keys import StationIdentity
+    from hardware_sims.card.apps.beneficiary import BeneficiaryApplication
+    from hardware_sims.card.cardos import SimulatedCard
+    from point_of_service.catalogue import Catalogue, Package
+    from point_of_service.errors import SignInError, TransactionError, VerificationError
+    from point_of_service.services import hospital, paypoint
+    from point_of_service.services.signin import sign_in
+    from point_of_service.services.transactions import recover_card
+    from point_of_service.services.verification import enrolled_fingers, verify_card, verify_member
+
+    echo = p.echo
+    term = Terminal(p.root / "pos").start(p)
+    signer = p.km.load_signer(DISTRICT, DISTRICT_SECRET)
+    now = _now()
+    catalogue = Catalogue(1, DISTRICT, now - 60, now - 60, tuple(Package(*pk) for pk in PACKAGES))
+    term.trust.install_catalogue(catalogue.sign(signer, [p.km.store.certificate(DISTRICT)]), now=utc_now())
+    ids = sorted(p.cards)
+    card_slot, clerk_slot = Slot(p.pcscd, 0), Slot(p.pcscd, 1)
+
+    def verify(conn: Any, clerk: Any) -> Any:
+        return verify_card(
+            conn, identity=term.identity, trust=term.trust, clerk=clerk, now=_now(), journal=term.journal
+        )
+
+    def refused(kind: str, reason: str) -> None:
+        p.refusals[f"{kind}:{reason}"] += 1
+        echo(f"    {kind}: refused ({reason})")
+
+    def genuine_member(visit: Any, hid: str, clerk: Any, sim: Any) -> None:
+        finger = min(enrolled_fingers(visit, 0))
+        match = verify_member(
+            visit,
+            member=0,
+            finger=finger,
+            capture=_placed(sim, finger_seed(hid, 1, finger), 2),
+            clerk=clerk,
+            now=_now(),
+            journal=term.journal,
+        )
+        if not match.matched:
+            raise DemoError(
+                f"{hid}: the genuine head's finger {finger} did not match (score {match.score:.1f})"
+            )
+        p.accepted += 1
+
+    def sign_clerk(chr_: str, seed: int, sim: Any) -> Any:
+        clerk_slot.serve(p.clerk_cards[chr_])
+        with clerk_slot.connect(exclusive=False) as conn:
+            return sign_in(
+                conn,
+                pin=CLERK_PIN,
+                capture=_placed(sim, seed, 1),
+                anchor=term.identity.anchor,
+                districts=term.trust.districts,
+                now=_now(),
+                journal=term.journal,
+                revocations=term.trust.store,
+                finger_attempts=1,
+            )
+
+    try:
+        with _sensor(p) as sim:
+            # --- a struck-off facility's operator tries to sign in
+            _step(echo, "attack: the operator of a struck-off (revoked) facility signs in")
+            p.attempts["revoked"] += 1
+            try:
+                sign_clerk(STRUCK_OFF_CLERK, STRUCK_OFF_FINGER, sim)
+                echo("    revoked operator ACCEPTED")
+            except SignInError as exc:
+                refused("revoked", exc.reason.value)
+
+            # --- hospital
+            _step(echo, f"hospital: clerk {HOSPITAL_CLERK} signs in (card, PIN, finger)")
+            clerk = sign_clerk(HOSPITAL_CLERK, HOSPITAL_CLERK_FINGER, sim)
+            hospital_ids, paypoint_ids = ids[0::2], ids[1::2]
+            for n, hid in enumerate(hospital_ids, start=1):
+                card_slot.serve(p.cards[hid])
+                with card_slot.connect() as conn:
+                    visit = verify(conn, clerk)
+                    if n == 1:  # an impostor presents the card with his own finger
+                        p.attempts["impostor"] += 1
+                        other = ids[-1]
+                        finger = min(enrolled_fingers(visit, 0))
+                        match = verify_member(
+                            visit,
+                            member=0,
+                            finger=finger,
+                            capture=_placed(sim, finger_seed(other, 1, finger), 2),
+                            clerk=clerk,
+                            now=_now(),
+                            journal=term.journal,
+                        )
+                        if match.matched:
+                            echo("    impostor ACCEPTED")
+                        else:
+                            last = term.journal.events(kind="verify-member")[-1]
+                            refused("impostor", str(last.reason))
+                    genuine_member(visit, hid, clerk, sim)
+                    code, _, _rate, _ = PACKAGES[n % len(PACKAGES)]
+                    admitted = hospital.admit(
+                        visit,
+                        package_code=code,
+                        journal=term.journal,
+                        identity=term.identity,
+                        trust=term.trust,
+                        clerk=clerk,
+                        now=_now(),
+                    )
+                    hospital.discharge(
+                        visit,
+                        admission=admitted.record.counter,
+                        journal=term.journal,
+                        identity=term.identity,
+                        clerk=clerk,
+                        now=_now(),
+                    )
+                    p.transactions["admissions"] += 1
+                    p.transactions["discharges"] += 1
+                echo(f"    [{n}/{len(hospital_ids)}] {hid}: verified, admitted (package {code}), discharged")
+
+            # --- a cloned card: the genuine card's files copied onto a chip with its own key
+            _step(echo, "attack: a cloned card (every file copied, the chip's private key cannot be)")
+            victim = ids[0]
+            genuine_state = p.root / "cards" / f"ben-{victim}"
+            app = p.cards[victim].applications[0]
+            assert isinstance(app, BeneficiaryApplication)
+            clone_dir = p.root / "cards" / "clone"
+            clone_dir.mkdir()
+            clone = SimulatedCard(
+                clone_dir, applications=[BeneficiaryApplication(card_id=app.card_id, anchor=p.anchor)]
+            )
+            station = StationIdentity.load(p.root / "station", STATION_PASSPHRASE, now=utc_now())
+            session = BeneficiarySession(InProcessConnection(clone))
+            session.terminal_authenticate(station.chain, station.terminal, app.card_id)
+            session.generate_key()
+            clone.power_off()
+            for obj in (genuine_state / "objects").glob("*"):
+                if not obj.name.startswith("key."):
+                    shutil.copy(obj, clone_dir / "objects" / obj.name)
+            clone = SimulatedCard(
+                clone_dir, applications=[BeneficiaryApplication(card_id=app.card_id, anchor=p.anchor)]
+            )
+            p.attempts["clone"] += 1
+            card_slot.serve(clone)
+            with card_slot.connect() as conn:
+                try:
+                    verify(conn, clerk)
+                    echo("    clone ACCEPTED")
+                except VerificationError as exc:
+                    refused("clone", exc.reason.value)
+
+            # --- a tampered card: the profile edited on the chip (a name changed)
+            _step(echo, "attack: a tampered card (the household profile edited in the chip's memory)")
+            victim = ids[1]
+            tampered_dir = p.root / "cards" / "tampered"
+            shutil.copytree(p.root / "cards" / f"ben-{victim}", tampered_dir)
+            changed = 0
+            for path in (tampered_dir / "objects").glob("bin.*"):
+                raw = path.read_bytes()
+                if b"204101" in raw and b"Yadav" in raw:
+                    path.write_bytes(raw.replace(b"Yadav", b"Yadov", 1))
+                    changed += 1
+            app = p.cards[victim].applications[0]
+            tampered = SimulatedCard(
+                tampered_dir, applications=[BeneficiaryApplication(card_id=app.card_id, anchor=p.anchor)]
+            )
+            p.attempts["tampered"] += 1
+            card_slot.serve(tampered)
+            with card_slot.connect() as conn:
+                try:
+                    verify(conn, clerk)
+                    echo(f"    tampered card ACCEPTED ({changed} file(s) edited)")
+                except VerificationError as exc:
+                    refused("tampered", exc.reason.value)
+
+            # --- paypoint
+            _step(echo, f"paypoint: clerk {PAYPOINT_CLERK} signs in; pensions paid by genuine members")
+            clerk = sign_clerk(PAYPOINT_CLERK, PAYPOINT_CLERK_FINGER, sim)
+            for n, hid in enumerate(paypoint_ids, start=1):
+                card = p.cards[hid]
+                card_slot.serve(card)
+                conn = PcscConnection(card_slot.reader, exclusive=True)
+                try:
+                    visit = verify(conn, clerk)
+                    genuine_member(visit, hid, clerk, sim)
+                    note = ""
+                    if n == 1:  # the card is pulled in the middle of the DEBIT's journal commit
+                        p.attempts["torn"] += 1
+                        card.faults.arm(after_writes=3)
+                        try:
+                            paypoint.disburse(
+                                visit,
+                                scheme_id=SCHEME_PENSION,
+                                amount=100_000,
+                                journal=term.journal,
+                                identity=term.identity,
+                                clerk=clerk,
+                                now=_now(),
+                            )
+                        except TransactionError as exc:
+                            note = f"card pulled mid-debit ({exc.reason.value}); "
+                        card.faults.disarm()
+                        card_slot.reinsert()
+                        conn.reconnect(wait=10)
+                        visit = verify(conn, clerk)
+                        rec = recover_card(
+                            visit.session,
+                            term.journal,
+                            card_id=visit.card_id,
+                            card_key=visit.card_key,
+                            terminal_id=_terminal_ref(term),
+                            now=_now(),
+                        )
+                        if not term.journal.pending_intents():
+                            p.torn_recovered += 1
+                        note += (
+                            f"recovered ({len(rec.completed)} completed, {len(rec.abandoned)} abandoned); "
+                        )
+                        genuine_member(visit, hid, clerk, sim)
+                    if n == min(2, len(paypoint_ids)):  # the terminal dies before its journal write
+                        p.attempts["crash"] += 1
+
+                        def crash(record: Any) -> None:
+                            raise TerminalCrash(f"terminal died after card counter {record.counter}")
+
+                        with contextlib.suppress(TerminalCrash):
+                            paypoint.disburse(
+                                visit,
+                                scheme_id=SCHEME_PENSION,
+                                amount=100_000,
+                                journal=term.journal,
+                                identity=term.identity,
+                                clerk=clerk,
+                                now=_now(),
+                                after_card=crash,
+                            )
+                        conn.close()
+                        term.stop()
+                        term.start(p)  # restarted from disk: journal, trust
+                        clerk = sign_clerk(PAYPOINT_CLERK, PAYPOINT_CLERK_FINGER, sim)
+                        conn = PcscConnection(card_slot.reader, exclusive=True)
+                        visit = verify(conn, clerk)
+                        rec = recover_card(
+                            visit.session,
+                            term.journal,
+                            card_id=visit.card_id,
+                            card_key=visit.card_key,
+                            terminal_id=_terminal_ref(term),
+                            now=_now(),
+                        )
+                        if rec.completed and not term.journal.pending_intents():
+                            p.crashes_recovered += 1
+                        note += f"terminal crashed, restarted, card record recovered ({len(rec.completed)}); "
+                    else:
+                        paypoint.disburse(
+                            visit,
+                            scheme_id=SCHEME_PENSION,
+                            amount=100_000,
+                            journal=term.journal,
+                            identity=term.identity,
+                            clerk=clerk,
+                            now=_now(),
+                        )
+                    p.transactions["disbursements"] += 1
+                finally:
+                    conn.close()
+                echo(f"    [{n}/{len(paypoint_ids)}] {hid}: {note}Rs 1,000 pension paid")
+    finally:
+        card_slot.close()
+        clerk_slot.close()
+        p.terminal = term  # type: ignore[attr-defined]
+
+
+def _terminal_ref(term: Terminal) -> int:
+    from point_of_service.identity import reference_id
+
+    return reference_id(term.identity.chr)
+
+
+def _central(p: Pilot) -> None:
+    """Central on a real HTTP socket: the station and the POS upload, central reconciles."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from sqlalchemy import func, select
+
+    from cardsvc.central.models import FlagRow, TransactionRow
+    from cardsvc.central.services.reconcile import reconcile
+    from cardsvc.central.services.terminals import add_facility, register_terminal
+    from enrolment_station.journal import Journal as StationJournal
+    from enrolment_station.keys import StationIdentity
+    from enrolment_station.upload import send_pending
+    from point_of_service.identity import reference_id
+    from point_of_service.services.sync import HttpTransport, SyncService
+
+    echo = p.echo
+    term: Terminal = p.terminal  # type: ignore[attr-defined]
+    _step(echo, "central: terminals registered, camp and transactions uploaded over HTTP, reconciled")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines in the demo's output
+    with CentralServer(p.root / "central.sqlite") as central:
+        with central.session() as session:
+            add_facility(session, FACILITY_ID, "District Hospital Patna", DISTRICT, 25.61, 85.14)
+            for chr_ in (STATION, POS):
+                cert = p.km.store.certificate(chr_)
+                key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), cert.public_point)
+                register_terminal(
+                    session,
+                    reference_id(chr_),
+                    key,
+                    _now() - 3600,
+                    facility_id=FACILITY_ID if chr_ == POS else None,
+                )
+            session.commit()
+        station = StationIdentity.load(p.root / "station", STATION_PASSPHRASE, now=utc_now())
+        with StationJournal(p.root / "station" / "journal.sqlite", now=utc_now, operator="op-meera") as sj:
+            receipts = send_pending(sj, station, central.url, now=utc_now)
+        echo(f"    station: {len(receipts)} batch(es) accepted by central")
+        sync = SyncService(term.journal, term.identity, term.trust, HttpTransport(central.url), now=_now)
+        report = sync.sync()
+        if report.error:
+            raise DemoError(f"POS sync failed: {report.error}")
+        echo(
+            f"    POS: {report.batches_sent} batch(es), {report.records_sent} records sent; "
+            f"downloaded {', '.join(report.downloads)}"
+        )
+        again = sync.sync()  # a second sync sends nothing new
+        with central.session() as session:
+            rec = reconcile(session, _now())
+            session.commit()
+            flags = Counter(session.scalars(select(FlagRow.kind)).all())
+            held = dict(
+                session.execute(
+                    select(TransactionRow.card_id, func.count()).group_by(TransactionRow.card_id)
+                ).all()
+            )
+            distinct = dict(
+                session.execute(
+                    select(TransactionRow.card_id, func.count(TransactionRow.counter.distinct())).group_by(
+                        TransactionRow.card_id
+                    )
+                ).all()
+            )
+            flagged = {c for c in session.scalars(select(FlagRow.card_id)).all() if c}
+    p.summary.figures["central_reconcile"] = rec.to_json()
+    # What the terminal holds is what the cards signed; central must hold each once, in an unflagged ledger.
+    records = term.journal.records()
+    by_card = Counter(f"{r.card_id:016x}" for r in records)
+    double = sum(held.get(c, 0) - distinct.get(c, 0) for c in held) + flags.get("duplicate_counter", 0)
+    reconciled = sum(n for c, n in by_card.items() if held.get(c) == n and c not in flagged)
+    p.summary.figures.update(
+        {
+            "double_debits": double,
+            "transactions_total": len(records),
+            "transactions_reconciled": reconciled,
+            "flags": dict(flags),
+            "resync_new_records": again.records_sent,
+        }
+    )
+    p.missing.append("settlement per facility: cardsvc.central has no settlement service yet (issue 6)")
+    p.missing.append(
+        "central reports: cardsvc.central has no report service yet (issue 8); the demo writes "
+        "its own HTML report from the figures above"
+    )
+    term.stop()
+
+
+def _finish(p: Pilot) -> None:
+    s = p.summary
+    by_kind: Counter[str] = Counter()
+    for key, n in p.refusals.items():
+        by_kind[key.split(":", 1)[0]] += n
+    expect = {
+        "impostor": "finger-mismatch",
+        "clone": "card-not-genuine",
+        "tampered": "profile-tampered",
+        "revoked": "operator-revoked",
+    }
+    counted = {k: p.refusals.get(f"{k}:{reason}", 0) for k, reason in expect.items()}
+    s.add("verifications accepted (genuine members)", p.accepted, "verifications_accepted")
+    s.add("impostor fingers refused", f"{counted['impostor']} of {p.attempts['impostor']}", None)
+    s.add("cloned cards refused", f"{counted['clone']} of {p.attempts['clone']}", None)
+    s.add("tampered cards refused", f"{counted['tampered']} of {p.attempts['tampered']}", None)
+    s.add("revoked facility refused", f"{counted['revoked']} of {p.attempts['revoked']}", None)
+    s.add("cards pulled mid-debit, recovered", f"{p.torn_recovered} of {p.attempts['torn']}", None)
+    s.add("terminal crashes, recovered", f"{p.crashes_recovered} of {p.attempts['crash']}", None)
+    s.figures.update(
+        {
+            "impostors_refused": counted["impostor"],
+            "clones_refused": counted["clone"],
+            "tampered_refused": counted["tampered"],
+            "revoked_refused": counted["revoked"],
+            "torn_debits_recovered": p.torn_recovered,
+            "terminal_crashes_recovered": p.crashes_recovered,
+            "attacks_attempted": dict(p.attempts),
+            "refusal_reasons": dict(p.refusals),
+            "attacks_refused": sum(counted.values()),
+            "transactions": dict(p.transactions),
+            "stage_seconds": p.stage_seconds,
+            "missing": p.missing,
+            "station_seconds": p.station_seconds,
+        }
+    )
+    s.add(
+        "transactions reconciled at central",
+        f"{s.figures.get('transactions_reconciled')} of {s.figures.get('transactions_total')}",
+    )
+    s.add("double debits", s.figures.get("double_debits"))
+    s.add("central flags", s.figures.get("flags") or "none")
+    s.add("stage times (s)", ", ".join(f"{k} {v}" for k, v in p.stage_seconds.items()))
+    for item in p.missing:
+        s.add("not done", item)
+
+
+def _write_report(p: Pilot, out_dir: Path) -> str:
+    from cardsvc.demo_report import write_report
+
+    path = write_report(p.summary, out_dir)
+    p.echo(f"HTML report: {path}")
+    return str(path)
+
+
+def _print_table(summary: DemoSummary, echo: Echo) -> None:
     width = max(len(label) for label, _ in summary.rows)
     echo("")
     echo(click.style("Summary", bold=True))
