@@ -186,3 +186,26 @@ def test_single_threaded_blas_restores_the_callers_thread_count() -> None:
         with mcc.single_threaded_blas():
             assert all(lib.get_num_threads() == 1 for lib in libs)
     assert [lib.get_num_threads() for lib in libs] == before
+
+
+def test_compiled_kernels_and_numpy_path_give_the_same_scores(fingers: list[FingerTemplate]) -> None:
+    """numba is optional: without it (or with CARDSVC_MCC_JIT=0) the numpy path must agree."""
+    from cardsvc.bio import mcc
+
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(21)
+    templates = [*fingers, *(jitter(f, rng) for f in fingers)]
+    encoded = [mcc.encode(t) for t in templates]
+    try:
+        mcc.use_jit(True)
+        assert mcc._jit() is not None
+        compiled = [mcc.lssr_score(a, b) for a in encoded for b in encoded]
+        gamma_c = mcc.local_similarities(encoded[0], encoded[6])
+        mcc.use_jit(False)
+        plain = [mcc.lssr_score(a, b) for a in encoded for b in encoded]
+        gamma_p = mcc.local_similarities(encoded[0], encoded[6])
+    finally:
+        mcc.use_jit(True)
+    np.testing.assert_allclose(gamma_c, gamma_p, atol=1e-5)
+    np.testing.assert_allclose(compiled, plain, atol=2e-3)
+    assert max(compiled) > 0.5  # the comparison set holds genuine pairs, not only zeros

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -321,16 +322,58 @@ def local_similarities(a: EncodedTemplate, b: EncodedTemplate, params: MccParams
     na = ca @ mb.T  # a's bits on cells valid in b
     common_nb = ma @ mcb.T  # [cells valid in both | b's bits on cells valid in a]
     common, nb = common_nb[:, :nb_], common_nb[:, nb_:]
+    cosines = a.geometry()[1] @ b.geometry()[1].T
+    min_common = params.min_matchable * ma.shape[1]
+    cos_limit = math.cos(params.max_direction_difference) - 1e-6
+    jit = _jit()
+    if jit is not None:
+        return np.asarray(jit.gamma_kernel(both, na, common_nb, cosines, min_common, cos_limit))
     nx = np.maximum(na + nb - 2.0 * both, 0.0)
     denom = np.sqrt(na) + np.sqrt(nb)
-    denom[denom == 0] = np.inf
+    empty = denom == 0  # no bit set on any commonly valid cell: nothing to compare, similarity 0
+    denom[empty] = 1.0
     gamma = 1.0 - np.sqrt(nx) / denom
-    ncell = ma.shape[1]
     # too few cells valid in both, or directions more than 90 degrees apart (cos < 0): no similarity
-    gamma[common < params.min_matchable * ncell] = 0.0
-    cos_limit = math.cos(params.max_direction_difference)
-    gamma[a.geometry()[1] @ b.geometry()[1].T < cos_limit - 1e-6] = 0.0
+    gamma[empty | (common < min_common) | (cosines < cos_limit)] = 0.0
     return gamma
+
+
+class _ParamArrays(dict[MccParams, NDArray[np.float64]]):
+    """mu_rho / tau_rho as float64 arrays per parameter set, for the compiled kernel."""
+
+    def __init__(self, field_name: str) -> None:
+        super().__init__()
+        self.field_name = field_name
+
+    def __missing__(self, params: MccParams) -> NDArray[np.float64]:
+        value = np.array(getattr(params, self.field_name), dtype=np.float64)
+        self[params] = value
+        return value
+
+
+_RHO_MU = _ParamArrays("mu_rho")
+_RHO_TAU = _ParamArrays("tau_rho")
+_JIT_STATE: dict[str, Any] = {}
+
+
+def _jit() -> Any:
+    """The numba kernels (cardsvc.bio._mcc_jit) when numba is installed and CARDSVC_MCC_JIT is not 0."""
+    if "module" not in _JIT_STATE:
+        module: Any = None
+        if os.environ.get("CARDSVC_MCC_JIT", "1") != "0":
+            try:
+                from cardsvc.bio import _mcc_jit as module
+            except ImportError:  # numba absent: the numpy path gives the same scores, slower
+                module = None
+        _JIT_STATE["module"] = module
+    return _JIT_STATE["module"]
+
+
+def use_jit(enabled: bool) -> None:
+    """Switch the numba kernels on or off for this process (tests compare both paths)."""
+    _JIT_STATE.clear()
+    if not enabled:
+        _JIT_STATE["module"] = None
 
 
 @functools.lru_cache(maxsize=4)
@@ -355,6 +398,13 @@ def lssr_score(
         return 0.0
     if gamma is None:
         gamma = local_similarities(a, b, params)
+    n_p = pairs_to_consider(a.count, b.count, params)
+    jit = _jit()
+    if jit is not None:
+        return float(
+            jit.lssr_kernel(gamma, a.geometry()[0], b.geometry()[0], n_p, params.relax_weight,
+                            params.relax_iterations, _RHO_MU[params], _RHO_TAU[params])
+        )  # fmt: skip
     n_r = min(a.count, b.count)
     flat = gamma.ravel()
     if n_r < flat.size:
@@ -383,7 +433,6 @@ def lssr_score(
     for _ in range(params.relax_iterations):
         lam = rho @ lam
     efficiency = lam / lam0
-    n_p = pairs_to_consider(a.count, b.count, params)
     k = min(n_p, lam.size)
     best = np.argpartition(-efficiency, k - 1)[:k]
     return float(lam[best].sum() / n_p)
