@@ -5,6 +5,7 @@ counters equal the card's own log and the journal. The PC/SC path is in tests/te
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ class Terminal:
 
 
 @pytest.fixture
-def term(pos_world: PosWorld, tmp_path: Path) -> Terminal:
+def term(pos_world: PosWorld, tmp_path: Path) -> Iterator[Terminal]:
     t = Terminal(pos_world, tmp_path)
     yield t
     t.journal.close()

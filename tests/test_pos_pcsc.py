@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,7 @@ class Pos:
 
 
 @pytest.fixture
-def pos(pos_world: PosWorld, tmp_path: Path, sensor_sim: SensorSimulator) -> Pos:
+def pos(pos_world: PosWorld, tmp_path: Path, sensor_sim: SensorSimulator) -> Iterator[Pos]:
     p = Pos(pos_world, tmp_path, sensor_sim)
     yield p
     p.journal.close()
