@@ -294,3 +294,19 @@ def test_record_breaking_the_format_is_refused_naming_it(field: Field) -> None:
         field.post(field.terminal.batch(BatchKind.TRANSACTIONS, items, field.now)), 422, "bad_record"
     )
     assert "batch.items[0]" in reason and "record_type" in reason
+
+
+def test_overlapping_batches_through_the_copy_pipeline(field: Field, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PostgreSQL bulk path (forced for small batches): records already held are skipped, not raced."""
+    from cardsvc.central.services import ingest
+
+    monkeypatch.setattr(ingest, "COPY_THRESHOLD", 1)
+    monkeypatch.setattr(ingest, "CHUNK", 2)  # several chunks through the pipeline
+    for n in range(5):
+        field.card.transact(RecordType.CASH, 1_000, field.now - 100 + n, field.terminal.terminal_id, 0x0E, 17)
+    log = field.card.log
+    first = field.post(field.terminal.batch(BatchKind.TRANSACTIONS, field.card.items(log[:4]), field.now))
+    second = field.post(field.terminal.batch(BatchKind.TRANSACTIONS, field.card.items(log[2:]), field.now))
+    assert first.get_json()["receipt"]["new_items"] == 4
+    assert second.get_json()["receipt"]["new_items"] == 3
+    assert field.count(TransactionRow) == 7

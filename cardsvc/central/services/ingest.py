@@ -444,9 +444,12 @@ def _copy_fresh(dbapi: Any, rows: list[dict[str, Any]]) -> None:
     }
     cursor = dbapi.cursor()
     try:
-        cursor.execute(
-            "SELECT card_id, counter, content_hash FROM transactions WHERE card_id = ANY(%s)",
-            (sorted({r["card_id"] for r in rows}),),
+        wanted = sorted({(r["card_id"], r["counter"]) for r in rows})
+        cursor.execute(  # only the (card, counter) pairs of these rows, through the unique index
+            "SELECT t.card_id, t.counter, t.content_hash FROM transactions t"
+            " JOIN unnest(%s::varchar[], %s::bigint[]) AS k(card_id, counter)"
+            " ON t.card_id = k.card_id AND t.counter = k.counter",
+            ([c for c, _ in wanted], [n for _, n in wanted]),
         )
         for card_id, counter, digest in cursor.fetchall():
             unique.pop((card_id, counter, bytes(digest)), None)
