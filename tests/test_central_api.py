@@ -310,3 +310,26 @@ def test_overlapping_batches_through_the_copy_pipeline(field: Field, monkeypatch
     assert first.get_json()["receipt"]["new_items"] == 4
     assert second.get_json()["receipt"]["new_items"] == 3
     assert field.count(TransactionRow) == 7
+
+
+def test_openapi_references_all_resolve(field: Field) -> None:
+    document = field.client.get("/api/v1/openapi.json").get_json()
+    refs: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                refs.append(node["$ref"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document)
+    assert refs
+    for ref in refs:
+        target = document
+        for part in ref.removeprefix("#/").split("/"):
+            assert part in target, f"{ref} does not resolve"
+            target = target[part]
