@@ -336,6 +336,7 @@ def test_offline_limits_and_central_acknowledgement(make_beneficiary_card: objec
     with pytest.raises(OfflineLimitError):
         _debit(s, RecordType.CASH, 10)
     _debit(s, RecordType.PROOF_OF_LIFE, 0)  # no value moves: allowed
+    assert (s.offline_limits().debits_left, s.offline_limits().amount_left) == (0, 2_000_000 - 200)
     ack = _ack(c.world, last.counter - 5, serial=1)
     s.acknowledge_sync(ack)
     assert s.status().since_sync_count == 5

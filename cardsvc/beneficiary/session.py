@@ -81,6 +81,26 @@ class CountingConnection:
 
 
 @dataclass(frozen=True)
+class OfflineState:
+    """Offline limits (from the profile) and their use since the synced counter."""
+
+    max_count: int
+    max_amount: int
+    count: int
+    amount: int
+    synced_counter: int
+    counter: int
+
+    @property
+    def debits_left(self) -> int:
+        return max(0, self.max_count - self.count)
+
+    @property
+    def amount_left(self) -> int:
+        return max(0, self.max_amount - self.amount)
+
+
+@dataclass(frozen=True)
 class PublicPart:
     """What any reader may read: status and the certificates (card, then FKO)."""
 
@@ -295,6 +315,12 @@ class BeneficiarySession(ApplicationSession):
             nxt = out[-1].counter + 1
         return out
 
+    def offline_limits(self) -> OfflineState:
+        """The offline risk limits and how much of them is used since the last acknowledged sync."""
+        st = self.status()
+        return OfflineState(st.max_count, st.max_amount, st.since_sync_count, st.since_sync_amount,
+                            st.synced_counter, st.counter)  # fmt: skip
+
     def authorise(self, authorisation: fmt.Authorisation) -> None:
         """Present a central-signed authorisation (sync acknowledgement, supersede)."""
         self._cmd(fmt.BenIns.AUTHORISE, authorisation.encode())
@@ -328,4 +354,11 @@ def digest_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-__all__ = ["ApduCounter", "BeneficiarySession", "PublicPart", "sign_authorisation"]
+__all__ = [
+    "ApduCounter",
+    "BeneficiarySession",
+    "CountingConnection",
+    "OfflineState",
+    "PublicPart",
+    "sign_authorisation",
+]
