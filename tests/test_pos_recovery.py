@@ -234,3 +234,101 @@ def test_pending_intent_is_resolved_before_the_next_debit(pos_world: PosWorld, t
     outcome = till.pay(visit)  # recovery runs first, then the new payment
     assert outcome.recovered == 1 and outcome.record.counter == 2
     assert [r.counter for r in till.journal.records(visit.card_id)] == [1, 2]
+
+
+_KILLED_TERMINAL = r"""
+import os, signal, sys
+from pathlib import Path
+from cardsvc.card.inprocess import InProcessConnection
+from cardsvc.pki.cvc import CvCertificate
+from cardsvc.bio.extract import extract_template
+from hardware_sims.card.apps.beneficiary import BeneficiaryApplication
+from hardware_sims.card.cardos import SimulatedCard
+from hardware_sims.fingers import impression
+from point_of_service import identity
+from point_of_service.journal import Journal
+from point_of_service.services import paypoint
+from point_of_service.services.signin import Clerk
+from point_of_service.services.verification import verify_card, verify_member
+from point_of_service.trust import TrustState
+
+home, card_dir, now = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+ident = identity.load(home, b"terminal-pass-1")
+journal = Journal(home / "journal.sqlite")
+trust = TrustState.load(journal, ident.anchor, districts={ident.chain[0].chr: ident.chain[0]})
+operator = CvCertificate.parse((home / "operator.cvc").read_bytes())
+clerk = Clerk(operator.chr, identity.reference_id(operator.chr), operator.rights, now, operator)
+app = BeneficiaryApplication(card_id=sys.argv[4], anchor=ident.anchor)
+card = SimulatedCard(card_dir, applications=[app], clock=lambda: float(now))
+conn = InProcessConnection(card)
+visit = verify_card(conn, identity=ident, trust=trust, clerk=clerk, now=now, journal=journal)
+probe = extract_template(impression(3, 1), quality=False)
+assert verify_member(visit, member=0, finger=2, capture=lambda: probe, clerk=clerk, now=now).matched
+paypoint.disburse(visit, scheme_id=2, amount=25_000, now=now, journal=journal, identity=ident, clerk=clerk,
+                  after_card=lambda record: os.kill(os.getpid(), signal.SIGKILL))
+print("not killed")
+"""
+
+
+def test_terminal_process_sigkilled_after_the_card_debit(pos_world: PosWorld, tmp_path: Path) -> None:
+    """A real terminal process killed with SIGKILL between the card's answer and its journal write."""
+    import subprocess
+    import sys
+
+    from cardsvc.pki.rights import Role
+    from cardsvc.pki.signer import FileSigner, ScryptCost
+    from point_of_service import identity
+    from tests.fixtures.beneficiary import CARD_ID
+
+    pki = pos_world.pki
+    files = tmp_path / "files"
+    signer = FileSigner.create(files / "key.enc", b"terminal-pass-1", cost=ScryptCost(n=2**10))
+    terminal = pki.issue(pki.district, "INTRM-POS-KILL1", Role.POS_TERMINAL, signer=signer)
+    (files / "pos.chain").write_bytes(
+        pki.root.cert.encode() + pki.district.cert.encode() + terminal.cert.encode()
+    )
+    home = tmp_path / "home"
+    identity.install(
+        home,
+        chain_file=files / "pos.chain",
+        key_file=files / "key.enc",
+        terminal_id=0x5EC0_0777,
+        facility_id=17,
+    )
+    (home / "operator.cvc").write_bytes(pos_world.operator_cert.encode())
+    card_dir = pos_world.copy("activated", tmp_path / "card")
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_TERMINAL, str(home), str(card_dir), str(NOW), CARD_ID],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == -9, proc.stdout + proc.stderr
+    # the terminal starts again; the card is inserted again
+    ident = identity.load(home, b"terminal-pass-1")
+    with Journal(home / "journal.sqlite") as journal:
+        (pending,) = journal.pending_intents()
+        assert journal.records() == []
+        trust = pos_world.trust(journal)
+        card = pos_world.ben.new_card(card_dir)
+        visit = verify_card(
+            PullableConnection(card),
+            identity=ident,
+            trust=trust,
+            clerk=pos_world.clerk(),
+            now=NOW,
+            journal=journal,
+        )
+        recovery = recover_card(
+            visit.session,
+            journal,
+            card_id=visit.card_id,
+            card_key=visit.card_key,
+            terminal_id=reference_id(ident.chr),
+            now=NOW + 1,
+        )
+        assert [r.counter for r in recovery.completed] == [1]
+        assert visit.session.status().counter == 1 and _pension(visit) == PENSION - AMOUNT
+        assert [r.amount for r in journal.records(visit.card_id)] == [AMOUNT]
+        assert journal.intent(pending.nonce).status == "done"  # type: ignore[union-attr]
