@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   pcscd libpcsclite1 libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools swig gcc
   softhsm2 postgresql
+  chromium
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.station",
     "tests.fixtures.beneficiary",
     "tests.fixtures.pos",
+    "tests.fixtures.screens",
 ]

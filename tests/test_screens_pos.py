@@ -1,0 +1,219 @@
+"""Browser tests of the point-of-service screens: Chromium (Playwright) against the real POS app and
+services over simulated cards and a simulated sensor. A hospital admission and discharge, a paypoint payment
+with proof of life, a cloned card refused with its reason shown, and a supervised override — each in English
+and in Hindi, with screenshots of every screen under out/screenshots/<lang>/."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cardsvc.beneficiary.session import BeneficiarySession
+from point_of_service.catalogue import Catalogue, Package
+from point_of_service.journal import Journal
+from point_of_service.reasons import Reason, message_for
+from point_of_service.web import PosTerminal, create_app
+from tests.fixtures.beneficiary import CARD_ID
+from tests.fixtures.pos import OPERATOR_FINGER, OPERATOR_PIN, POS_CARD_NOW, PosWorld
+from tests.fixtures.screens import LiveServer, Screens, SimPosHardware, serve_app
+
+pytestmark = pytest.mark.slow
+
+LANGS = ["en", "hi"]
+
+
+@dataclass
+class PosScreens:
+    server: LiveServer
+    hw: SimPosHardware
+    world: PosWorld
+    tmp: Path
+
+    def url(self, path: str) -> str:
+        return self.server.url + path
+
+    def journal(self) -> Journal:
+        """A reading connection of the test's own (the app's belongs to the server thread)."""
+        return Journal(self.tmp / "journal.sqlite")
+
+
+@pytest.fixture
+def pos_screens(pos_world: PosWorld, tmp_path: Path) -> Iterator[PosScreens]:
+    pki = pos_world.pki
+    catalogue = Catalogue(1, pki.district.chr, POS_CARD_NOW - 86_400, POS_CARD_NOW - 86_400, (
+        Package(301, "Normal delivery", 450_000, "obstetrics"),
+        Package(112, "Cataract (one eye)", 700_000, "ophthalmology"),
+        Package(55, "Fever, observation", 90_000, "general"),
+    ))  # fmt: skip
+    signed = catalogue.sign(pki.district.signer, [pki.district.cert])
+    hw = SimPosHardware(operator=pos_world.officer_card(tmp_path / "operator"))
+    rng = random.Random(5)
+
+    def build() -> Any:
+        journal = Journal(tmp_path / "journal.sqlite")
+        trust = pos_world.trust(journal)
+        trust.install_catalogue(signed, now=datetime.fromtimestamp(POS_CARD_NOW, UTC))
+        terminal = PosTerminal(
+            journal, pos_world.identity(), trust, hw, now=lambda: POS_CARD_NOW, rng=rng.randbytes
+        )
+        return create_app(terminal, {"SECRET_KEY": b"screens-test"})
+
+    server = serve_app(build)
+    yield PosScreens(server, hw, pos_world, tmp_path)
+    server.stop()
+
+
+def hindi(text: str) -> bool:
+    return any("\u0900" <= ch <= "\u097f" for ch in text)
+
+
+def sign_in(s: PosScreens, screens: Screens, lang: str) -> Any:
+    page = screens.page
+    page.goto(s.url(f"/signin?lang={lang}"))
+    assert page.locator("html").get_attribute("lang") == lang
+    page.wait_for_selector("[data-status-key=card_reader].ok")  # the status bar polls the devices
+    screens.shot(lang, "pos-signin")
+    s.hw.finger = OPERATOR_FINGER
+    page.fill("#pin", OPERATOR_PIN)
+    page.click("#signin")
+    page.wait_for_selector("#read-card")
+    return page
+
+
+def read_card_and_verify_member(s: PosScreens, screens: Screens, lang: str, finger_seed: int = 3) -> Any:
+    page = screens.page
+    s.hw.patient = s.world.beneficiary_card(s.tmp / "card", "wide")
+    page.click("#read-card")
+    page.wait_for_selector("#member-0")
+    assert page.locator("ol.steps li.ok").count() == 8
+    screens.shot(lang, "pos-card-verified")
+    s.hw.finger = finger_seed
+    page.click("#member-0 button[type=submit]")
+    return page
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_hospital_admission_and_discharge(pos_screens: PosScreens, screens: Screens, lang: str) -> None:
+    s = pos_screens
+    page = sign_in(s, screens, lang)
+    read_card_and_verify_member(s, screens, lang)
+    page.wait_for_selector("#verified")
+    page.click("#go-hospital")
+    page.fill("#q", "deliv")
+    page.press("#q", "Enter")
+    assert page.locator("#packages tbody tr").count() == 1, "the search keeps only the matching package"
+    screens.shot(lang, "pos-hospital-packages")
+    page.click("#admit-301")
+    page.wait_for_selector(".flash.ok")
+    [admission] = s.journal().admissions(status="open")
+    assert admission.amount == 450_000 and admission.package_code == 301
+    assert "4,500.00" in page.inner_text(f"#admission-{admission.block_counter}")
+    screens.shot(lang, "pos-hospital-admitted")
+    page.fill(f"#amount-{admission.block_counter}", "4000")
+    page.click(f"#discharge-{admission.block_counter}")
+    page.wait_for_selector(".flash.ok")
+    assert s.journal().admissions(status="open") == []
+    [settled] = s.journal().admissions(status="settled")
+    assert settled.block_counter == admission.block_counter
+    records = s.journal().records()
+    assert [r.amount for r in records][-1] == 400_000, "the card settled the final amount typed"
+    screens.shot(lang, "pos-hospital-discharged")
+    page.click("#nav-journal")
+    page.wait_for_selector("#journal")
+    assert page.locator("#journal tbody tr").count() >= 4
+    screens.shot(lang, "pos-journal")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_paypoint_payment_and_proof_of_life(pos_screens: PosScreens, screens: Screens, lang: str) -> None:
+    s = pos_screens
+    page = sign_in(s, screens, lang)
+    read_card_and_verify_member(s, screens, lang)
+    page.click("#go-paypoint")
+    page.wait_for_selector("#wallets")
+    screens.shot(lang, "pos-paypoint")
+    page.select_option("#scheme", "2")
+    page.fill("#amount", "1,500")
+    page.click("#pay")
+    page.wait_for_selector(".flash.ok")
+    cash = s.journal().records()[-1]
+    assert (cash.amount, cash.scheme_id) == (150_000, 2)
+    page.fill("#amount", "abc")
+    page.click("#pay")
+    page.wait_for_selector(".flash.error")
+    assert page.locator("[data-reason=amount-invalid]").count() == 1
+    expected = message_for(Reason.AMOUNT_INVALID).problem
+    assert (expected in page.inner_text(".flash.error")) == (lang == "en")
+    screens.shot(lang, "pos-paypoint-refused")
+    page.click("#proof-of-life")
+    page.wait_for_selector(".flash.ok")
+    assert s.journal().records()[-1].amount == 0
+    assert len(s.journal().records()) == 2, "the refused amount never reached the card"
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_cloned_card_refused_with_reason(pos_screens: PosScreens, screens: Screens, lang: str) -> None:
+    s = pos_screens
+    page = sign_in(s, screens, lang)
+    world = s.world
+    genuine = world.beneficiary_card(s.tmp / "genuine")
+    clone = world.ben.new_card(s.tmp / "clone", rng=random.Random(99))
+    from cardsvc.card.inprocess import InProcessConnection
+
+    session = BeneficiarySession(InProcessConnection(clone))
+    session.terminal_authenticate(world.ben.enrol.chain, world.ben.enrol.holder.signer, CARD_ID)
+    session.generate_key()
+    clone.power_off()
+    genuine.power_off()
+    for obj in genuine.state_dir.glob("objects/*"):
+        if not obj.name.startswith("key."):
+            shutil.copy(obj, clone.state_dir / "objects" / obj.name)
+    s.hw.patient = clone
+    page.click("#read-card")
+    page.wait_for_selector(".refusal")
+    assert page.locator("[data-reason=card-not-genuine]").count() == 1
+    text = page.inner_text(".refusal")
+    msg = message_for(Reason.CARD_NOT_GENUINE)
+    if lang == "en":
+        assert msg.problem in text and msg.next_step in text
+    else:
+        assert hindi(text) and msg.problem not in text, "the refusal is shown in Hindi"
+    assert page.locator("ol.steps li.failed").count() == 1
+    assert page.locator("ol.steps li.ok").count() == 5, "the five steps before the challenge passed"
+    assert page.locator("#member-0").count() == 0, "no member can be chosen on a refused card"
+    screens.shot(lang, "pos-card-refused-clone")
+    [event] = s.journal().events(kind="verify-card")
+    assert event.outcome == "refused" and event.reason == Reason.CARD_NOT_GENUINE.value
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_fingerprint_mismatch_then_supervised_override(
+    pos_screens: PosScreens, screens: Screens, lang: str
+) -> None:
+    s = pos_screens
+    page = sign_in(s, screens, lang)
+    read_card_and_verify_member(s, screens, lang, finger_seed=5)  # member 1's finger: a mismatch
+    page.wait_for_selector("[data-reason=finger-mismatch]")
+    assert page.locator("#fallbacks li").count() == 3
+    screens.shot(lang, "pos-finger-mismatch")
+    page.click("#override")
+    s.hw.operator = s.world.officer_card(s.tmp / "supervisor", "supervisor")
+    s.hw.finger = OPERATOR_FINGER
+    page.select_option("#reason", "worn-fingerprints")
+    page.fill("#note", "short")
+    page.fill("#pin", OPERATOR_PIN)
+    page.click("#confirm-override")
+    page.wait_for_selector("[data-reason=override-needs-reason]")
+    screens.shot(lang, "pos-override")
+    page.fill("#note", "Manual labourer, ridges worn on every finger")
+    page.click("#confirm-override")
+    page.wait_for_selector("#verified")
+    [event] = s.journal().events(kind="fallback")
+    assert event.fallback == "supervised-override" and event.detail["why"] == "worn-fingerprints"
