@@ -167,6 +167,9 @@ class FlagRow(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[int] = mapped_column(BigInteger)
     dedup_key: Mapped[str] = mapped_column(String(64), unique=True)
+    #: set when staff reviewed the finding and cleared it: a resolved flag holds no claim or authorisation
+    resolved_at: Mapped[int | None] = mapped_column(BigInteger)
+    resolution: Mapped[str | None] = mapped_column(String(200))
 
 
 class Package(Base):
@@ -189,3 +192,68 @@ class NonceRow(Base):
     terminal_id: Mapped[str] = mapped_column(String(HEX_ID), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     seen_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class SealedTemplates(Base):
+    """A camp card's fingerprint templates for de-duplication, as the station sealed them to central's key.
+
+    The sealed box (cardsvc/formats/templates.py: ECDH P-256 + HKDF + AES-GCM, a fresh key and nonce per
+    card, the card id bound as associated data) is what is stored: encrypted at rest, opened only in memory
+    by the de-duplication search. Never images.
+    """
+
+    __tablename__ = "sealed_templates"
+    card_id: Mapped[str] = mapped_column(String(HEX_ID), primary_key=True)
+    district: Mapped[str] = mapped_column(String(200), index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[int] = mapped_column(BigInteger)
+    searched_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class SettlementRun(Base):
+    """One settlement of one facility for one period: recorded once (idempotent per facility + period)."""
+
+    __tablename__ = "settlement_runs"
+    __table_args__ = (
+        UniqueConstraint("facility_id", "period_start", "period_end", name="uq_settlement_runs_period"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    facility_id: Mapped[int] = mapped_column(BigInteger)
+    period_start: Mapped[int] = mapped_column(BigInteger)
+    period_end: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    payable_count: Mapped[int] = mapped_column(Integer)
+    payable_paise: Mapped[int] = mapped_column(BigInteger)
+    held_count: Mapped[int] = mapped_column(Integer)
+    held_paise: Mapped[int] = mapped_column(BigInteger)
+    claims: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class AuthorisationRow(Base):
+    """A signed authorisation central issued (station: renew/split/replace; card: top-up/renewal/...)."""
+
+    __tablename__ = "authorisations"
+    id: Mapped[str] = mapped_column(String(HEX_ID), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    card_id: Mapped[str] = mapped_column(String(HEX_ID), index=True)
+    district: Mapped[str] = mapped_column(String(200), index=True)
+    audience: Mapped[str] = mapped_column(String(16))  # "station" | "card"
+    serial: Mapped[int] = mapped_column(BigInteger)
+    issued_at: Mapped[int] = mapped_column(BigInteger)
+    not_after: Mapped[int] = mapped_column(BigInteger)
+    wire: Mapped[bytes] = mapped_column(LargeBinary)
+    #: open flags on the card when issued (a de-duplication flag blocks instead; see services/authorise.py)
+    marks: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class PublishedList(Base):
+    """A signed list central published (revocations, catalogue): a new version only when content changes."""
+
+    __tablename__ = "published_lists"
+    __table_args__ = (UniqueConstraint("kind", "version", name="uq_published_lists_kind_version"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(BigInteger)
+    issued_at: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    wire: Mapped[bytes] = mapped_column(LargeBinary)
