@@ -805,6 +805,22 @@ def _central(p: Pilot) -> None:
                 ).all()
             )
             flagged = {c for c in session.scalars(select(FlagRow.card_id)).all() if c}
+            schemes = {
+                (c, n): sch
+                for c, n, sch in session.execute(
+                    select(TransactionRow.card_id, TransactionRow.counter, TransactionRow.scheme_id)
+                ).all()
+            }
+            unreconciled = [
+                {
+                    "flag": f.kind,
+                    "card_id": f.card_id,
+                    "counter": f.details.get("counter"),
+                    "scheme_id": schemes.get((f.card_id, f.details.get("counter"))),
+                    "details": f.details,
+                }
+                for f in session.scalars(select(FlagRow)).all()
+            ]
     p.summary.figures["central_reconcile"] = rec.to_json()
     # What the terminal holds is what the cards signed; central must hold each once, in an unflagged ledger.
     records = term.journal.records()
@@ -818,6 +834,7 @@ def _central(p: Pilot) -> None:
             "transactions_reconciled": reconciled,
             "flags": dict(flags),
             "resync_new_records": again.records_sent,
+            "unreconciled": unreconciled,
         }
     )
     p.missing.append("settlement per facility: cardsvc.central has no settlement service yet (issue 6)")
