@@ -316,9 +316,11 @@ def _visit(
             visit = verify_card(
                 conn, identity=t.identity, trust=t.trust, clerk=clerk, now=settings.now, journal=t.journal
             )
+            st = visit.verified.status
             click.echo(
                 f"card {visit.card_chr}: household {visit.verified.household_id}, counter "
-                f"{visit.verified.counter}"
+                f"{visit.verified.counter}; offline since last sync: {st.since_sync_count} of {st.max_count} "
+                f"debits, {st.since_sync_amount} of {st.max_amount} paise"
             )
             with card_io():
                 rec = recover_card(

@@ -155,7 +155,11 @@ def verify_card(
             at=now,
             operator=clerk.chr,
             card_id=verified.card_number,
-            detail={"counter": verified.counter},
+            detail={
+                "counter": verified.counter,
+                "since_sync": [verified.status.since_sync_count, verified.status.since_sync_amount],
+                "offline_limits": [verified.status.max_count, verified.status.max_amount],
+            },
         )
     return CardVisit(session, verified)
 
