@@ -97,9 +97,7 @@ class SimTerminal:
     def new(cls, terminal_id: int, rng: random.Random) -> SimTerminal:
         return cls(terminal_id=terminal_id, key=p256_key(rng))
 
-    def batch(
-        self, kind: BatchKind, items: Sequence[Item], created: int, seq: int | None = None
-    ) -> bytes:
+    def batch(self, kind: BatchKind, items: Sequence[Item], created: int, seq: int | None = None) -> bytes:
         """The signed wire document of a new batch."""
         if seq is None:
             self.seq += 1

@@ -25,6 +25,7 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cardsvc.formats.errors import FieldValueError, FormatError
+from cardsvc.formats.templates import check_sealed
 from cardsvc.formats.transaction import (
     RECORD_LENGTH,
     TransactionRecord,
@@ -232,11 +233,16 @@ class CampCard:
     #: check with only the root key that an FKO certified this key for this card. Absent from the JSON when
     #: empty (batches without it keep their bytes and content hash).
     card_chain: tuple[bytes, ...] = ()
+    #: optional: the card's fingerprint templates sealed to central's de-duplication key
+    #: (cardsvc/formats/templates.py); absent from the JSON when empty (older batches keep their hash).
+    templates: bytes = b""
 
     def to_json(self) -> dict[str, Any]:
         chain = {"card_chain": [b64encode(c) for c in self.card_chain]} if self.card_chain else {}
+        sealed = {"templates": b64encode(self.templates)} if self.templates else {}
         return {
             **chain,
+            **sealed,
             "card_id": id_hex(self.card_id),
             "household_id": self.household_id,
             "district": self.district,
@@ -253,9 +259,13 @@ class CampCard:
     def from_json(cls, value: Any, where: str) -> CampCard:
         keys = {
             "card_id", "household_id", "district", "scheme_id", "policy_start", "policy_end",
-            "cover_paise", "card_key", "fko_id", "members", "card_chain",
+            "cover_paise", "card_key", "fko_id", "members", "card_chain", "templates",
         }  # fmt: skip
-        obj = _obj(value, where, keys, optional=frozenset({"card_chain"}))
+        obj = _obj(value, where, keys, optional=frozenset({"card_chain", "templates"}))
+        templates = b""
+        if "templates" in obj:
+            templates = b64decode(obj["templates"], f"{where}.templates")
+            check_sealed(templates, f"{where}.templates")
         chain = obj.get("card_chain", [])
         if not isinstance(chain, list) or len(chain) > MAX_CHAIN or ("card_chain" in obj and not chain):
             raise FieldValueError(f"{where}.card_chain must list 1 to {MAX_CHAIN} certificates when present")
@@ -283,6 +293,7 @@ class CampCard:
             fko_id=parse_id(obj["fko_id"], f"{where}.fko_id"),
             members=tuple(Member.from_json(m, f"{where}.members[{i}]") for i, m in enumerate(members)),
             card_chain=card_chain,
+            templates=templates,
         )
 
 

@@ -33,7 +33,7 @@ from cardsvc.central.errors import (
     MalformedError,
     UnprocessableError,
 )
-from cardsvc.central.models import BatchRow, Card, FkoLedgerRow, TransactionRow
+from cardsvc.central.models import BatchRow, Card, FkoLedgerRow, SealedTemplates, TransactionRow
 from cardsvc.central.services.terminals import TerminalDirectory, public_key_bytes
 from cardsvc.formats.batch import (
     Batch,
@@ -305,7 +305,7 @@ def _store(
         cards = [i for i in batch.items if isinstance(i, CampCard)]
         session.add(row)
         session.flush()
-        row.new_items = _store_cards(session, cards, row.id)
+        row.new_items = _store_cards(session, cards, row.id, now)
     else:
         entries = [i for i in batch.items if isinstance(i, FkoLedgerEntry)]
         session.add(row)
@@ -468,7 +468,7 @@ def _copy_fresh(dbapi: Any, rows: list[dict[str, Any]]) -> None:
         cursor.close()
 
 
-def _store_cards(session: Session, cards: Sequence[CampCard], batch_id: int) -> int:
+def _store_cards(session: Session, cards: Sequence[CampCard], batch_id: int, now: int) -> int:
     """Insert new cards; the same card again with the same key is fine, with another key a conflict."""
     by_id = {id_hex(c.card_id): c for c in cards}
     normalised = {cid: public_key_bytes(load_public_key(c.card_key)) for cid, c in by_id.items()}
@@ -498,6 +498,18 @@ def _store_cards(session: Session, cards: Sequence[CampCard], batch_id: int) -> 
         if cid not in existing
     ]
     insert_ignore(session, Card.__table__, rows, ["card_id"])
+    sealed = [
+        {
+            "card_id": cid,
+            "district": c.district,
+            "sealed": c.templates,
+            "received_at": now,
+            "searched_at": None,
+        }
+        for cid, c in sorted(by_id.items())
+        if c.templates and cid not in existing
+    ]
+    insert_ignore(session, SealedTemplates.__table__, sealed, ["card_id"])
     return len(rows)
 
 

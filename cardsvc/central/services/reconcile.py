@@ -47,6 +47,7 @@ class FlagKind(StrEnum):
     FKO_COUNT_MISMATCH = "fko_count_mismatch"  # FKO ledger read-back differs from uploaded camps
     UNREGISTERED_CARD = "unregistered_card"  # records of a card no camp has reported
     FORGED_RECORD = "forged_record"  # verified with a presented key that is not the card's registered one
+    DUPLICATE_ENROLMENT = "duplicate_enrolment"  # a finger matches another card's (services/dedup.py)
 
 
 #: Findings about a state that later uploads may cure: recomputed from scratch on each run.
