@@ -7,6 +7,7 @@ of the same finger at camp B: the person enrolled twice. On SQLite and PostgreSQ
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -30,7 +31,8 @@ from tests.fixtures.beneficiary import impression, synthetic_finger
 DAY = 86_400
 
 
-def seeded(rng: random.Random):  # noqa: ANN201 - a byte source for sealing (deterministic tests)
+def seeded(rng: random.Random) -> Callable[[int], bytes]:
+    """A byte source for sealing (deterministic tests)."""
     return lambda n: rng.randbytes(n)
 
 
