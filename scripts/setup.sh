@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   pcscd libpcsclite1 libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools swig gcc
   softhsm2 postgresql
-  chromium
+  chromium fonts-lohit-deva
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

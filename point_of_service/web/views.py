@@ -140,7 +140,9 @@ def status() -> Response:
             "sensor": item(devices.get("sensor", False), yes, no),
             "operator": item(clerk is not None, clerk.chr if clerk else "", _("nobody signed in"), "warn"),
             "sync": {
-                "text": _("offline for %(d)s", d=_duration(off.seconds_offline)),
+                "text": _duration(off.seconds_offline)
+                if off.seconds_offline is None
+                else _("offline for %(d)s", d=_duration(off.seconds_offline)),
                 "state": "ok" if (off.seconds_offline or 10**9) < 86400 else "warn",
             },
         }
@@ -345,7 +347,9 @@ def card_override() -> str | WResponse:
         if problem is None:
             flash(_("Override recorded: member accepted by the supervisor."), "ok")
             return redirect(url_for("pos.card"))
-    return page("pos/override.html", member=member, reasons=OVERRIDE_REASONS, problem=problem)
+    return page(
+        "pos/override.html", member=member, reasons=OVERRIDE_REASONS, problem=problem, form=request.form
+    )
 
 
 @bp.post("/card/done")
