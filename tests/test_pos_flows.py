@@ -353,3 +353,39 @@ def test_hundred_mixed_transactions_exact(term: Terminal, pos_world: PosWorld, t
             blocks[record.counter] = record.amount
     assert not term.journal.pending_intents()
     assert len(term.journal.admissions(visit.card_id, status="open")) == len(held)
+
+
+@pytest.mark.parametrize("who", ["terminal-list", "terminal-central", "operator-central", "operator-list"])
+def test_revoked_facility_serves_nobody(term: Terminal, card: SimulatedCard, who: str) -> None:
+    from cardsvc.pki.bundle import TrustBundle
+    from point_of_service.identity import reference_id
+
+    pki = term.world.pki
+    if who.endswith("central"):
+        kind, number = (
+            ("terminals", term.identity.terminal_id)
+            if who.startswith("terminal")
+            else ("operators", reference_id(term.clerk.chr))
+        )
+        term.trust.set_central_revocations({kind: [{"id": f"{number:016x}", "revoked_at": NOW - 3600}]})
+    else:
+        subject, kind_ = (
+            (term.identity.chr, SubjectKind.TERMINAL)
+            if who.startswith("terminal")
+            else (term.clerk.chr, SubjectKind.OFFICER)
+        )
+        at = datetime.fromtimestamp(NOW - 3600, UTC)
+        rl = build_revocation_list(
+            pki.district.signer,
+            issuer=pki.district.chr,
+            version=1,
+            issued_at=at,
+            entries=[RevocationEntry(subject, kind_, at, RevocationReason.STOLEN)],
+        )
+        term.trust.apply_bundle(
+            TrustBundle(pki.root.cert, {pki.district.chr: pki.district.cert}, [rl]),
+            now=datetime.fromtimestamp(NOW, UTC),
+        )
+    with pytest.raises(VerificationError) as info:
+        term.verify(card)
+    assert info.value.reason is Reason.FACILITY_REVOKED and info.value.step == "facility"

@@ -127,6 +127,7 @@ def verify_card(
 ) -> CardVisit:
     """Every card step; raises :class:`VerificationError` (reason + step); journals the outcome either way."""
     try:
+        check_facility(identity, trust, clerk, now)
         session, verified = check_card(
             connection,
             anchor=identity.anchor,
@@ -162,6 +163,32 @@ def verify_card(
             },
         )
     return CardVisit(session, verified)
+
+
+def check_facility(identity: TerminalIdentity, trust: TrustState, clerk: Clerk, now: int) -> None:
+    """This terminal and the signed-in clerk must not be revoked (signed lists or central's register): a
+    revoked facility serves nobody, whatever the card says."""
+    from point_of_service.errors import TerminalSetupError
+    from point_of_service.identity import reference_id
+
+    try:
+        identity.validate(now=datetime.fromtimestamp(now, UTC), revocations=trust.store)
+    except TerminalSetupError as exc:
+        raise VerificationError(Reason.FACILITY_REVOKED, exc.detail, step="facility") from None
+    checks = (
+        ("terminals", identity.terminal_id, identity.chr),
+        ("operators", reference_id(clerk.chr), clerk.chr),
+    )
+    for kind, number, name in checks:
+        at = trust.central_revoked_at(kind, f"{number:016x}")
+        if at is not None and at <= now:
+            raise VerificationError(
+                Reason.FACILITY_REVOKED, f"central revoked {name} at {at}", step="facility"
+            )
+    path = (identity.anchor.chr, clerk.certificate.car)
+    revoked = trust.revocation_of(clerk.chr, path)
+    if revoked is not None and revoked.revoked_at <= datetime.fromtimestamp(now, UTC):
+        raise VerificationError(Reason.FACILITY_REVOKED, f"operator {clerk.chr} revoked", step="facility")
 
 
 def _log_refusal(
