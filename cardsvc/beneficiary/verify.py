@@ -11,7 +11,10 @@ whose ``reason`` (a :class:`RefusalReason`) says what the clerk is told:
 6. a fresh challenge signed by the card key (a copy of the files on another chip fails: clone check)
 7. terminal authentication to the card (opens the profile and templates for this power session)
 8. the profile read from the card matches the hash the card committed to at activation, names this card,
-   and carries the certified policy period (tampered profile)
+   and carries the certified policy period; and the content digest recomputed from (hash of the profile
+   read, template-set hash and photo-set hash attested by the card) equals the digest the FKO signed in the
+   card certificate. So even a chip-level attacker who rewrites the profile AND the card's stored hashes
+   is refused: the FKO's signature does not cover the new content (tampered profile)
 
 :func:`verify_member` is the fingerprint step: a live probe against that member's templates on the card.
 """
@@ -19,6 +22,7 @@ whose ``reason`` (a :class:`RefusalReason`) says what the clerk is told:
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +38,7 @@ from cardsvc.bio.template import FingerTemplate
 from cardsvc.card.errors import ApduError, CardError, CardFileNotFoundError
 from cardsvc.card.transport import CardConnection, CardRemovedError
 from cardsvc.formats.errors import FormatError
-from cardsvc.formats.profile import HouseholdProfile, Member
+from cardsvc.formats.profile import ContentHashes, HouseholdProfile, Member
 from cardsvc.pki.chain import RevocationLookup, TrustAnchor, validate_chain
 from cardsvc.pki.cvc import CvCertificate
 from cardsvc.pki.errors import PkiError, RevokedError
@@ -248,6 +252,11 @@ def _verify(
         raise CardRefusedError(
             RefusalReason.PROFILE_TAMPERED, "profile differs from what the card committed to"
         )
+    if not hmac.compare_digest(certified_content(raw, attestation), card.content_digest or b""):
+        raise CardRefusedError(
+            RefusalReason.PROFILE_TAMPERED,
+            "profile, templates or photos differ from what the FKO certified at activation",
+        )
     if profile.card_id != card.chr or (profile.policy_start, profile.policy_end) != (
         card.effective,
         card.expiry,
@@ -262,6 +271,17 @@ def _verify(
         card_certificate=card,
         chain=chain,
     )
+
+
+def certified_content(profile_raw: bytes, attestation: fmt.Attestation) -> bytes:
+    """The content digest a verifier recomputes without reading templates or photos: the profile bytes it
+    read, with the template-set and photo-set hashes the card signed over the fresh challenge. It must equal
+    the card certificate's content digest (the FKO's signature), and the templates read later must hash to
+    the attested template hash (:func:`verify_member`), so both are bound to the FKO's signature."""
+    hashes = ContentHashes(
+        hashlib.sha256(profile_raw).digest(), attestation.hashes.templates, attestation.hashes.photos
+    )
+    return hashes.digest()
 
 
 class NoTemplateError(BeneficiaryCardError):
@@ -301,6 +321,7 @@ __all__ = [
     "NoTemplateError",
     "RefusalReason",
     "VerifiedCard",
+    "certified_content",
     "open_session",
     "verify_card",
     "verify_member",

@@ -24,6 +24,11 @@ Household profile (BER-TLV, tags are context-specific inside their template)::
 
 Template set: 0-10 x ``72 { 80 member index | 81 finger position (ISO 19794-2: 1-10) | 7F2E {81 compact} }``.
 Photo set: 0-5 x ``73 { 80 member index | 81 JPEG bytes }``.
+
+Content digest: SHA-256("RSBY-CONTENT" 01 || SHA-256(profile) || SHA-256(template set) || SHA-256(photo set)),
+each hash over the object's exact bytes. The FKO signs it into the card certificate (extension
+2.999.7816.2.1, cardsvc/pki/cvc.py) at activation; a verifier recomputes it from the profile it read and the
+template and photo hashes the card attests.
 """
 
 from __future__ import annotations
@@ -362,6 +367,13 @@ class HouseholdProfile:
             if s.scheme_id == scheme_id:
                 return s.cover_paise
         raise KeyError(f"no scheme {scheme_id} on this card")
+
+    def content_digest(
+        self, templates: Iterable[StoredTemplate], photos: Iterable[StoredPhoto] = ()
+    ) -> bytes:
+        """The content digest of a card holding this profile, these templates and photos: what the FKO
+        signs into the card certificate at activation (docs/certificates.md, content-digest extension)."""
+        return content_digest(self.encode(), encode_templates(templates), encode_photos(photos))
 
     def _check(self) -> None:
         card_number(self.card_id)

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from cardsvc.pki.cvc import CvCertificate
+from cardsvc.pki.cvc import CONTENT_DIGEST_LEN, CONTENT_DIGEST_OID, CvCertificate
 from cardsvc.pki.errors import (
     ChainEmptyError,
+    ContentDigestError,
     ExpiredError,
+    ExtensionNotAllowedError,
     FormatError,
     MissingRightError,
     NotYetValidError,
@@ -30,6 +32,11 @@ from cardsvc.pki.errors import (
 from cardsvc.pki.rights import ISSUABLE_BY, ROLE_MAX_RIGHTS, Right, Role
 
 MAX_CHAIN_LENGTH = 4  # root -> district -> FKO -> card: at most three certificates below the root
+
+#: Which certificate extensions (by OID) each role may carry; a role not listed may carry none.
+ROLE_EXTENSIONS: dict[Role, frozenset[tuple[int, ...]]] = {
+    Role.BENEFICIARY_CARD: frozenset({CONTENT_DIGEST_OID}),
+}
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,31 @@ def _names(rights: int) -> str:
 def _issue_right(role: Role) -> Right:
     """The right an issuer needs to issue ``role``: cards are activated, everything else certified."""
     return Right.ACTIVATE_CARD if role is Role.BENEFICIARY_CARD else Right.CERTIFY
+
+
+def check_extensions(cert: CvCertificate) -> None:
+    """The extension rules: a beneficiary card certificate carries exactly one 32-byte content digest (so
+    the FKO's signature covers the household data); no certificate carries an extension its role does not
+    know. Used by :func:`validate_chain` and by the officer card before it signs a body."""
+    allowed = ROLE_EXTENSIONS.get(cert.role, frozenset())
+    for ext in cert.extensions:
+        if ext.oid not in allowed:
+            raise ExtensionNotAllowedError(
+                f"{cert.chr}: a {cert.role.name} certificate may not carry extension {ext.oid_text}",
+                subject=cert.chr,
+            )
+    if cert.role is Role.BENEFICIARY_CARD:
+        digests = [e.value for e in cert.extensions if e.oid == CONTENT_DIGEST_OID]
+        if len(digests) != 1:
+            raise ContentDigestError(
+                f"{cert.chr}: a card certificate must carry exactly one content digest, found {len(digests)}",
+                subject=cert.chr,
+            )
+        if len(digests[0]) != CONTENT_DIGEST_LEN:
+            raise ContentDigestError(
+                f"{cert.chr}: content digest is {len(digests[0])} bytes, not {CONTENT_DIGEST_LEN}",
+                subject=cert.chr,
+            )
 
 
 def validate_chain(
@@ -169,6 +201,7 @@ def validate_chain(
                 f"{who} claims {_names(beyond_issuer)}, which its issuer {issuer_chr} does not hold",
                 subject=who,
             )
+        check_extensions(cert)
         if now < cert.not_before:
             raise NotYetValidError(
                 f"{who} is valid only from {cert.effective}; it is now {now:%Y-%m-%d}", subject=who

@@ -16,12 +16,15 @@ parse and build certificates here. Layout (every tag documented in docs/certific
           53 rights bitmap             (4 bytes, big-endian)
         5F25 effective date            (6 bytes YYMMDD, one digit 0-9 per byte)
         5F24 expiry date               (6 bytes YYMMDD, inclusive: valid to 23:59:59 UTC that day)
+        65   certificate extensions    (optional, BSI TR-03110 C.3: one or more discretionary data templates)
+          73 discretionary data        06 extension OID, 80 value (the card's content digest, 32 bytes)
       5F37 signature                   (64 bytes raw r||s, ECDSA P-256 SHA-256 by the CAR's key)
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import IntEnum
@@ -38,12 +41,20 @@ from cardsvc.pki.rights import (
     role_oid,
 )
 from cardsvc.pki.signer import POINT_LEN, SIGNATURE_LEN, Signer, load_public_point, verify_signature
-from cardsvc.tlv import strict_codec
+from cardsvc.tlv import Tlv, strict_codec
 
 expect_sequence, parse_all, parse_single, tlv = strict_codec(FormatError)
 
 PROFILE_ID = 0x00
 REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,24}$")
+
+#: Arc of the programme's certificate extensions (2.999 placeholder arc, as the role OIDs in rights.py).
+EXTENSION_OID_ARC: tuple[int, ...] = (2, 999, 7816, 2)
+#: "Household content digest": ``ContentHashes.digest()`` of cardsvc/formats/profile.py, i.e.
+#: SHA-256("RSBY-CONTENT" 01 || H(profile) || H(template set) || H(photo set)); 32 bytes. A beneficiary card
+#: certificate carries exactly one, so the FKO's signature covers the household data, not only the key.
+CONTENT_DIGEST_OID: tuple[int, ...] = (*EXTENSION_OID_ARC, 1)
+CONTENT_DIGEST_LEN = 32
 
 
 class CvcTag(IntEnum):
@@ -61,7 +72,49 @@ class CvcTag(IntEnum):
     RIGHTS = 0x53
     EFFECTIVE_DATE = 0x5F25
     EXPIRY_DATE = 0x5F24
+    EXTENSIONS = 0x65
+    DISCRETIONARY_DATA = 0x73
+    EXTENSION_VALUE = 0x80
     SIGNATURE = 0x5F37
+
+
+@dataclass(frozen=True)
+class CertificateExtension:
+    """One discretionary data template ``73 { 06 oid, 80 value }`` of the extensions (TR-03110 C.3).
+
+    The value is opaque here (usually a hash of data kept elsewhere); which extensions a role may or must
+    carry is a validation rule (chain.py ``check_extensions``), not a format rule.
+    """
+
+    oid: tuple[int, ...]
+    value: bytes
+
+    def encode(self) -> bytes:
+        try:
+            oid = encode_oid(self.oid)
+        except (ValueError, IndexError):
+            raise FormatError(f"extension OID {self.oid} cannot be encoded") from None
+        return tlv(CvcTag.DISCRETIONARY_DATA, tlv(CvcTag.OID, oid) + tlv(CvcTag.EXTENSION_VALUE, self.value))
+
+    @classmethod
+    def parse(cls, item: Tlv) -> CertificateExtension:
+        if item.tag != CvcTag.DISCRETIONARY_DATA:
+            raise FormatError(f"certificate extensions hold only 73 templates, found tag {item.tag:X}")
+        oid, value = expect_sequence(
+            parse_all(item.value), [CvcTag.OID, CvcTag.EXTENSION_VALUE], "certificate extension"
+        )
+        return cls(oid=_oid(oid), value=value)
+
+    @property
+    def oid_text(self) -> str:
+        return ".".join(str(a) for a in self.oid)
+
+
+def content_digest_extension(digest: bytes) -> CertificateExtension:
+    """The household content digest as a certificate extension (what an FKO signs at activation)."""
+    if len(digest) != CONTENT_DIGEST_LEN:
+        raise FormatError(f"content digest must be {CONTENT_DIGEST_LEN} bytes, got {len(digest)}")
+    return CertificateExtension(CONTENT_DIGEST_OID, bytes(digest))
 
 
 def check_reference(ref: str, what: str) -> str:
@@ -112,6 +165,20 @@ class CvCertificate:
     signature: bytes
     body: bytes
     profile: int = PROFILE_ID
+    extensions: tuple[CertificateExtension, ...] = ()
+
+    def extension(self, oid: Sequence[int]) -> bytes | None:
+        """The value of the extension ``oid``; None when absent; FormatError when it is repeated."""
+        found = [e.value for e in self.extensions if e.oid == tuple(oid)]
+        if len(found) > 1:
+            text = ".".join(str(a) for a in oid)
+            raise FormatError(f"{self.chr}: extension {text} appears {len(found)} times")
+        return found[0] if found else None
+
+    @property
+    def content_digest(self) -> bytes | None:
+        """The FKO-signed household content digest (beneficiary card certificates), or None."""
+        return self.extension(CONTENT_DIGEST_OID)
 
     # -- validity -----------------------------------------------------------------------------------------
     @property
@@ -142,6 +209,13 @@ class CvCertificate:
         body_tlv, sig = expect_sequence(parts, [CvcTag.BODY, CvcTag.SIGNATURE], "certificate")
         body_raw = tlv(CvcTag.BODY, body_tlv)
         fields = parse_all(body_tlv)
+        extensions: tuple[CertificateExtension, ...] = ()
+        if fields and fields[-1].tag == CvcTag.EXTENSIONS:  # optional, last (TR-03110)
+            templates = parse_all(fields[-1].value)
+            if not templates:
+                raise FormatError("certificate extensions (65) must hold at least one 73 template")
+            extensions = tuple(CertificateExtension.parse(t) for t in templates)
+            fields = fields[:-1]
         profile, car, pk, chr_, chat, eff, exp = expect_sequence(
             fields,
             [
@@ -192,6 +266,7 @@ class CvCertificate:
             expiry=expiry,
             signature=sig,
             body=body_raw,
+            extensions=extensions,
         )
 
     @classmethod
@@ -211,9 +286,10 @@ class CvCertificate:
 
     def describe(self) -> str:
         rights = ",".join(self.rights.names()) or "-"
+        extra = "".join(f", extension {e.oid_text}" for e in self.extensions)
         return (
             f"{self.chr} ({self.role.name}) issued by {self.car}, valid {self.effective}..{self.expiry}, "
-            f"rights {rights}"
+            f"rights {rights}{extra}"
         )
 
 
@@ -247,8 +323,14 @@ def build_body(
     rights: Right,
     effective: date,
     expiry: date,
+    extensions: Sequence[CertificateExtension] = (),
+    content_digest: bytes | None = None,
 ) -> bytes:
-    """The 7F4E body TLV, i.e. the bytes the issuer signs."""
+    """The 7F4E body TLV, i.e. the bytes the issuer signs.
+
+    ``extensions`` go into a ``65`` template after the expiry date (none: no ``65`` at all);
+    ``content_digest`` is a shortcut that appends :func:`content_digest_extension` (beneficiary cards).
+    """
     check_reference(car, "CAR")
     check_reference(chr, "CHR")
     load_public_point(public_point)
@@ -257,6 +339,12 @@ def build_body(
     algorithm = tlv(CvcTag.OID, encode_oid(ALGORITHM_OID_ECDSA_SHA256))
     public_key = algorithm + tlv(CvcTag.PUBLIC_POINT, public_point)
     chat = tlv(CvcTag.OID, encode_oid(role_oid(role))) + tlv(CvcTag.RIGHTS, Right(rights).encode())
+    all_extensions = list(extensions)
+    if content_digest is not None:
+        all_extensions.append(content_digest_extension(content_digest))
+    extension_tlv = (
+        tlv(CvcTag.EXTENSIONS, b"".join(e.encode() for e in all_extensions)) if all_extensions else b""
+    )
     return tlv(
         CvcTag.BODY,
         tlv(CvcTag.PROFILE, bytes([PROFILE_ID]))
@@ -265,7 +353,8 @@ def build_body(
         + tlv(CvcTag.CHR, chr.encode("ascii"))
         + tlv(CvcTag.CHAT, chat)
         + tlv(CvcTag.EFFECTIVE_DATE, encode_date(effective))
-        + tlv(CvcTag.EXPIRY_DATE, encode_date(expiry)),
+        + tlv(CvcTag.EXPIRY_DATE, encode_date(expiry))
+        + extension_tlv,
     )
 
 
@@ -279,9 +368,13 @@ def issue_certificate(
     rights: Right,
     effective: date,
     expiry: date,
+    extensions: Sequence[CertificateExtension] = (),
+    content_digest: bytes | None = None,
 ) -> CvCertificate:
-    """Build and sign a certificate. Policy (tier, rights subset) is checked by the caller's validator;
-    this function only produces well-formed bytes, so tests can also forge bad ones deliberately."""
+    """Build and sign a certificate (``extensions`` / ``content_digest`` as in :func:`build_body`).
+
+    Policy (tier, rights subset, extensions) is checked by the caller's validator; this function only
+    produces well-formed bytes, so tests can also forge bad ones deliberately."""
     body = build_body(
         car=car,
         chr=chr,
@@ -290,6 +383,8 @@ def issue_certificate(
         rights=rights,
         effective=effective,
         expiry=expiry,
+        extensions=extensions,
+        content_digest=content_digest,
     )
     signature = issuer.sign(body)
     return CvCertificate.parse(tlv(CvcTag.CERTIFICATE, body + tlv(CvcTag.SIGNATURE, signature)))

@@ -52,6 +52,19 @@ class SignatureInvalidError(ValidationError):
     rule = "bad-signature"
 
 
+class ContentDigestError(ValidationError):
+    """A beneficiary card certificate does not carry exactly one 32-byte household content digest, so the
+    FKO's signature would not cover the household profile."""
+
+    rule = "content-digest"
+
+
+class ExtensionNotAllowedError(ValidationError):
+    """A certificate carries an extension its role may not carry (unknown, or meant for another role)."""
+
+    rule = "extension-not-allowed"
+
+
 class NotYetValidError(ValidationError):
     rule = "not-yet-valid"
 

@@ -5,14 +5,15 @@ cardsvc/formats/profile.py, records from cardsvc/formats/transaction.py, certifi
 authentication from cardsvc/pki: the same pure code terminals run. Documented in docs/card-layout.md.
 
 Life cycle: BLANK -> PERSONALISING (first key generation or write by an ENROL terminal) -> ACTIVATED (PUT
-CERTIFICATE: the FKO-signed certificate carries this card's key, id and policy period, and the card commits
-to the hashes of what it stores) -> BLOCKED / SUPERSEDED (central authorisation). Before activation an
-ENROL terminal may WIPE and restart. Every state change is one journal transaction, so a tear leaves the
-old or the new state.
+CERTIFICATE: the FKO-signed certificate carries this card's key, id, policy period and the content digest
+of what the card stores, and the card commits to the hashes of those objects) -> BLOCKED / SUPERSEDED
+(central authorisation). Before activation an ENROL terminal may WIPE and restart. Every state change is
+one journal transaction, so a tear leaves the old or the new state.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from cardsvc.formats.profile import (
     split_tlvs,
 )
 from cardsvc.formats.transaction import GENESIS_PREV_HASH, RecordType, TransactionRecord, chain_hash
-from cardsvc.pki.chain import TrustAnchor, validate_chain
+from cardsvc.pki.chain import TrustAnchor, check_extensions, validate_chain
 from cardsvc.pki.cvc import CvCertificate
 from cardsvc.pki.errors import PkiError
 from cardsvc.pki.rights import Right, Role
@@ -373,6 +374,14 @@ class BeneficiaryApplication(Application):
             raise IsoError(SW.WRONG_DATA, "certificate validity differs from the profile's policy period")
         cert.verify_signed_by(fko.public_point)
         hashes = ContentHashes.of(profile_raw, templates_raw, photos_raw)
+        try:  # the FKO-signed digest must be the digest of what this card stores
+            check_extensions(cert)
+        except PkiError as exc:
+            raise IsoError(SW.WRONG_DATA, f"certificate refused: {exc}") from None
+        if not hmac.compare_digest(cert.content_digest or b"", hashes.digest()):
+            raise IsoError(
+                SW.WRONG_DATA, "the FKO-certified content digest differs from the stored objects"
+            )
         with card.transaction():
             blob = card_raw + fko_raw  # the district certificate comes from the verifier's trust bundle
             card.write_file(self, fmt.FileId.CERTIFICATES, 0, len(blob).to_bytes(2, "big") + blob)

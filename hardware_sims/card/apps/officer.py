@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cardsvc.pki import officer as fmt
+from cardsvc.pki.chain import check_extensions
 from cardsvc.pki.cvc import CvCertificate
-from cardsvc.pki.errors import FormatError
+from cardsvc.pki.errors import FormatError, ValidationError
 from cardsvc.pki.rights import ISSUABLE_BY, Right, Role
 
 from ..access import NEVER, AccessCondition, Op, Pin
@@ -234,6 +235,10 @@ class OfficerApplication(Application):
             raise IsoError(SW.WRONG_DATA, f"officer cards certify beneficiary cards, not {body.role.name}")
         if body.car != own.chr:
             raise IsoError(SW.WRONG_DATA, f"body names issuer {body.car}, this card is {own.chr}")
+        try:  # the FKO signs the household content digest too, never a bare key (docs/certificates.md)
+            check_extensions(body)
+        except ValidationError as exc:
+            raise IsoError(SW.WRONG_DATA, str(exc)) from None
         if body.rights & ~own.rights:
             raise IsoError(SW.WRONG_DATA, "body claims rights this officer does not hold")
         if not own.valid_at(today):
