@@ -318,6 +318,7 @@ class PersonalisationService:
             rights=Right.NONE,
             effective=plan.policy_start,
             expiry=plan.policy_end,
+            content_digest=profile.content_digest(templates),
         )
         self.journal.step_done(card_id, Step.REQUESTED, {"body_sha256": _h(body), "fko": fko.fko_chr})
         self.progress(f"{card_id}: FKO card certifies the card")
