@@ -10,6 +10,7 @@ itself gave (never assumed). Stages that a service does not offer yet say so in 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import shutil
@@ -126,6 +127,7 @@ class Pilot:
     transactions: Counter[str] = field(default_factory=Counter)
     missing: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    started: int = field(default_factory=lambda: int(time.time()))
 
 
 def run_demo(
@@ -821,7 +823,9 @@ def _central(p: Pilot) -> None:
                 }
                 for f in session.scalars(select(FlagRow)).all()
             ]
+        settled = _settle(p, central)
     p.summary.figures["central_reconcile"] = rec.to_json()
+    p.summary.figures["settlement"] = settled
     # What the terminal holds is what the cards signed; central must hold each once, in an unflagged ledger.
     records = term.journal.records()
     by_card = Counter(f"{r.card_id:016x}" for r in records)
@@ -837,12 +841,35 @@ def _central(p: Pilot) -> None:
             "unreconciled": unreconciled,
         }
     )
-    p.missing.append("settlement per facility: cardsvc.central has no settlement service yet (issue 6)")
     p.missing.append(
         "central reports: cardsvc.central has no report service yet (issue 8); the demo writes "
         "its own HTML report from the figures above"
     )
     term.stop()
+
+
+def _settle(p: Pilot, central: CentralServer) -> dict[str, Any] | None:
+    """Pay the hospital for the pilot's discharges with central's settlement service, where it exists."""
+    try:
+        settlement = importlib.import_module("cardsvc.central.services.settlement")
+    except ImportError:
+        p.missing.append("settlement per facility: cardsvc.central has no settlement service yet (issue 6)")
+        return None
+    now = _now()
+    with central.session() as session:
+        result, _ = settlement.run_settlement(session, FACILITY_ID, p.started - 86_400, now + 1, now=now)
+        out: dict[str, Any] = result.to_json()
+    held = Counter(reason for claim in out.pop("claims") for reason in claim["reasons"])
+    out["held_reasons"] = dict(held)
+    p.summary.add(
+        "settlement, hospital",
+        f"{out['payable_count']} claims payable (Rs {out['payable_paise'] / 100:,.0f}), "
+        f"{out['held_count']} held",
+    )
+    p.echo(
+        f"    settlement of facility {FACILITY_ID}: {out['payable_count']} payable, {out['held_count']} held"
+    )
+    return out
 
 
 def _finish(p: Pilot) -> None:
