@@ -17,7 +17,7 @@ from typing import Protocol
 
 from cardsvc.bio.capture import CaptureResult, PoorQualityError, SensorError
 from cardsvc.bio.iso19794 import decode_template, encode_template
-from cardsvc.bio.matcher import EncodedTemplate, Matcher, fmr_to_threshold
+from cardsvc.bio.matcher import EncodedTemplate, Gallery, Matcher, fmr_to_threshold
 from cardsvc.bio.template import FingerTemplate
 from enrolment_station.eligibility import Household
 from enrolment_station.errors import CaptureError, DuplicateFingerError, HouseholdError
@@ -98,6 +98,7 @@ class CaptureService:
         self.progress = progress
         self.current_year = current_year
         self._gallery: dict[Hashable, EncodedTemplate] | None = None
+        self._others: tuple[str, Gallery] | None = None
 
     # -- the camp gallery ------------------------------------------------------------------------------
     @staticmethod
@@ -132,13 +133,22 @@ class CaptureService:
             score = self.matcher.compare(probe, ref)
             if score >= self.settings.household_threshold:
                 self._refuse(household_id, member_no, finger, key, score)
-        others: dict[Hashable, EncodedTemplate | FingerTemplate] = {
-            k: v for k, v in gallery.items() if isinstance(k, tuple) and k[0] != household_id
-        }
-        if others:
-            hits = self.matcher.search(probe, others, target_fmr=self.settings.camp_target_fmr)
+        others = self._camp_gallery(household_id)
+        if len(others):
+            hits = others.search(self.matcher, probe, target_fmr=self.settings.camp_target_fmr)
             if hits:
                 self._refuse(household_id, member_no, finger, hits[0].identity, hits[0].score)
+
+    def _camp_gallery(self, household_id: str) -> Gallery:
+        """Every other household's fingers, indexed once per household (they do not change meanwhile)."""
+        cached = self._others
+        if cached is None or cached[0] != household_id:
+            others: dict[Hashable, EncodedTemplate | FingerTemplate] = {
+                k: v for k, v in self.gallery().items() if isinstance(k, tuple) and k[0] != household_id
+            }
+            cached = (household_id, Gallery.build(self.matcher, others))
+            self._others = cached
+        return cached[1]
 
     def _refuse(self, household_id: str, member_no: int, finger: int, key: Hashable, score: float) -> None:
         assert isinstance(key, tuple)
