@@ -15,6 +15,7 @@ lock while it runs.
 
 from __future__ import annotations
 
+import inspect
 import random
 import statistics
 import tempfile
@@ -37,6 +38,8 @@ from cardsvc.formats.profile import (
     Relation,
     SchemeCover,
     StoredTemplate,
+    content_digest,
+    encode_templates,
 )
 from cardsvc.pki.chain import TrustAnchor
 from cardsvc.pki.cvc import CvCertificate, issue_certificate, self_signed_root
@@ -140,20 +143,19 @@ def build_card(state: Path) -> tuple[Any, _World]:
         Member(3, "Pooja Kumari", Gender.FEMALE, 2003, Relation.CHILD),
         Member(4, "Kamla Devi", Gender.FEMALE, 1948, Relation.PARENT),
     )
-    session.write_profile(
-        HouseholdProfile(
-            card_id=CARD_ID,
-            household_id="HH-BENCH-1",
-            village="Rampur",
-            district=district.chr,
-            fko_id=fko.chr,
-            policy_start=start,
-            policy_end=end,
-            limits=OfflineLimits(20, 2_000_000),
-            members=people,
-            schemes=(SchemeCover(1, 3_000_000),),
-        )
+    profile = HouseholdProfile(
+        card_id=CARD_ID,
+        household_id="HH-BENCH-1",
+        village="Rampur",
+        district=district.chr,
+        fko_id=fko.chr,
+        policy_start=start,
+        policy_end=end,
+        limits=OfflineLimits(20, 2_000_000),
+        members=people,
+        schemes=(SchemeCover(1, 3_000_000),),
     )
+    session.write_profile(profile)
     # a full household: two fingers for each of the five members (the card budget's worst case)
     templates = [
         StoredTemplate(
@@ -163,6 +165,9 @@ def build_card(state: Path) -> tuple[Any, _World]:
         for f in sorted(FINGERS)
     ]
     session.write_templates(templates)
+    extra: dict[str, Any] = {}
+    if "content_digest" in inspect.signature(issue_certificate).parameters:  # the FKO certifies the contents
+        extra["content_digest"] = content_digest(profile.encode(), encode_templates(templates))
     cert = issue_certificate(
         fko_key,
         car=fko.chr,
@@ -172,8 +177,12 @@ def build_card(state: Path) -> tuple[Any, _World]:
         rights=Right.NONE,
         effective=start,
         expiry=end,
+        **extra,
     )
-    session.put_certificate(cert, fko)
+    if "district_certificate" in inspect.signature(session.put_certificate).parameters:
+        session.put_certificate(cert, fko, district)  # type: ignore[call-arg, unused-ignore]
+    else:
+        session.put_certificate(cert, fko)
     card.power_off()
     identity = TerminalIdentity(pos.chr, 0x5EC0_BE7C, 17, anchor, (district, pos), pos_key)
     clerk = Clerk(operator.chr, reference_id(operator.chr), operator.rights, int(NOW.timestamp()), operator)
