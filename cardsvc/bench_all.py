@@ -9,6 +9,7 @@ Benchmarks run one at a time: the machine is shared, and parallel runs would dis
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -33,7 +34,13 @@ BENCHES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("pos", ("bench/bench_pos.py",), "POS verification cost through pcscd + vpcd with the sensor"),
     ("ingest", ("bench/bench_ingest.py",), "central ingest rate against the signature-verification ceiling"),
 )
-CEILING_WORDS = ("ceiling", "ratio", "limit", " of ", "<=", "≤", "target")
+CEILING_WORDS = ("ceiling", "ratio", "limit", "target", "<=", "≤")
+#: "<label>  <figure> [unit]  ceiling <ceiling> [unit]": the layout most benchmarks print.
+_FIGURE = re.compile(
+    r"^(?P<label>.*?)\s+(?P<figure>\d[\d,]*(?:\.\d+)?)\s*(?P<unit>[^\s\d]*)\s+"
+    r"(?:ceiling|limit|target)\s*:?\s*(?P<ceiling>\d[\d,]*(?:\.\d+)?)",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -50,10 +57,22 @@ class BenchResult:
         return self.status == "within ceilings"
 
 
-def figure_lines(output: str, limit: int = 12) -> list[str]:
-    """The lines of a benchmark's output that compare a figure with its ceiling."""
+def with_ratio(line: str) -> str:
+    """``line`` with "= <figure/ceiling> of ceiling" appended when it reads as figure-then-ceiling."""
+    m = _FIGURE.match(line)
+    if m is None:
+        return line
+    ceiling = float(m["ceiling"].replace(",", ""))
+    if ceiling == 0:
+        return line
+    ratio = float(m["figure"].replace(",", "")) / ceiling
+    return f"{line}   [{ratio:.2f} x ceiling]"
+
+
+def figure_lines(output: str, limit: int = 16) -> list[str]:
+    """The lines of a benchmark's output that compare a figure with its ceiling, with the ratio."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    picked = [ln for ln in lines if any(w in ln.lower() for w in CEILING_WORDS)]
+    picked = [with_ratio(ln) for ln in lines if any(w in ln.lower() for w in CEILING_WORDS)]
     return picked[:limit]
 
 

@@ -1,0 +1,55 @@
+"""`cardsvc bench all`: each benchmark in its own process; status from its exit code, ratio per line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from cardsvc.bench_all import BENCHES, REPO, figure_lines, run_bench, status_of, with_ratio
+from cardsvc.cli import main
+
+
+def test_ratio_of_a_figure_to_its_ceiling() -> None:
+    line = "short APDU round trip, raw, median of 1000   0.477 ms   ceiling   1.000 ms   ok"
+    assert with_ratio(line).endswith("[0.48 x ceiling]")
+    assert with_ratio("ingest 12,000 records/s ceiling 8,000 records/s").endswith("[1.50 x ceiling]")
+    waiting = "waiting for another user of the vpcd slots"
+    assert with_ratio(waiting) == waiting
+
+
+def test_only_lines_naming_a_ceiling_are_kept() -> None:
+    out = "starting\nwaiting for another user of the vpcd slots\nmatch 2.0 ms ceiling 4.0 ms ok\ndone\n"
+    assert figure_lines(out) == ["match 2.0 ms ceiling 4.0 ms ok   [0.50 x ceiling]"]
+
+
+def test_status_from_exit_code() -> None:
+    assert [status_of(c) for c in (0, 1, 2, None)] == [
+        "within ceilings", "OVER a ceiling", "failed (exit 2)", "timed out",
+    ]  # fmt: skip
+
+
+def test_a_benchmark_over_its_ceiling_is_reported_with_its_lines(tmp_path: Path) -> None:
+    script = tmp_path / "bench_fake.py"
+    script.write_text("import sys\nprint('apdu 3.0 ms ceiling 1.0 ms OVER')\nsys.exit(1)\n")
+    echoed: list[str] = []
+    result = run_bench("fake", (str(script),), "fake", timeout=60, echo=echoed.append, python=sys.executable)
+    assert result.status == "OVER a ceiling" and not result.ok
+    assert result.figures == ["apdu 3.0 ms ceiling 1.0 ms OVER   [3.00 x ceiling]"]
+    assert echoed == ["  [fake] apdu 3.0 ms ceiling 1.0 ms OVER"], "output is shown as it comes"
+
+
+def test_missing_benchmark_is_reported_not_run(tmp_path: Path) -> None:
+    result = run_bench("gone", (str(tmp_path / "nope.py"),), "x", timeout=5, echo=lambda _: None)
+    assert result.status == "missing" and result.exit_code is None
+
+
+def test_registered_in_the_bench_group_and_knows_every_script() -> None:
+    help_text = CliRunner().invoke(main, ["bench", "all", "--help"]).output
+    assert "--only" in help_text and "--json" in help_text
+    scripts = {args[0] for _, args, _ in BENCHES if args[0] != "-m"}
+    on_disk = {f"bench/{p.name}" for p in (REPO / "bench").glob("bench_*.py")}
+    assert on_disk <= scripts, f"benchmarks not run by `bench all`: {sorted(on_disk - scripts)}"
+    refused = CliRunner().invoke(main, ["bench", "all", "--only", "nope"])
+    assert refused.exit_code == 2 and "unknown benchmark(s): nope" in refused.output
