@@ -1,0 +1,258 @@
+"""Central ingest and reconciliation with records made by the REAL beneficiary card application.
+
+The records come from hardware_sims' beneficiary application (key generated on the card, FKO-activated,
+DEBIT through ``BeneficiarySession``), in-process for speed and once through pcscd + vpcd + pyscard. They are
+uploaded through the API and checked on SQLite and PostgreSQL: ingest, then the flags a clone, a replay, a
+gap, a revoked operator or terminal and use outside the policy period raise; and settlement of a real stay.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from cardsvc.beneficiary.session import BeneficiarySession
+from cardsvc.card.pcsc import PcscConnection
+from cardsvc.central.extensions import get_db
+from cardsvc.central.models import FlagRow, TransactionRow
+from cardsvc.central.services.reconcile import FlagKind, reconcile
+from cardsvc.central.services.settlement import run_settlement
+from cardsvc.central.services.terminals import (
+    add_facility,
+    register_terminal,
+    revoke_operator,
+    revoke_terminal,
+)
+from cardsvc.central.testing import FixedClock, SimTerminal, p256_key
+from cardsvc.formats.batch import BatchKind, CampCard, Gender, Item, Member, TransactionItem
+from cardsvc.formats.profile import card_number, reference_id
+from cardsvc.formats.transaction import RecordType, TransactionRecord
+from tests.fixtures.beneficiary import (
+    CARD_ID,
+    CARD_NOW,
+    COVER,
+    FKO_CHR,
+    POLICY_END,
+    POLICY_START,
+    SCHEME_HEALTH,
+    BeneficiaryCard,
+    household_profile,
+)
+
+DAY = 86_400
+T0 = int(CARD_NOW.timestamp())
+HOSPITAL = 6
+OPERATOR = 0x0E
+CARD_HEX = f"{card_number(CARD_ID):016x}"
+
+
+def _unix(d: Any, end: bool = False) -> int:
+    return int(datetime.combine(d, time(23, 59, 59) if end else time(0, 0), tzinfo=UTC).timestamp())
+
+
+@dataclass
+class Central:
+    app: Flask
+    clock: FixedClock
+    uploader: SimTerminal
+
+    @property
+    def now(self) -> int:
+        return int(self.clock())
+
+    def post(self, kind: BatchKind, items: list[Item]) -> Any:
+        body = self.uploader.batch(kind, items, self.now)
+        headers = self.uploader.headers("POST", "/api/v1/batches", body, self.now)
+        return self.app.test_client().post("/api/v1/batches", data=body, headers=headers)
+
+    def upload(self, kind: BatchKind, items: list[Item]) -> dict[str, Any]:
+        response = self.post(kind, items)
+        assert response.status_code in (200, 201), response.get_json()
+        receipt: dict[str, Any] = response.get_json()["receipt"]
+        return receipt
+
+    def register_camp(self, card_key: bytes) -> None:
+        profile = household_profile()
+        camp = CampCard(
+            card_id=card_number(CARD_ID), household_id=profile.household_id, district=profile.district,
+            scheme_id=SCHEME_HEALTH, policy_start=_unix(POLICY_START), policy_end=_unix(POLICY_END, end=True),
+            cover_paise=COVER, card_key=card_key, fko_id=reference_id(FKO_CHR),
+            members=tuple(Member(Gender(chr(m.gender)), m.birth_year) for m in profile.members),
+        )  # fmt: skip
+        self.upload(BatchKind.CAMP, [camp])
+
+    def reconcile_flags(self) -> dict[str, list[FlagRow]]:
+        with get_db(self.app).sessions() as session:
+            reconcile(session, self.now)
+            out: dict[str, list[FlagRow]] = {}
+            for flag in session.execute(select(FlagRow).order_by(FlagRow.id)).scalars():
+                out.setdefault(flag.kind, []).append(flag)
+            return out
+
+    def stored(self) -> int:
+        with get_db(self.app).sessions() as session:
+            return session.execute(select(func.count()).select_from(TransactionRow)).scalar_one()
+
+
+@pytest.fixture
+def central(central_app: Flask, clock: FixedClock) -> Central:
+    clock.now = float(T0 + 10 * DAY)  # central hears of the records ten days after the card made them
+    uploader = SimTerminal.new(0xD157_0001, random.Random(8))
+    with get_db(central_app).sessions() as session:
+        add_facility(session, HOSPITAL, "District Hospital", "INDKMA-PATNA1", 25.6, 85.1)
+        session.flush()
+        register_terminal(session, uploader.terminal_id, uploader.key.public_key(), T0 - 400 * DAY)
+        session.commit()
+    return Central(central_app, clock, uploader)
+
+
+class Till:
+    """A POS terminal at the hospital talking to one simulated card (in-process)."""
+
+    def __init__(self, card: BeneficiaryCard) -> None:
+        self.card = card
+        self.session = card.pos_session()
+        assert self.session.card_certificate is not None
+        self.key = self.session.card_certificate.public_point
+        self.nonces = random.Random(id(card) & 0xFFFF)
+
+    def debit(self, kind: RecordType, amount: int, at: int, **kw: Any) -> TransactionRecord:
+        return self.session.debit(
+            kind, scheme_id=SCHEME_HEALTH, amount=amount, time=at, operator_id=kw.pop("operator", OPERATOR),
+            facility_id=HOSPITAL, rng=self.nonces.randbytes, **kw,
+        )  # fmt: skip
+
+    def items(self, records: list[TransactionRecord]) -> list[Item]:
+        return [TransactionItem(r.encode(), self.key) for r in records]
+
+
+@pytest.fixture
+def till(make_beneficiary_card: Callable[..., BeneficiaryCard]) -> Till:
+    return Till(make_beneficiary_card("activated"))
+
+
+def test_honest_card_stay_ingested_reconciled_and_settled(central: Central, till: Till) -> None:
+    central.register_camp(till.key)
+    block = till.debit(RecordType.BLOCK, 150_000, T0, reference=301, member_index=2)
+    settle = till.debit(RecordType.SETTLE, 120_000, T0 + DAY, reference=block.counter, member_index=2)
+    pol = till.debit(RecordType.PROOF_OF_LIFE, 0, T0 + 2 * DAY)
+    receipt = central.upload(BatchKind.TRANSACTIONS, till.items([block, settle, pol]))
+    assert receipt["new_items"] == 3 and central.stored() == 3
+    assert central.reconcile_flags() == {}
+    with get_db(central.app).sessions() as session:
+        settlement, created = run_settlement(session, HOSPITAL, T0 - DAY, T0 + 5 * DAY, now=central.now)
+    assert created and settlement.payable_paise == 120_000 and settlement.held == []
+    assert settlement.claims[0].package == 301
+
+
+def test_clone_same_id_and_counter_with_other_content_flagged(
+    central: Central, make_beneficiary_card: Callable[..., BeneficiaryCard]
+) -> None:
+    genuine, clone = Till(make_beneficiary_card("activated")), Till(make_beneficiary_card("activated"))
+    assert genuine.key == clone.key  # a copy of the chip: same card id, same key, same state
+    central.register_camp(genuine.key)
+    a = genuine.debit(RecordType.CASH, 10_000, T0)
+    b = clone.debit(RecordType.CASH, 25_000, T0 + 3600)
+    assert (a.card_id, a.counter) == (b.card_id, b.counter) and a.content_hash() != b.content_hash()
+    central.upload(BatchKind.TRANSACTIONS, genuine.items([a]) + clone.items([b]))
+    flags = central.reconcile_flags()
+    [dup] = flags[FlagKind.DUPLICATE_COUNTER]
+    assert dup.card_id == CARD_HEX and dup.details["counter"] == 1 and dup.details["versions"] == 2
+    assert sorted(dup.details["content_hashes"]) == sorted([a.content_hash().hex(), b.content_hash().hex()])
+
+
+def test_replayed_record_held_once_and_altered_replay_refused(central: Central, till: Till) -> None:
+    central.register_camp(till.key)
+    nonce = bytes(16)
+    first = till.debit(RecordType.CASH, 30_000, T0, nonce=nonce)
+    again = till.debit(RecordType.CASH, 30_000, T0, nonce=nonce)  # a terminal retrying after a crash
+    assert again == first  # the card returns the same record, it does not debit twice
+    assert central.upload(BatchKind.TRANSACTIONS, till.items([first]))["new_items"] == 1
+    second = central.upload(BatchKind.TRANSACTIONS, till.items([again]) + till.items([first]))
+    assert second["new_items"] == 0 and central.stored() == 1
+    raw = bytearray(first.encode())
+    raw[18] ^= 0x01  # the amount's low byte: a replay with a changed amount
+    response = central.post(BatchKind.TRANSACTIONS, [TransactionItem(bytes(raw), till.key)])
+    assert response.status_code == 422 and response.get_json()["error"] == "bad_record_signature"
+    assert central.reconcile_flags() == {}
+
+
+def test_gap_flagged_until_the_withheld_record_arrives(central: Central, till: Till) -> None:
+    central.register_camp(till.key)
+    records = [till.debit(RecordType.CASH, 1_000 * (i + 1), T0 + i * DAY) for i in range(3)]
+    central.upload(BatchKind.TRANSACTIONS, till.items([records[0], records[2]]))
+    [gap] = central.reconcile_flags()[FlagKind.COUNTER_GAP]
+    assert gap.details["counters"] == [2]
+    central.upload(BatchKind.TRANSACTIONS, till.items([records[1]]))
+    assert central.reconcile_flags() == {}
+
+
+def test_records_by_revoked_operator_and_terminal_flagged(central: Central, till: Till) -> None:
+    central.register_camp(till.key)
+    pos_terminal = reference_id(till.card.world.pos.chr)
+    with get_db(central.app).sessions() as session:
+        register_terminal(session, pos_terminal, p256_key(random.Random(2)).public_key(), T0 - 100 * DAY)
+        revoke_operator(session, 0xBAD, T0 + DAY)
+        revoke_terminal(session, pos_terminal, T0 + 3 * DAY)
+        session.commit()
+    early = till.debit(RecordType.CASH, 1_000, T0, operator=0xBAD)  # before the revocation: fine
+    late = till.debit(RecordType.CASH, 1_000, T0 + 2 * DAY, operator=0xBAD)
+    after = till.debit(RecordType.CASH, 1_000, T0 + 4 * DAY)
+    assert after.terminal_id == pos_terminal
+    central.upload(BatchKind.TRANSACTIONS, till.items([early, late, after]))  # relayed by a good terminal
+    flags = central.reconcile_flags()
+    [by_operator] = flags[FlagKind.REVOKED_OPERATOR]
+    assert by_operator.details["counter"] == late.counter
+    [by_terminal] = flags[FlagKind.REVOKED_TERMINAL]
+    assert (
+        by_terminal.details["counter"] == after.counter and by_terminal.terminal_id == f"{pos_terminal:016x}"
+    )
+
+
+def test_use_after_the_policy_period_flagged(central: Central, till: Till) -> None:
+    central.register_camp(till.key)
+    inside = till.debit(RecordType.CASH, 1_000, T0)
+    after_end = _unix(POLICY_END, end=True) + 2 * DAY  # a terminal with the date set after the policy year
+    outside = till.debit(RecordType.CASH, 1_000, after_end)
+    central.upload(BatchKind.TRANSACTIONS, till.items([inside, outside]))
+    [flag] = central.reconcile_flags()[FlagKind.OUTSIDE_POLICY]
+    assert flag.details["counter"] == outside.counter and flag.facility_id == HOSPITAL
+
+
+def test_records_through_pcscd_and_vpcd_ingested(
+    central: Central, served_beneficiary_card: tuple[BeneficiaryCard, Any]
+) -> None:
+    card, served = served_beneficiary_card
+    with PcscConnection(served.reader, exclusive=True) as conn:
+        session = BeneficiarySession(conn)
+        session.terminal_authenticate(card.world.pos.chain, card.world.pos.holder.signer, CARD_ID)
+        session.read_public()
+        assert session.card_certificate is not None
+        key = session.card_certificate.public_point
+        block = session.debit(
+            RecordType.BLOCK, scheme_id=SCHEME_HEALTH, amount=50_000, time=T0, operator_id=OPERATOR,
+            facility_id=HOSPITAL, reference=17,
+        )  # fmt: skip
+        settle = session.debit(
+            RecordType.SETTLE, scheme_id=SCHEME_HEALTH, amount=40_000, time=T0 + DAY, operator_id=OPERATOR,
+            facility_id=HOSPITAL, reference=block.counter,
+        )  # fmt: skip
+        log = session.read_log(1)
+    assert log == [block, settle]
+    central.register_camp(key)
+    receipt = central.upload(BatchKind.TRANSACTIONS, [TransactionItem(r.encode(), key) for r in log])
+    assert receipt["new_items"] == 2
+    assert central.reconcile_flags() == {}
+    with get_db(central.app).sessions() as db:
+        raws = [
+            bytes(r)
+            for r in db.execute(select(TransactionRow.raw).order_by(TransactionRow.counter)).scalars()
+        ]
+    assert raws == [block.encode(), settle.encode()]  # the raw bytes the card signed are kept
