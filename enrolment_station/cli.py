@@ -111,13 +111,16 @@ def main(ctx: click.Context, home: Path | None, operator: str | None, camp_id: s
     required=True,
     help="keymgmt export-bundle output.",
 )
+@click.option("--dedup-key", default=None,
+              help="Central's de-duplication public key (65-byte point, hex): uploads seal templates to it.")
 @click.pass_obj
-def install(obj: Ctx, key_file: Path, chain: Path, bundle: Path) -> None:
+def install(obj: Ctx, key_file: Path, chain: Path, bundle: Path, dedup_key: str | None) -> None:
     """Install the station's terminal key, chain and trust bundle into the station home."""
     from enrolment_station.keys import install as do_install
 
     with _refusals():
-        do_install(obj.home, key_file=key_file, chain_file=chain, bundle_dir=bundle)
+        point = bytes.fromhex(dedup_key) if dedup_key else None
+        do_install(obj.home, key_file=key_file, chain_file=chain, bundle_dir=bundle, dedup_point=point)
     click.echo(f"station home {obj.home} installed")
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -38,6 +39,7 @@ from enrolment_station.errors import KeyError_
 HOME_ENV = "ENROL_HOME"
 PASSPHRASE_ENV = "ENROL_TERMINAL_PASSPHRASE"
 SEAL_INFO = b"rsby-station-journal-seal-v1"
+DEDUP_KEY_FILE = "central-dedup.pub"
 
 
 def chr_id(reference: str) -> int:
@@ -59,8 +61,11 @@ def read_chain(raw: bytes) -> list[CvCertificate]:
     return [c for c in certs if not c.self_signed]
 
 
-def install(home: Path, *, key_file: Path, chain_file: Path, bundle_dir: Path) -> None:
-    """Copy the terminal key, its chain and the trust bundle into a new station home."""
+def install(
+    home: Path, *, key_file: Path, chain_file: Path, bundle_dir: Path, dedup_point: bytes | None = None
+) -> None:
+    """Copy the terminal key, its chain and the trust bundle (and central's de-duplication public point,
+    to which camp uploads seal the card templates) into a new station home."""
     terminal = home / "terminal"
     terminal.mkdir(parents=True, exist_ok=True)
     if (terminal / "key.enc").exists():
@@ -73,6 +78,9 @@ def install(home: Path, *, key_file: Path, chain_file: Path, bundle_dir: Path) -
     if (home / "bundle").exists():
         shutil.rmtree(home / "bundle")
     shutil.copytree(bundle_dir, home / "bundle")
+    if dedup_point is not None:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), dedup_point)  # a P-256 point or refuse
+        (home / DEDUP_KEY_FILE).write_text(dedup_point.hex() + "\n")
 
 
 @dataclass
@@ -107,7 +115,9 @@ class StationIdentity:
             store = apply_bundle(bundle, now=now)
         except (PkiError, OSError) as exc:
             raise KeyError_(f"cannot load the station identity from {home}: {exc}") from None
-        return cls.of(signer, chain, bundle, store, now=now)
+        identity = cls.of(signer, chain, bundle, store, now=now)
+        identity.home = home
+        return identity
 
     @classmethod
     def of(
@@ -132,6 +142,15 @@ class StationIdentity:
             seal_secret = _private_bytes(signer)
         seal_key = HKDF(hashes.SHA256(), 32, salt=None, info=SEAL_INFO).derive(seal_secret)
         return cls(signer, chain, bundle, store, seal_key)
+
+    home: Path | None = None
+
+    def dedup_key(self) -> ec.EllipticCurvePublicKey | None:
+        """Central's de-duplication public key (HOME/central-dedup.pub, 65-byte point in hex), if any."""
+        if self.home is None or not (self.home / DEDUP_KEY_FILE).exists():
+            return None
+        point = bytes.fromhex((self.home / DEDUP_KEY_FILE).read_text().strip())
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
 
     # -- sealing of templates in the journal -----------------------------------------------------------
     def seal(self, data: bytes, context: str) -> bytes:

@@ -307,9 +307,12 @@ class PersonalisationService:
         )
         self.progress(f"{card_id}: writing {len(templates)} fingerprint template(s)")
         session.write_templates(templates)
-        self.journal.step_done(
-            card_id, Step.TEMPLATES, {"sha256": _h(encode_templates(templates)), "count": len(templates)}
-        )
+        template_set = encode_templates(templates)
+        self.journal.step_done(card_id, Step.TEMPLATES, {
+            "sha256": _h(template_set), "count": len(templates),
+            # sealed (station key): the upload seals them again, to central's de-duplication key
+            "sealed": self.identity.seal(template_set, f"card-templates/{card_id}").hex(),
+        })  # fmt: skip
         body = build_body(
             car=fko.fko_chr,
             chr=card_id,

@@ -29,7 +29,8 @@ from cardsvc.formats.batch import (
     b64encode,
     id_hex,
 )
-from cardsvc.formats.profile import HouseholdProfile, card_number, reference_id
+from cardsvc.formats.profile import HouseholdProfile, card_number, parse_templates, reference_id
+from cardsvc.formats.templates import CampTemplate, seal_templates
 from cardsvc.pki.officer_card import VerifiedLedger
 from enrolment_station.errors import UploadError
 from enrolment_station.journal import CardState, Journal
@@ -42,22 +43,41 @@ def _unix(d: date, end: bool = False) -> int:
     return int(datetime.combine(d, time(23, 59, 59) if end else time(0, 0), tzinfo=_UTC).timestamp())
 
 
-def camp_items(journal: Journal) -> list[tuple[str, CampCard]]:
-    """Activated cards not yet put in a camp batch."""
+def camp_items(journal: Journal, identity: StationIdentity | None = None) -> list[tuple[str, CampCard]]:
+    """Activated cards not yet put in a camp batch: with the card's certificate chain (district, FKO, card)
+    and, when central's de-duplication key is installed, the card's templates sealed to it."""
     done = journal.uploaded_items(BatchKind.CAMP.value)
+    dedup = identity.dedup_key() if identity is not None else None
     out = []
     for state in (CardState.ACTIVATED, CardState.HANDED_OVER):
         for row in journal.cards(state=state):
             if row["card_id"] in done:
                 continue
+            card_id = row["card_id"]
             profile = HouseholdProfile.parse(bytes(row["profile"]))
-            out.append((row["card_id"], CampCard(
-                card_id=card_number(row["card_id"]), household_id=profile.household_id,
+            steps = journal.steps(card_id)
+            chain: tuple[bytes, ...] = ()
+            sealed = b""
+            if identity is not None and "certified" in steps:
+                fko_cert = bytes.fromhex(steps["certified"]["fko_certificate"])
+                district = identity.bundle.districts.get(profile.district)
+                if district is not None:
+                    chain = (district.encode(), fko_cert, bytes(row["certificate"]))
+                if dedup is not None and "sealed" in steps.get("templates", {}):
+                    plain = identity.unseal(
+                        bytes.fromhex(steps["templates"]["sealed"]), f"card-templates/{card_id}"
+                    )
+                    camp_templates = [CampTemplate(t.member_index, t.finger_position, t.compact)
+                                      for t in parse_templates(plain)]  # fmt: skip
+                    sealed = seal_templates(dedup, card_number(card_id), camp_templates)
+            out.append((card_id, CampCard(
+                card_id=card_number(card_id), household_id=profile.household_id,
                 district=profile.district, scheme_id=profile.schemes[0].scheme_id,
                 policy_start=_unix(profile.policy_start), policy_end=_unix(profile.policy_end, end=True),
                 cover_paise=profile.schemes[0].cover_paise, card_key=bytes(row["card_key"]),
                 fko_id=reference_id(profile.fko_id),
                 members=tuple(Member(Gender(chr(m.gender)), m.birth_year) for m in profile.members),
+                card_chain=chain, templates=sealed,
             )))  # fmt: skip
     out.sort(key=lambda item: item[0])
     return out
@@ -86,7 +106,7 @@ def _store(
 
 def build_camp_batch(journal: Journal, identity: StationIdentity, *, now: datetime) -> SignedBatch | None:
     """A signed batch of every activated card not yet batched (None when there is nothing new)."""
-    items = camp_items(journal)
+    items = camp_items(journal, identity)
     if not items:
         return None
     return _store(journal, identity, BatchKind.CAMP, list(items), now)

@@ -1,0 +1,143 @@
+"""Upload: the camp and FKO-ledger batches go to the real central service (Flask app, SQLite); re-sending
+is idempotent; the card chains and the templates sealed to central's de-duplication key arrive intact."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Flask
+from sqlalchemy import func, select
+
+from cardsvc.card.inprocess import InProcessConnection
+from cardsvc.central import create_app
+from cardsvc.central.extensions import get_db
+from cardsvc.central.models import BatchRow, Card, SealedTemplates
+from cardsvc.central.services.terminals import register_terminal
+from cardsvc.central.testing import FixedClock
+from cardsvc.formats.batch import BatchKind, CampCard, SignedBatch
+from cardsvc.formats.profile import card_number
+from cardsvc.formats.templates import open_templates
+from cardsvc.pki.cvc import CvCertificate
+from enrolment_station.camp import Camp
+from enrolment_station.errors import UploadError
+from enrolment_station.keys import DEDUP_KEY_FILE
+from enrolment_station.upload import send_pending
+from tests.fixtures.station import OpenCamp, StationWorld
+
+
+class _Answer(io.BytesIO):
+    def __enter__(self) -> _Answer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FlaskOpener:
+    """urllib's opener, delivered to central's Flask test client; ``fail`` simulates a dropped network."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.fail = False
+        self.statuses: list[int] = []
+
+    def __call__(self, request: Any, timeout: float = 0) -> _Answer:
+        if self.fail:
+            raise OSError("network unreachable")
+        path = request.full_url.split("://", 1)[1].split("/", 1)[1]
+        response = self.app.test_client().post(
+            "/" + path, data=request.data, headers=dict(request.header_items())
+        )
+        self.statuses.append(response.status_code)
+        if response.status_code >= 400:
+            import urllib.error
+
+            raise urllib.error.HTTPError(
+                request.full_url,
+                response.status_code,
+                "refused",
+                {},  # type: ignore[arg-type]
+                io.BytesIO(response.data),
+            )
+        return _Answer(response.data)
+
+
+@pytest.fixture
+def central(sqlite_url: str) -> Iterator[Flask]:
+    from tests.fixtures.db import _empty_all_tables
+
+    _empty_all_tables(sqlite_url)
+    app = create_app({"DATABASE_URL": sqlite_url, "CLOCK": FixedClock(time.time()), "TESTING": True})
+    yield app
+    get_db(app).dispose()
+
+
+def _count(app: Flask, model: type) -> int:
+    with get_db(app).sessions() as session:
+        return int(session.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def test_camp_upload_reaches_central_once_with_chains_and_sealed_templates(
+    station_camp: OpenCamp, station_world: StationWorld, central: Flask
+) -> None:
+    camp = station_camp.camp
+    assert isinstance(camp, Camp)
+    dedup = ec.generate_private_key(ec.SECP256R1())
+    point = dedup.public_key().public_bytes(*_uncompressed())
+    (station_world.home / DEDUP_KEY_FILE).write_text(point.hex())
+    cards = [camp.enrol_household(h, InProcessConnection(station_world.blank_card())).card_id
+             for h in ("HH-0001", "HH-0002")]  # fmt: skip
+    assert camp.ledger().matches
+    batches = camp.upload_batches()
+    camp_batch = next(b for b in batches if b.batch.kind is BatchKind.CAMP)
+    items = [i for i in camp_batch.batch.items if isinstance(i, CampCard)]
+    assert sorted(i.card_id for i in items) == sorted(card_number(c) for c in cards)
+    for item in items:
+        district, fko, card = (CvCertificate.parse(c) for c in item.card_chain)
+        assert card.public_point == item.card_key and card.car == fko.chr and fko.car == district.chr
+        opened = open_templates(dedup, item.card_id, item.templates)  # only central's key opens them
+        assert len(opened) == (4 if len(item.members) == 2 else 2)
+    with get_db(central).sessions() as session:
+        key = ec.EllipticCurvePublicKey.from_encoded_point(
+            ec.SECP256R1(), camp.identity.terminal.public_key()
+        )
+        register_terminal(session, camp.identity.terminal_id, key, int(time.time()) - 60)
+        session.commit()
+    opener = FlaskOpener(central)
+    opener.fail = True
+    with pytest.raises(UploadError, match="stay queued"):
+        send_pending(camp.journal, camp.identity, "http://central", now=camp.now, opener=opener)
+    assert len(camp.journal.pending_uploads()) == 2
+    opener.fail = False
+    receipts = send_pending(camp.journal, camp.identity, "http://central", now=camp.now, opener=opener)
+    assert len(receipts) == 2 and opener.statuses == [201, 201]
+    assert camp.journal.pending_uploads() == []
+    assert (
+        _count(central, Card) == 2
+        and _count(central, SealedTemplates) == 2
+        and _count(central, BatchRow) == 2
+    )
+    # the same signed batch again (a lost answer, a second USB stick): central counts it once
+    again = central.test_client().post(
+        "/api/v1/batches", data=camp_batch.encode(), headers=_headers(camp, camp_batch)
+    )
+    assert again.status_code == 200 and again.get_json()["duplicate"] is True
+    assert _count(central, Card) == 2
+    assert camp.upload_batches() == []  # nothing new to build, nothing pending
+
+
+def _uncompressed() -> tuple[Any, Any]:
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+
+
+def _headers(camp: Camp, batch: SignedBatch) -> dict[str, str]:
+    from enrolment_station.upload import sign_headers
+
+    return sign_headers(camp.identity, "POST", "/api/v1/batches", batch.encode(), int(time.time()))
