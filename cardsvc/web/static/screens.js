@@ -30,6 +30,9 @@
     document.querySelectorAll("[data-refresh-url]").forEach(function (el) {
       setInterval(function () { refresh(el); }, 1000);
     });
+    document.querySelectorAll("[data-print]").forEach(function (b) {
+      b.addEventListener("click", function () { window.print(); });
+    });
     document.querySelectorAll("form[data-busy]").forEach(function (form) {
       form.addEventListener("submit", function () {
         form.querySelectorAll("button").forEach(function (b) { b.disabled = true; });

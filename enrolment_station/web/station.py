@@ -1,0 +1,88 @@
+"""What the station screens stand on: the camp service, the devices behind one small interface, and a
+recorder of the last capture of each finger (image, quality, attempts) for the capture screen.
+
+The station serves its screens to the operator's own browser on 127.0.0.1 and works with no network; the
+camp's SQLite journal belongs to the server thread, so ``enrol serve`` runs one request at a time.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from cardsvc.bio.capture import CaptureResult
+from cardsvc.card.transport import CardConnection
+from enrolment_station.camp import Camp
+from enrolment_station.capture import FingerReader
+
+
+class StationHardware(Protocol):
+    """The station's devices: the FKO card reader, the personalisation reader, the sensor."""
+
+    def fko_card(self) -> CardConnection:
+        """The FKO's card (raises a TransportError when the reader is empty)."""
+        ...
+
+    def beneficiary_card(self) -> CardConnection:
+        """The blank card in the personalisation reader (raises a TransportError when empty)."""
+        ...
+
+    def officer_probe(self) -> bytes:
+        """The FKO's live finger as a match-on-card probe (7F2E)."""
+        ...
+
+    def devices(self) -> dict[str, bool]:
+        """Presence of ``fko_reader``, ``card_reader``, ``card``, ``sensor``."""
+        ...
+
+
+@dataclass(frozen=True)
+class LastCapture:
+    quality: int
+    attempts: int
+    png: bytes  # the image as the sensor sent it, for the operator's eye; never stored
+
+
+@dataclass
+class RecordingReader:
+    """A FingerReader that keeps the last image of each (household, member, finger) in memory only."""
+
+    inner: FingerReader
+    last: dict[tuple[str, int, int], LastCapture] = field(default_factory=dict)
+    retries: dict[tuple[str, int, int], int] = field(default_factory=dict)
+
+    def capture(self, household_id: str, member_no: int, finger: int, attempt: int) -> CaptureResult:
+        key = (household_id, member_no, finger)
+        self.retries[key] = self.retries.get(key, 0) + 1
+        result = self.inner.capture(household_id, member_no, finger, attempt)
+        self.last[key] = LastCapture(result.quality, self.retries[key], _png(result.image))
+        return result
+
+    def forget(self, household_id: str) -> None:
+        for key in [k for k in self.last if k[0] == household_id]:
+            self.last.pop(key, None)
+            self.retries.pop(key, None)
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="PNG")
+    return out.getvalue()
+
+
+@dataclass
+class StationContext:
+    """Everything the station screens need; built by ``enrol serve`` or the tests, in the server thread."""
+
+    camp: Camp
+    hardware: StationHardware
+    recorder: RecordingReader
+    imports_dir: Path
+    send_upload: Callable[[], list[str]] | None = None  # posts pending batches when a network appears

@@ -1,0 +1,135 @@
+"""Browser test of the enrolment station's screens: Chromium (Playwright) against the real station app and
+camp service with simulated cards and synthetic fingers — a camp of two households from the FKO's sign-in to
+hand-over and the upload, in English and in Hindi, with screenshots of every screen."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from enrolment_station.journal import CardState, HouseholdStatus
+from enrolment_station.journal import Journal as StationJournal
+from tests.fixtures.screens import LiveServer, Screens, SimStationHardware, serve_app
+from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, StationWorld
+
+pytestmark = pytest.mark.slow
+
+CAMP_LIST = """household_id,village_code,member_no,name,gender,year_of_birth,relation
+HH-0001,123456,1,Ramesh Kumar,M,1971,HEAD
+HH-0001,123456,2,Sita Devi,F,1975,SPOUSE
+HH-0002,123456,1,Lakshmi Bai,F,1960,HEAD
+HH-0002,123456,2,Chhotu,M,2024,SON
+"""
+
+
+@dataclass
+class StationScreens:
+    server: LiveServer
+    hw: SimStationHardware
+    world: StationWorld
+    tmp: Path
+
+    def url(self, path: str) -> str:
+        return self.server.url + path
+
+    def journal(self) -> StationJournal:
+        return StationJournal(self.world.home / "journal.sqlite", now=lambda: None, operator="test")
+
+
+@pytest.fixture
+def station_screens(station_world: StationWorld, tmp_path: Path) -> Iterator[StationScreens]:
+    from enrolment_station.camp import Camp
+    from enrolment_station.fingers import SyntheticFingerReader
+    from enrolment_station.web import RecordingReader, StationContext, create_app
+
+    fingers = SyntheticFingerReader()
+    hw = SimStationHardware(station_world.fko_card, fingers.officer_probe)
+
+    def build() -> Any:
+        recorder = RecordingReader(fingers)
+        camp = Camp(station_world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-anita",
+                    camp_id="CAMP-PAT-01", reader=recorder)  # fmt: skip
+        context = StationContext(camp, hw, recorder, imports_dir=tmp_path / "imports")
+        return create_app(context, {"SECRET_KEY": b"screens-test"}), camp.close
+
+    server = serve_app(build)
+    yield StationScreens(server, hw, station_world, tmp_path)
+    server.stop()
+
+
+@pytest.mark.parametrize("lang", ["en", "hi"])
+def test_camp_of_two_households_from_sign_in_to_hand_over(
+    station_screens: StationScreens, screens: Screens, lang: str
+) -> None:
+    s, page = station_screens, screens.page
+    page.goto(s.url(f"/signin?lang={lang}"))
+    page.wait_for_selector("[data-status-key=sensor].ok")
+    screens.shot(lang, "station-signin")
+    page.fill("#pin", "000000")
+    page.click("#signin")
+    page.wait_for_selector(".refusal[data-reason]")  # a wrong PIN is refused in plain words
+    page.fill("#pin", FKO_PIN)
+    page.click("#signin")
+    page.wait_for_selector("#households")
+    listing = s.tmp / "camp-list.csv"
+    listing.write_text(CAMP_LIST)
+    page.set_input_files("#listing", str(listing))
+    page.click("#import")
+    page.wait_for_selector("#hh-HH-0002")
+    assert page.locator("#households tbody tr").count() == 2
+    page.fill("#q", "lakshmi")
+    page.click("#filter")
+    assert page.locator("#households tbody tr").count() == 1, "search by a member's name"
+    page.fill("#q", "")
+    page.select_option("#status", "listed")
+    page.click("#filter")
+    assert page.locator("#households tbody tr").count() == 2
+    screens.shot(lang, "station-households")
+
+    for hid, blank_shot in (("HH-0001", True), ("HH-0002", False)):
+        page.click(f"#hh-{hid} a.button")
+        page.wait_for_selector("#capture")
+        if hid == "HH-0001":
+            page.select_option("#missing_1", "2")  # Ramesh has lost his right index: another finger
+            screens.shot(lang, "station-capture")
+        page.click("#capture")
+        page.wait_for_selector("#write-card")
+        assert page.locator("img.finger-image").count() >= 2, "the captured images are shown"
+        if hid == "HH-0001":
+            assert page.locator("#member-1 .badge.warn").count() >= 1, "the missing finger is recorded"
+            screens.shot(lang, "station-captured")
+        else:
+            assert page.locator("#member-2 .badge.warn").count() == 1, "the child has no fingerprints"
+        s.hw.blank = s.world.blank_card()
+        page.click("#write-card")
+        page.wait_for_selector("#card-face")
+        assert page.locator("#steps li.ok").count() == 6
+        if blank_shot:
+            screens.shot(lang, "station-card-face")
+        page.check("#confirm")
+        page.click("#handover")
+        page.wait_for_selector("#households")
+        s.hw.blank = None
+
+    page.select_option("#status", "handed_over")
+    page.click("#filter")
+    assert page.locator("#households tbody tr").count() == 2
+    page.click("#nav-summary")
+    page.click("#read-ledger")
+    page.wait_for_selector("#ledger-match.ok")
+    page.click("#upload-now")
+    page.wait_for_selector(".flash.ok")
+    assert "2" in page.inner_text("#counts")
+    screens.shot(lang, "station-summary")
+    journal = s.journal()
+    try:
+        assert journal.household_status("HH-0001") is HouseholdStatus.HANDED_OVER
+        assert journal.household_status("HH-0002") is HouseholdStatus.HANDED_OVER
+        assert len(journal.cards(state=CardState.HANDED_OVER)) == 2
+        assert len(journal.pending_uploads()) == 2, "camp batch and FKO ledger batch wait for the network"
+    finally:
+        journal.close()
