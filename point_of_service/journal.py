@@ -314,8 +314,8 @@ class Journal:
         )
 
     def resolve_intent(self, nonce: str, *, status: str, at: int, counter: int | None = None) -> None:
-        if status not in ("done", "abandoned"):
-            raise ValueError(f"an intent ends 'done' or 'abandoned', not {status!r}")
+        if status not in ("done", "abandoned", "unknown"):
+            raise ValueError(f"an intent ends 'done', 'abandoned' or 'unknown', not {status!r}")
         self._db.execute(
             "UPDATE intents SET status = ?, counter = ?, resolved_at = ? WHERE nonce = ?",
             (status, counter, at, nonce),

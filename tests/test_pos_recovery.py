@@ -332,3 +332,44 @@ def test_terminal_process_sigkilled_after_the_card_debit(pos_world: PosWorld, tm
         assert visit.session.status().counter == 1 and _pension(visit) == PENSION - AMOUNT
         assert [r.amount for r in journal.records(visit.card_id)] == [AMOUNT]
         assert journal.intent(pending.nonce).status == "done"  # type: ignore[union-attr]
+
+
+def test_record_gone_from_the_cyclic_log_is_left_to_central(pos_world: PosWorld, tmp_path: Path) -> None:
+    """The card keeps its last 24 records: an interrupted intent whose record has left the log cannot be
+    decided here; it is resolved 'unknown' (central holds every record) and never blocks the patient."""
+    card = pos_world.beneficiary_card(tmp_path / "card", "wide")
+    first = Till(pos_world, tmp_path / "first.sqlite")
+    conn = PullableConnection(card)
+    visit = first.visit(conn)
+    conn.arm(3, after=True)  # the DEBIT happened, its answer was lost
+    with pytest.raises(TransactionError):
+        first.pay(visit)
+    other = Till(pos_world, tmp_path / "other.sqlite")  # the household goes elsewhere for weeks
+    other.rng = random.Random(4)  # another terminal's nonces
+    visit = other.visit(PullableConnection(card))
+    for _ in range(25):
+        paypoint.disburse(
+            visit,
+            scheme_id=SCHEME_PENSION,
+            amount=1_000,
+            now=NOW,
+            journal=other.journal,
+            identity=other.identity,
+            clerk=other.clerk,
+            rng=other.rng.randbytes,
+        )
+    visit = first.visit(PullableConnection(card))
+    out = first.pay(visit)
+    (intent,) = [
+        i
+        for i in [first.journal.intent(n) for n in _nonces(first.journal)]
+        if i and i.amount == AMOUNT and i.status != "done"
+    ]
+    assert intent.status == "unknown"
+    assert out.record.counter == 27 and out.recovered == 1  # 1 lost answer + 25 elsewhere + this one
+    (event,) = first.journal.events(kind="recover")
+    assert event.outcome == "unresolved"
+
+
+def _nonces(journal: Journal) -> list[str]:
+    return [e.detail["nonce"] for e in journal.events(kind="transaction") if "nonce" in e.detail]

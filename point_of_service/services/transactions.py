@@ -113,18 +113,26 @@ def recover_card(
                     detail={"nonce": intent.nonce, "counter": match.counter, "result": "completed"},
                 )
                 completed.append(match)
-            elif counter > intent.counter_before and not records:
-                # the record has left the cyclic log: keep the intent for a manual check
-                continue
             else:
-                journal.resolve_intent(intent.nonce, status="abandoned", at=now)
+                seen_all = counter <= intent.counter_before or (
+                    bool(records) and records[0].counter <= intent.counter_before + 1
+                )
+                # every record after the intent was read and none is it: the card never debited. Otherwise
+                # the records have left the card's cyclic log: central, which gets every record, decides.
+                status, result = (
+                    ("abandoned", "card never debited")
+                    if seen_all
+                    else ("unknown", "record left the card's log; central reconciles")
+                )
+                journal.resolve_intent(intent.nonce, status=status, at=now)
                 journal.log(
                     "recover",
                     at=now,
+                    outcome="ok" if seen_all else "unresolved",
                     operator=intent.operator,
                     card_id=card_id,
                     member=intent.member,
-                    detail={"nonce": intent.nonce, "result": "card never debited"},
+                    detail={"nonce": intent.nonce, "result": result},
                 )
                 abandoned.append(intent.nonce)
     return Recovery(tuple(completed), tuple(abandoned), added)
