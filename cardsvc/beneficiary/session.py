@@ -236,8 +236,9 @@ class BeneficiarySession(ApplicationSession):
         fko_certificate: CvCertificate,
         district_certificate: CvCertificate | None = None,
     ) -> None:
-        """Activation: the card checks key, id, policy period and the FKO's signature (with the district
-        certificate: the whole chain to its root key), then commits. Needs an ENROL terminal."""
+        """Activation: the card checks key, id, policy period, the content digest of what it stores and the
+        FKO's signature (with the district certificate: the whole chain to its root key), then commits.
+        Needs an ENROL terminal."""
         data = card_certificate.encode() + fko_certificate.encode()
         if district_certificate is not None:
             data += district_certificate.encode()
