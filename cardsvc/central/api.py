@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from importlib import resources
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.orm import Session
 
 from cardsvc.central.app import clock
+from cardsvc.central.errors import MalformedError
 from cardsvc.central.extensions import get_db
 from cardsvc.central.services.auth import HEADERS, authenticate
+from cardsvc.central.services.authorise import authorisations_for
 from cardsvc.central.services.catalogue import catalogue
 from cardsvc.central.services.ingest import ingest_batch
+from cardsvc.central.services.publish import CentralKey, publish_catalogue, publish_revocations
 from cardsvc.central.services.terminals import (
     DbTerminalDirectory,
     TerminalDirectory,
@@ -21,6 +26,7 @@ from cardsvc.central.services.terminals import (
 )
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
+_HEX_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def _signed_path() -> str:
@@ -71,28 +77,53 @@ def upload_batch() -> tuple[Response, int]:
     return jsonify(receipt=result.receipt.to_json(), duplicate=result.duplicate), status
 
 
+def _central_key() -> CentralKey | None:
+    key: CentralKey | None = current_app.config.get("CENTRAL_KEY")
+    return key
+
+
 @api.get("/revocations")
 def revocations() -> Response:
-    """Revoked terminals, operators and cards."""
+    """Revoked terminals, operators and cards; with a CENTRAL_KEY also the signed revocation list."""
     _authenticated(b"")
+    now = clock(current_app)
+    key = _central_key()
     with get_db().sessions() as session:
         lists = revocation_list(session)
-    return jsonify(issued_at=clock(current_app), **lists)
+        signed = publish_revocations(session, key, now) if key is not None else None
+    extra = {} if signed is None else {
+        "signed_list": base64.b64encode(signed.wire).decode("ascii"), "signed_version": signed.version,
+    }  # fmt: skip
+    return jsonify(issued_at=now, **lists, **extra)
 
 
 @api.get("/packages")
 def packages() -> Response:
-    """The package catalogue: every version of every package, newest last."""
+    """The package catalogue: every version of every package; with a CENTRAL_KEY the signed catalogue."""
     _authenticated(b"")
+    key = _central_key()
     with get_db().sessions() as session:
-        return jsonify(packages=catalogue(session))
+        listed = catalogue(session)
+        signed = publish_catalogue(session, key, clock(current_app)) if key is not None else None
+    extra = {} if signed is None else {
+        "signed_catalogue": base64.b64encode(signed.wire).decode("ascii"),
+        "catalogue_version": signed.version,
+    }  # fmt: skip
+    return jsonify(packages=listed, **extra)
 
 
 @api.get("/authorisations")
 def authorisations() -> Response:
-    """Signed renewals, top-ups, split cards and replacements for this terminal (none until phase 2)."""
+    """Signed renewals, top-ups, split cards, replacements for this terminal's district and the cards it
+    names (``?card=<16 hex>``, repeatable)."""
     terminal = _authenticated(b"")
-    return jsonify(terminal_id=terminal.id, authorisations=[])
+    cards = request.args.getlist("card")
+    bad = [c for c in cards if not _HEX_ID.fullmatch(c)]
+    if bad:
+        raise MalformedError("bad_card_id", f"card ids must be 16 lower-case hex digits: {bad[:3]}")
+    with get_db().sessions() as session:
+        found = authorisations_for(session, terminal.id, now=clock(current_app), card_ids=cards)
+    return jsonify(terminal_id=terminal.id, authorisations=[a.to_json() for a in found])
 
 
 @api.get("/openapi.json")

@@ -183,6 +183,7 @@ class Package(Base):
     name: Mapped[str] = mapped_column(String(200))
     price_paise: Mapped[int] = mapped_column(BigInteger)
     valid_from: Mapped[int] = mapped_column(BigInteger)
+    category: Mapped[str] = mapped_column(String(60), server_default="general")
 
 
 class NonceRow(Base):

@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 from cardsvc.central.models import Package
 
 
-def add_package_version(session: Session, code: int, name: str, price_paise: int, valid_from: int) -> Package:
+def add_package_version(
+    session: Session, code: int, name: str, price_paise: int, valid_from: int, category: str = "general"
+) -> Package:
     """Add the next version of package ``code`` (version 1 if new)."""
     if not 0 <= code <= 0xFFFF_FFFF:
         raise ValueError(f"package code {code} does not fit the record's 4-byte reference")
@@ -21,8 +23,9 @@ def add_package_version(session: Session, code: int, name: str, price_paise: int
         raise ValueError(f"package {code}: name is empty")
     latest = session.execute(select(func.max(Package.version)).where(Package.code == code)).scalar_one()
     package = Package(
-        code=code, version=(latest or 0) + 1, name=name, price_paise=price_paise, valid_from=valid_from
-    )
+        code=code, version=(latest or 0) + 1, name=name, price_paise=price_paise, valid_from=valid_from,
+        category=category,
+    )  # fmt: skip
     session.add(package)
     return package
 
@@ -37,6 +40,7 @@ def catalogue(session: Session) -> list[dict[str, Any]]:
             "name": p.name,
             "price_paise": p.price_paise,
             "valid_from": p.valid_from,
+            "category": p.category,
         }
         for p in rows
     ]

@@ -135,3 +135,14 @@ def revocation_list(session: Session) -> dict[str, list[dict[str, object]]]:
         "operators": [{"id": o, "revoked_at": at} for o, at in operators],
         "cards": [{"id": c, "revoked_at": at} for c, at in cards],
     }
+
+
+def revoke_card(session: Session, card_id: int, now: int) -> None:
+    """Blacklist a card (lost, replaced, cloned) from ``now`` on; published in the revocation lists."""
+    from cardsvc.central.models import Card
+
+    card = session.get(Card, id_hex(card_id))
+    if card is None:
+        raise NotFoundError("unknown_card", f"card {id_hex(card_id)} is not registered")
+    if card.revoked_at is None:
+        card.revoked_at = now

@@ -1,5 +1,5 @@
 """Phase 2: sealed de-duplication templates, settlement runs, issued authorisations, published lists,
-flag review (resolved_at, resolution)
+flag review (resolved_at, resolution), package categories
 
 Revision ID: 0003_phase2
 Revises: 0002_terminal_certificates
@@ -20,6 +20,8 @@ BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("packages", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("category", sa.String(60), server_default="general", nullable=False))
     with op.batch_alter_table("flags", schema=None) as batch_op:
         batch_op.add_column(sa.Column("resolved_at", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("resolution", sa.String(200), nullable=True))
@@ -88,3 +90,5 @@ def downgrade() -> None:
     with op.batch_alter_table("flags", schema=None) as batch_op:
         batch_op.drop_column("resolution")
         batch_op.drop_column("resolved_at")
+    with op.batch_alter_table("packages", schema=None) as batch_op:
+        batch_op.drop_column("category")

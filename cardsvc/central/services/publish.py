@@ -1,0 +1,160 @@
+"""Signed lists terminals check offline: the revocation list and the package catalogue.
+
+Central signs with :class:`CentralKey` (the root key, or a district key with its certificate, which then
+needs REVOKE / CERTIFY rights). A list is re-published (version + 1) only when its content changed, so
+repeated syncs fetch the same signed bytes; every published version is kept (``published_lists``).
+
+Formats have one home each: the revocation list is ``cardsvc.pki.revocation`` (``build_revocation_list``),
+the catalogue ``point_of_service.catalogue`` (``Catalogue.sign`` / ``verify_catalogue``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cardsvc.central.errors import ConflictError
+from cardsvc.central.models import Card, Package, PublishedList, Terminal
+from cardsvc.formats.profile import card_chr
+from cardsvc.pki.cvc import CvCertificate
+from cardsvc.pki.revocation import RevocationEntry, SubjectKind, build_revocation_list
+from cardsvc.pki.signer import Signer
+
+
+@dataclass(frozen=True)
+class CentralKey:
+    """Central's signing key for what the field checks offline (config ``CENTRAL_KEY``).
+
+    ``chain``: empty when ``signer`` is the root key; the district's certificate when it is a district key.
+    """
+
+    signer: Signer
+    chr: str
+    chain: tuple[CvCertificate, ...] = ()
+
+
+class ListKind(StrEnum):
+    REVOCATIONS = "revocations"
+    CATALOGUE = "catalogue"
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    kind: ListKind
+    version: int
+    issued_at: int
+    wire: bytes
+
+
+def _latest(session: Session, kind: ListKind) -> PublishedList | None:
+    return (
+        session.execute(
+            select(PublishedList)
+            .where(PublishedList.kind == kind.value)
+            .order_by(PublishedList.version.desc())
+        )
+        .scalars()
+        .first()
+    )
+
+
+def _publish(
+    session: Session, kind: ListKind, content: object, now: int, build: Callable[[int], bytes]
+) -> Published:
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    latest = _latest(session, kind)
+    if latest is not None and latest.content_hash == digest:
+        return Published(kind, latest.version, latest.issued_at, bytes(latest.wire))
+    version = (latest.version if latest else 0) + 1
+    row = PublishedList(
+        kind=kind.value, version=version, issued_at=now, content_hash=digest, wire=build(version)
+    )
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent request published this version first
+        session.rollback()
+        latest = _latest(session, kind)
+        if latest is None:
+            raise ConflictError("publish_failed", f"the {kind.value} list could not be published") from None
+        return Published(kind, latest.version, latest.issued_at, bytes(latest.wire))
+    return Published(kind, version, now, row.wire)
+
+
+def revocation_entries(session: Session) -> list[RevocationEntry]:
+    """Revoked cards (CARD-<n>) and certified terminals (their certificate's CHR), as the PKI names them.
+
+    Terminals known only by a raw key and operators (known by a record id, not a CHR) travel in the
+    unsigned JSON lists of ``GET /revocations`` only.
+    """
+    entries = []
+    cards = select(Card.card_id, Card.revoked_at).where(Card.revoked_at.is_not(None))
+    for card_id, revoked_at in session.execute(cards):
+        when = datetime.fromtimestamp(int(revoked_at or 0), UTC)
+        entries.append(RevocationEntry(card_chr(int(card_id, 16)), SubjectKind.CARD, when))
+    query = select(Terminal.certificate_chain, Terminal.revoked_at).where(
+        Terminal.revoked_at.is_not(None), Terminal.certificate_chain.is_not(None)
+    )
+    for chain, at in session.execute(query):
+        leaf = CvCertificate.parse(base64.b64decode(chain[-1]))
+        assert at is not None
+        entries.append(RevocationEntry(leaf.chr, SubjectKind.TERMINAL, datetime.fromtimestamp(at, UTC)))
+    return sorted(entries)
+
+
+def publish_revocations(session: Session, key: CentralKey, now: int) -> Published:
+    """The current signed revocation list (a new version only when an entry was added)."""
+    entries = revocation_entries(session)
+    content = [[e.subject, int(e.kind), int(e.revoked_at.timestamp()), int(e.reason)] for e in entries]
+
+    def build(version: int) -> bytes:
+        rl = build_revocation_list(
+            key.signer, issuer=key.chr, version=version, issued_at=datetime.fromtimestamp(now, UTC),
+            entries=entries,
+        )  # fmt: skip
+        return rl.encode()
+
+    return _publish(session, ListKind.REVOCATIONS, content, now, build)
+
+
+def publish_catalogue(session: Session, key: CentralKey, now: int) -> Published | None:
+    """The current signed package catalogue: the newest version of each package valid at ``now``.
+
+    None when no package is valid yet. Catalogue format: point_of_service/catalogue.py (docs/pos.md).
+    """
+    from point_of_service.catalogue import Catalogue
+    from point_of_service.catalogue import Package as CataloguePackage
+
+    newest = (
+        select(Package.code, func.max(Package.version).label("version"))
+        .where(Package.valid_from <= now)
+        .group_by(Package.code)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Package).join(newest, (Package.code == newest.c.code) & (Package.version == newest.c.version))
+        .order_by(Package.code)
+    ).scalars().all()  # fmt: skip
+    packages = [p for p in rows if p.code >= 1 and p.price_paise >= 1]
+    if not packages:
+        return None
+    content = [[p.code, p.version, p.name, p.price_paise, p.category] for p in packages]
+    valid_from = max(p.valid_from for p in packages)
+
+    def build(version: int) -> bytes:
+        catalogue = Catalogue(
+            version, key.chr, now, valid_from,
+            tuple(CataloguePackage(p.code, p.name, p.price_paise, p.category) for p in packages),
+        )  # fmt: skip
+        return catalogue.sign(key.signer, key.chain)
+
+    return _publish(session, ListKind.CATALOGUE, content, now, build)
