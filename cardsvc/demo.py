@@ -16,6 +16,7 @@ import logging
 import shutil
 import tempfile
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -101,8 +102,8 @@ def _step(echo: Echo, text: str) -> None:
     echo(click.style("==> ", fg="cyan") + text)
 
 
-class DemoError(RuntimeError):
-    """A stage could not run at all (the message says which and why)."""
+class DemoError(click.ClickException):
+    """A stage could not run (the message says which and why); exit status 1."""
 
 
 @dataclass
@@ -128,6 +129,7 @@ class Pilot:
     missing: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     started: int = field(default_factory=lambda: int(time.time()))
+    failed: str | None = None
 
 
 def run_demo(
@@ -159,8 +161,15 @@ def run_demo(
             ]
             for name, stage in stages:
                 t0 = time.perf_counter()
-                stage(pilot)
-                pilot.stage_seconds[name] = round(time.perf_counter() - t0, 2)
+                try:
+                    stage(pilot)
+                except Exception as exc:  # the summary still shows what ran; the exit status says it failed
+                    click.echo(traceback.format_exc(), err=True)
+                    pilot.failed = f"{name}: {type(exc).__name__}: {exc}"
+                    echo(click.style(f"stage {name} FAILED: {type(exc).__name__}: {exc}", fg="red"))
+                    break
+                finally:
+                    pilot.stage_seconds[name] = round(time.perf_counter() - t0, 2)
         _finish(pilot)
         out_dir = (
             Path(report_dir)
@@ -174,6 +183,8 @@ def run_demo(
     if json_path:
         Path(json_path).write_text(json.dumps(summary.figures, indent=2, sort_keys=True) + "\n")
         echo(f"summary written to {json_path}")
+    if pilot.failed:
+        raise DemoError(f"the demo stopped: stage {pilot.failed}")
     return summary
 
 
@@ -914,6 +925,9 @@ def _finish(p: Pilot) -> None:
     )
     s.add("double debits", s.figures.get("double_debits"))
     s.add("central flags", s.figures.get("flags") or "none")
+    s.figures["failed_stage"] = p.failed
+    if p.failed:
+        s.add("FAILED", p.failed)
     s.add("stage times (s)", ", ".join(f"{k} {v}" for k, v in p.stage_seconds.items()))
     for item in p.missing:
         s.add("not done", item)

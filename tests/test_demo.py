@@ -101,3 +101,23 @@ def test_html_report_with_charts(demo_run: tuple[dict[str, Any], str, Path]) -> 
     for chart in ("attacks.png", "station.png", "transactions.png"):
         assert chart in page
         assert (report.parent / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_failing_stage_is_named_and_the_summary_still_printed(
+    pcscd: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cardsvc.demo as demo
+
+    def broken(pilot: object) -> None:
+        raise RuntimeError("district key unavailable")
+
+    monkeypatch.setattr(demo, "_ceremony", broken)
+    lines: list[str] = []
+    with pytest.raises(demo.DemoError, match="stage ceremony: RuntimeError: district key unavailable"):
+        demo.run_demo(households=2, json_path=str(tmp_path / "s.json"), echo=lines.append,
+                      report_dir=tmp_path / "report")  # fmt: skip
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["failed_stage"] == "ceremony: RuntimeError: district key unavailable"
+    assert summary["apdu_round_trip_ms"] > 0, "the stages before it ran and are reported"
+    assert "households_enrolled" not in summary
+    assert any("FAILED" in line for line in lines) and (tmp_path / "report" / "index.html").exists()
