@@ -82,6 +82,8 @@ SUMMARY_KEYS = (
     "stage_seconds",
     "missing",
     "report",
+    "failed_stage",
+    "settlement",
 )
 
 

@@ -93,6 +93,16 @@ def test_no_double_debit_and_every_transaction_reconciled(demo_run: tuple[dict[s
     assert summary["flags"] == {}
 
 
+def test_every_discharge_settled_with_the_hospital(demo_run: Run) -> None:
+    summary, _, _ = demo_run
+    settlement = summary["settlement"]
+    if settlement is None:
+        assert any("settlement" in m for m in summary["missing"]), "a missing step is said to be missing"
+        pytest.skip("central has no settlement service in this checkout")
+    assert settlement["held_count"] == 0, settlement["held_reasons"]
+    assert settlement["payable_count"] == summary["transactions"]["discharges"]
+
+
 def test_html_report_with_charts(demo_run: tuple[dict[str, Any], str, Path]) -> None:
     summary, _, _ = demo_run
     report = Path(summary["report"])
