@@ -216,3 +216,14 @@ def test_check_extensions_is_the_rule_the_officer_card_applies() -> None:
     )
     with pytest.raises(errors.ExtensionNotAllowedError):
         check_extensions(terminal)
+
+
+@given(st.binary(max_size=120))
+def test_arbitrary_extension_bytes_parse_or_raise_format_error(junk: bytes) -> None:
+    """Whatever follows 5F24 inside the body: a parsed certificate or a FormatError, never another error."""
+    forged = tlv(CvcTag.BODY, _body()[4:] + tlv(0x65, junk))
+    try:
+        cert = CvCertificate.parse_body(forged)
+    except FormatError:
+        return
+    assert cert.extensions and CvCertificate.parse_body(cert.body) == cert
