@@ -46,6 +46,17 @@ EXCEPTIONS: dict[str, Any] = {
     MemberException.CHILD: _l("Child (no fingerprints)"),
     MemberException.ABSENT: _l("Member absent"),
 }
+RELATIONS: dict[str, Any] = {
+    "HEAD": _l("Head"), "SPOUSE": _l("Spouse"), "SON": _l("Son"), "DAUGHTER": _l("Daughter"),
+    "FATHER": _l("Father"), "MOTHER": _l("Mother"), "OTHER": _l("Other"),
+}  # fmt: skip
+CARD_STATES: dict[str, Any] = {
+    CardState.STARTED: _l("Being written"),
+    CardState.ACTIVATED: _l("Activated, not handed over"),
+    CardState.HANDED_OVER: _l("Handed over"),
+    CardState.WIPED: _l("Wiped"),
+    CardState.ABANDONED: _l("Abandoned"),
+}
 FINGERS: dict[int, Any] = {
     1: _l("Right thumb"), 2: _l("Right index"), 3: _l("Right middle"), 4: _l("Right ring"),
     5: _l("Right little"), 6: _l("Left thumb"), 7: _l("Left index"), 8: _l("Left middle"),
@@ -205,6 +216,7 @@ def _household_page(hid: str, problem: dict[str, str] | None = None) -> str:
     return page("station/household.html", household=household, status=journal.household_status(hid),
                 labels=STATUS_LABELS, statuses=journal.member_statuses(hid), captures=captures, images=images,
                 attempts=attempts, exceptions=EXCEPTIONS, fingers=FINGERS, problem=problem, cards=cards,
+                relations=RELATIONS,
                 year=date.today().year)  # fmt: skip
 
 
@@ -307,7 +319,7 @@ def summary() -> str | WResponse:
         states[row["state"]] = states.get(row["state"], 0) + 1
     pending = journal.pending_uploads()
     return page("station/summary.html", counts=journal.households_by_status(), labels=STATUS_LABELS,
-                states=states, pending=pending, can_send=ctx.send_upload is not None,
+                states=states, card_states=CARD_STATES, pending=pending, can_send=ctx.send_upload is not None,
                 ledger=current_app.extensions.get("station_ledger"))  # fmt: skip
 
 
