@@ -90,7 +90,7 @@ def db_upgrade(database_url: str, revision: str) -> None:
 
 @click.group()
 def central() -> None:
-    """Central administration: facilities, terminals, reconciliation."""
+    """Central administration: facilities, terminals, reconciliation, settlement, reports, authorisations."""
 
 
 def _session(database_url: str) -> Any:
@@ -169,15 +169,18 @@ def revoke_terminal_command(database_url: str, terminal_id: str) -> None:
 @click.argument("name")
 @click.option("--price-paise", type=int, required=True)
 @click.option("--valid-from", type=int, default=None, help="Unix seconds (default: now).")
+@click.option("--category", default="general", show_default=True, help="e.g. obstetrics, surgery.")
 def add_package_command(
-    database_url: str, code: int, name: str, price_paise: int, valid_from: int | None
+    database_url: str, code: int, name: str, price_paise: int, valid_from: int | None, category: str
 ) -> None:
     """Add the next version of package CODE to the catalogue terminals download."""
     from cardsvc.central.services.catalogue import add_package_version
 
     database = _session(database_url)
     with database.sessions() as session:
-        package = add_package_version(session, code, name, price_paise, valid_from or int(time.time()))
+        package = add_package_version(
+            session, code, name, price_paise, valid_from or int(time.time()), category
+        )
         session.commit()
         click.echo(f"package {code} version {package.version}: {name}, {price_paise} paise")
     database.dispose()
@@ -200,6 +203,193 @@ def reconcile_command(database_url: str, as_json: bool) -> None:
     click.echo(f"{report.records} records of {report.cards} cards; {report.new_flags} new flags")
     for kind, count in sorted(report.flags.items()):
         click.echo(f"  {kind}: {count}")
+
+
+def _day_start(text: str) -> int:
+    from datetime import UTC, datetime
+
+    try:
+        return int(datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a date YYYY-MM-DD") from None
+
+
+@central.command("settle")
+@DATABASE_OPTION
+@click.argument("facility_id", type=int)
+@click.option("--from", "start", required=True, help="First day of the period, YYYY-MM-DD (UTC).")
+@click.option("--to", "end", required=True, help="Day after the period, YYYY-MM-DD (UTC, excluded).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the claims.")
+@click.option("--json", "as_json", is_flag=True, help="Print the settlement as JSON.")
+def settle_command(
+    database_url: str, facility_id: int, start: str, end: str, csv_path: Path | None, as_json: bool
+) -> None:
+    """Settle FACILITY_ID for a period: payable and held claims (recorded once per facility and period)."""
+    from cardsvc.central.errors import ServiceError
+    from cardsvc.central.services.settlement import run_settlement
+
+    database = _session(database_url)
+    try:
+        with database.sessions() as session:
+            settlement, created = run_settlement(
+                session, facility_id, _day_start(start), _day_start(end), now=int(time.time())
+            )
+    except ServiceError as exc:
+        raise click.ClickException(exc.reason) from None
+    finally:
+        database.dispose()
+    if csv_path is not None:
+        csv_path.write_text(settlement.to_csv(), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(settlement.to_json(), sort_keys=True))
+        return
+    state = "recorded" if created else "already recorded (unchanged)"
+    click.echo(f"facility {facility_id} {start}..{end}: run {settlement.run_id} {state}")
+    click.echo(f"  payable: {len(settlement.payable)} claims, {settlement.payable_paise} paise")
+    click.echo(f"  held:    {len(settlement.held)} claims, {settlement.held_paise} paise")
+    for claim in settlement.held:
+        click.echo(f"    card {claim.card_id} counter {claim.counter}: {'; '.join(claim.reasons)}")
+
+
+@central.command("report")
+@DATABASE_OPTION
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+def report_command(database_url: str, out_dir: Path) -> None:
+    """Coverage and use by district, scheme, gender and age band: CSV, PNG charts and report.html."""
+    from cardsvc.central.services.reports import build_report, write_report
+
+    database = _session(database_url)
+    with database.sessions() as session:
+        report = build_report(session, int(time.time()))
+    database.dispose()
+    for name, path in write_report(report, out_dir).items():
+        click.echo(f"{name}: {path}")
+
+
+PASSPHRASE_OPTION = click.option(
+    "--passphrase", envvar="CARDSVC_KEY_PASSPHRASE", prompt=True, hide_input=True,
+    help="Passphrase of the encrypted key file (or CARDSVC_KEY_PASSPHRASE).",
+)  # fmt: skip
+
+
+@central.command("dedup")
+@DATABASE_OPTION
+@click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Central's de-duplication key (encrypted key file, cardsvc.pki format).")  # fmt: skip
+@PASSPHRASE_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def dedup_command(database_url: str, key_file: Path, passphrase: str, as_json: bool) -> None:
+    """Search newly received camp templates against their district's gallery; flag likely duplicates."""
+    from cardsvc.central.services.dedup import deduplicate, load_dedup_key
+
+    key = load_dedup_key(key_file, passphrase.encode())
+    database = _session(database_url)
+    with database.sessions() as session:
+        report = deduplicate(session, key, int(time.time()))
+    database.dispose()
+    if as_json:
+        click.echo(json.dumps(report.to_json(), sort_keys=True))
+        return
+    click.echo(f"{report.searched_cards} cards searched against {report.gallery_templates} templates; "
+               f"{len(report.pairs)} likely duplicate pairs, {report.new_flags} new flags")  # fmt: skip
+    for a, b, score in report.pairs:
+        click.echo(f"  {a} ~ {b}: score {score}")
+    for card in report.unreadable:
+        click.echo(f"  card {card}: templates not sealed to this key")
+
+
+@central.command("resolve-flag")
+@DATABASE_OPTION
+@click.argument("flag_id", type=int)
+@click.option("--by", required=True, help="Who reviewed it.")
+@click.option("--note", required=True, help="Why it is cleared.")
+def resolve_flag_command(database_url: str, flag_id: int, by: str, note: str) -> None:
+    """Clear a reviewed finding: it no longer holds claims or authorisations."""
+    from cardsvc.central.errors import ServiceError
+    from cardsvc.central.services.flags import resolve_flag
+
+    database = _session(database_url)
+    try:
+        with database.sessions() as session:
+            flag = resolve_flag(session, flag_id, by=by, note=note, now=int(time.time()))
+    except ServiceError as exc:
+        raise click.ClickException(exc.reason) from None
+    finally:
+        database.dispose()
+    click.echo(f"flag {flag.id} ({flag.kind}) resolved")
+
+
+@central.command("revoke-card")
+@DATABASE_OPTION
+@click.argument("card_id")
+def revoke_card_command(database_url: str, card_id: str) -> None:
+    """Blacklist CARD_ID (16 hex digits) from now on (lost, replaced, cloned)."""
+    from cardsvc.central.errors import ServiceError
+    from cardsvc.central.services.terminals import revoke_card
+
+    database = _session(database_url)
+    try:
+        with database.sessions() as session:
+            revoke_card(session, _hex_id(card_id), int(time.time()))
+            session.commit()
+    except ServiceError as exc:
+        raise click.ClickException(exc.reason) from None
+    finally:
+        database.dispose()
+    click.echo(f"card {card_id} revoked")
+
+
+@central.command("authorise")
+@DATABASE_OPTION
+@click.argument("kind", type=click.Choice(["renew", "split", "replace", "top_up", "renewal", "supersede",
+                                           "sync_ack"]))  # fmt: skip
+@click.argument("card_id")
+@click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Central's (root or district) signing key, encrypted key file.")  # fmt: skip
+@PASSPHRASE_OPTION
+@click.option("--chr", "holder", required=True, help="The signing key's holder reference (CHR).")
+@click.option("--chain", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The district's CV certificate (absent when signing with the root key).")  # fmt: skip
+@click.option("--member", "members", type=int, multiple=True, help="Split card: member index (repeatable).")
+@click.option("--value", type=int, default=None, help="top_up: paise added; renewal: the new balance.")
+def authorise_command(
+    database_url: str, kind: str, card_id: str, key_file: Path, passphrase: str, holder: str,
+    chain: Path | None, members: tuple[int, ...], value: int | None,
+) -> None:  # fmt: skip
+    """Sign an authorisation for CARD_ID; stations and cards fetch it from GET /api/v1/authorisations."""
+    from cardsvc.central.errors import ServiceError
+    from cardsvc.central.services.authorise import (
+        CardKind,
+        StationKind,
+        issue_card_authorisation,
+        issue_station_authorisation,
+    )
+    from cardsvc.central.services.publish import CentralKey
+    from cardsvc.pki.cvc import CvCertificate
+    from cardsvc.pki.signer import FileSigner
+
+    key = CentralKey(
+        FileSigner.load(key_file, passphrase.encode()), holder,
+        (CvCertificate.parse(chain.read_bytes()),) if chain else (),
+    )  # fmt: skip
+    database = _session(database_url)
+    card = f"{_hex_id(card_id):016x}"
+    now = int(time.time())
+    try:
+        with database.sessions() as session:
+            if kind in {k.value for k in StationKind}:
+                issued = issue_station_authorisation(
+                    session, key, StationKind(kind), card, now=now, members=list(members) or None
+                )
+            else:
+                issued = issue_card_authorisation(session, key, CardKind(kind), card, now=now, value=value)
+    except ServiceError as exc:
+        raise click.ClickException(exc.reason) from None
+    finally:
+        database.dispose()
+    click.echo(f"authorisation {issued.id} ({issued.kind}) for card {card}, valid until {issued.not_after}")
+    for mark in issued.marks:
+        click.echo(f"  note: {mark}")
 
 
 @click.command("ingest")
