@@ -19,7 +19,7 @@ from cardsvc.card.transport import CardConnection, CardRemovedError, TransportEr
 from cardsvc.pki import officer as officer_fmt
 from cardsvc.pki.chain import RevocationLookup, TrustAnchor, validate_chain
 from cardsvc.pki.cvc import CvCertificate
-from cardsvc.pki.errors import ExpiredError, NotYetValidError, PkiError, RevokedError
+from cardsvc.pki.errors import ExpiredError, MissingRightError, NotYetValidError, PkiError, RevokedError
 from cardsvc.pki.officer_card import FingerprintMismatchError, OfficerCardSession
 from cardsvc.pki.rights import Right, Role
 from point_of_service.errors import SignInError
@@ -121,6 +121,8 @@ def _sign_in(
         raise SignInError(Reason.OPERATOR_REVOKED, str(exc)) from None
     except (ExpiredError, NotYetValidError) as exc:
         raise SignInError(Reason.OPERATOR_EXPIRED, str(exc)) from None
+    except MissingRightError as exc:
+        raise SignInError(Reason.MISSING_RIGHT, str(exc)) from None
     except PkiError as exc:
         raise SignInError(Reason.OPERATOR_CHAIN_INVALID, f"{exc.rule}: {exc}") from None
     try:
