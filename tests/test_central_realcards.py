@@ -20,12 +20,17 @@ from sqlalchemy import func, select
 
 from cardsvc.beneficiary.session import BeneficiarySession
 from cardsvc.card.pcsc import PcscConnection
+from cardsvc.central.errors import UnprocessableError
 from cardsvc.central.extensions import get_db
 from cardsvc.central.models import FlagRow, TransactionRow
+from cardsvc.central.services.ingest import ingest_batch
+from cardsvc.central.services.pki_keys import CardCertifier
 from cardsvc.central.services.reconcile import FlagKind, reconcile
 from cardsvc.central.services.settlement import run_settlement
 from cardsvc.central.services.terminals import (
+    DbTerminalDirectory,
     add_facility,
+    public_key_bytes,
     register_terminal,
     revoke_operator,
     revoke_terminal,
@@ -256,3 +261,35 @@ def test_records_through_pcscd_and_vpcd_ingested(
             for r in db.execute(select(TransactionRow.raw).order_by(TransactionRow.counter)).scalars()
         ]
     assert raws == [block.encode(), settle.encode()]  # the raw bytes the card signed are kept
+
+
+def test_records_carrying_the_card_chain_are_certified_before_the_camp_arrives(
+    central: Central, till: Till
+) -> None:
+    w = till.card.world
+    assert till.session.card_certificate is not None
+    chain = (w.pki.district.cert.encode(), w.fko_certificate.encode(), till.session.card_certificate.encode())
+    records = [till.debit(RecordType.CASH, 5_000, T0), till.debit(RecordType.CASH, 5_000, T0 + DAY)]
+    certifier = CardCertifier(w.anchor, central.now)
+
+    def ingest(items: list[Item]) -> Any:
+        body = central.uploader.batch(BatchKind.TRANSACTIONS, items, central.now)
+        with get_db(central.app).sessions() as session:
+            return ingest_batch(session, DbTerminalDirectory(session), body, "00000000d1570001", central.now,
+                                certifier)  # fmt: skip
+
+    forged_key = p256_key(random.Random(9))
+    forged = TransactionRecord.parse(records[0].encode()).signed_with(forged_key)
+    with pytest.raises(UnprocessableError, match="certifies another key"):
+        ingest([TransactionItem(forged.encode(), public_key_bytes(forged_key.public_key()), chain)])
+    later = _unix(POLICY_END, end=True) + 5 * DAY  # after the card certificate's validity
+    outside = till.debit(RecordType.CASH, 1_000, later)
+    with pytest.raises(UnprocessableError) as refused:
+        ingest([TransactionItem(outside.encode(), till.key, chain)])
+    assert refused.value.code == "bad_card_certificate"
+
+    receipt = ingest([TransactionItem(r.encode(), till.key, chain) for r in records]).receipt
+    assert receipt.new_items == 2
+    with get_db(central.app).sessions() as db:
+        assert set(db.execute(select(TransactionRow.key_source)).scalars()) == {"certified"}
+    assert central.reconcile_flags() == {}  # certified: not an unregistered card awaiting its camp

@@ -161,18 +161,36 @@ def load_public_key(sec1: bytes, where: str = "public key") -> ec.EllipticCurveP
         raise FieldValueError(f"{where} is not a P-256 point") from None
 
 
+def _chain(obj: dict[str, Any], where: str) -> tuple[bytes, ...]:
+    """The optional ``card_chain`` list: 1 to MAX_CHAIN certificates when present, never empty."""
+    chain = obj.get("card_chain", [])
+    if not isinstance(chain, list) or len(chain) > MAX_CHAIN or ("card_chain" in obj and not chain):
+        raise FieldValueError(f"{where}.card_chain must list 1 to {MAX_CHAIN} certificates when present")
+    card_chain = tuple(b64decode(c, f"{where}.card_chain[{i}]") for i, c in enumerate(chain))
+    if any(not 0 < len(c) <= MAX_CERTIFICATE for c in card_chain):
+        raise FieldValueError(f"{where}.card_chain: a certificate must be 1 to {MAX_CERTIFICATE} bytes")
+    return card_chain
+
+
 # -- items -----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class TransactionItem:
-    """One card record and the card key that signed it (SEC1 point; later a CV certificate reference)."""
+    """One card record and the card key that signed it (SEC1 point).
+
+    ``card_chain`` (optional, absent from the JSON when empty): the card's CV certificates (district, FKO,
+    card; root excluded), for a card whose camp central may not have yet; central then checks the key
+    with the root key alone, at the record's time.
+    """
 
     record: bytes
     card_key: bytes
+    card_chain: tuple[bytes, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"record": b64encode(self.record), "card_key": b64encode(self.card_key)}
+        chain = {"card_chain": [b64encode(c) for c in self.card_chain]} if self.card_chain else {}
+        return {**chain, "record": b64encode(self.record), "card_key": b64encode(self.card_key)}
 
     @classmethod
     def from_json(cls, value: Any, where: str) -> TransactionItem:
@@ -184,14 +202,14 @@ class TransactionItem:
                 raw_key = b64decode(card_key, f"{where}.card_key")
                 if len(raw_key) in (33, 65):
                     return cls(record=raw_record, card_key=raw_key)
-        obj = _obj(value, where, {"record", "card_key"})
+        obj = _obj(value, where, {"record", "card_key", "card_chain"}, optional=frozenset({"card_chain"}))
         record = b64decode(obj["record"], f"{where}.record")
         if len(record) != RECORD_LENGTH:
             raise FieldValueError(f"{where}.record is {len(record)} bytes, expected {RECORD_LENGTH}")
         card_key = b64decode(obj["card_key"], f"{where}.card_key")
         if len(card_key) not in (33, 65):
             raise FieldValueError(f"{where}.card_key must be a 33- or 65-byte SEC1 point")
-        return cls(record=record, card_key=card_key)
+        return cls(record=record, card_key=card_key, card_chain=_chain(obj, where))
 
     def parsed(self) -> TransactionRecord:
         return TransactionRecord.parse(self.record)

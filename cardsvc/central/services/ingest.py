@@ -64,6 +64,7 @@ class KeySource(StrEnum):
 
     REGISTERED = "registered"  # the card's key from its camp upload
     PRESENTED = "presented"  # only the key in the batch (card not yet known: re-checked by reconciliation)
+    CERTIFIED = "certified"  # card not yet known, its key certified by the item's card_chain (to the root)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,16 @@ class CardKeyCheck(Protocol):
 
     def check(self, card: CampCard, card_key: bytes, where: str) -> None: ...
 
+    def certify_records(
+        self,
+        items: Sequence[TransactionItem],
+        parsed: Sequence[tuple[Any, ...]],
+        registered: dict[str, bytes],
+    ) -> dict[str, bytes]:
+        """Keys of not-yet-registered cards certified by their items' ``card_chain`` at the records' times
+        (card id hex -> uncompressed point); raise UnprocessableError for a chain that does not hold."""
+        ...
+
 
 def ingest_batch(
     session: Session, directory: TerminalDirectory, wire: bytes, uploaded_by: str, now: int,
@@ -144,14 +155,15 @@ def ingest_batch(
     rows: list[dict[str, Any]] = []
     items = [i for i in batch.items if isinstance(i, TransactionItem)]
     if items and _pipelined(session, items):
-        result, rows = _ingest_pipelined(session, batch, items, wire, content_hash, uploaded_by, now)
+        result, rows = _ingest_pipelined(session, batch, items, wire, content_hash, uploaded_by, now, cards)
         if result is not None:
             return result
     elif items:  # verified once, before any retry, and outside any transaction
         parsed = parse_records(items)
         registered = registered_keys(session, parsed)
         session.rollback()
-        rows = _sorted_unique(verified_rows(items, parsed, registered, len(items)))
+        certified = _certified(cards, items, parsed, registered)
+        rows = _sorted_unique(verified_rows(items, parsed, registered, len(items), certified))
     for attempt in range(RETRIES):
         try:
             return _store(session, batch, rows, wire, content_hash, uploaded_by, now)
@@ -169,6 +181,15 @@ def ingest_batch(
                 raise
             _time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _certified(
+    cards: CardKeyCheck | None, items: Sequence[TransactionItem], parsed: Sequence[tuple[Any, ...]],
+    registered: dict[str, bytes],
+) -> dict[str, bytes]:  # fmt: skip
+    if cards is None or not any(i.card_chain for i in items):
+        return {}
+    return cards.certify_records(items, parsed, registered)
 
 
 def _pipelined(session: Session, items: Sequence[TransactionItem]) -> bool:
@@ -193,7 +214,7 @@ def _batch_row(batch: Batch, wire: bytes, content_hash: str, uploaded_by: str, n
 
 def _ingest_pipelined(
     session: Session, batch: Batch, items: Sequence[TransactionItem], wire: bytes, content_hash: str,
-    uploaded_by: str, now: int,
+    uploaded_by: str, now: int, cards: CardKeyCheck | None = None,
 ) -> tuple[IngestResult | None, list[dict[str, Any]]]:  # fmt: skip
     """PostgreSQL, large batches: verify chunk k+1 while a second thread COPYs chunk k (psycopg2 releases
     the GIL while the server works), all in one transaction, rolled back if any record fails.
@@ -203,9 +224,10 @@ def _ingest_pipelined(
     """
     parsed = parse_records(items)
     registered = registered_keys(session, parsed)
+    certified = _certified(cards, items, parsed, registered)
     row = _batch_row(batch, wire, content_hash, uploaded_by, now)
     verified: list[dict[str, Any]] = []
-    chunks = verified_rows(items, parsed, registered, CHUNK)
+    chunks = verified_rows(items, parsed, registered, CHUNK, certified)
     try:
         session.add(row)
         session.flush()
@@ -362,7 +384,7 @@ def registered_keys(session: Session, parsed: Sequence[tuple[Any, ...]]) -> dict
 
 def verified_rows(
     items: Sequence[TransactionItem], parsed: Sequence[tuple[Any, ...]], registered: dict[str, bytes],
-    chunk_size: int,
+    chunk_size: int, certified: dict[str, bytes] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
     """Verify each record with its card's key and yield insert rows, ``chunk_size`` at a time (no I/O).
 
@@ -381,6 +403,9 @@ def verified_rows(
             entry = keys[item.card_key] = (key, public_key_bytes(key))
         key, normalised = entry
         known = registered.get(card_hex)
+        source = KeySource.REGISTERED
+        if known is None and certified and card_hex in certified:
+            known, source = certified[card_hex], KeySource.CERTIFIED
         if known is not None and known != normalised:
             raise UnprocessableError(
                 "card_key_mismatch",
@@ -413,7 +438,7 @@ def verified_rows(
                 "reference": fields[11],
                 "member_index": fields[12],
                 "prev_hash": fields[13],
-                "key_source": KeySource.PRESENTED if known is None else KeySource.REGISTERED,
+                "key_source": KeySource.PRESENTED if known is None else source,
             }
         )
         if len(rows) >= chunk_size:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
 from cardsvc.central.errors import AuthenticationError, ConflictError, UnprocessableError
 from cardsvc.central.models import Terminal, TerminalStatus
-from cardsvc.central.services.terminals import TerminalInfo
-from cardsvc.formats.batch import CampCard, id_hex, load_public_key
+from cardsvc.central.services.terminals import TerminalInfo, public_key_bytes
+from cardsvc.formats.batch import CampCard, TransactionItem, id_hex, load_public_key
 from cardsvc.formats.profile import card_chr, reference_id
 from cardsvc.pki.chain import RevocationLookup, TrustAnchor, ValidatedChain, validate_chain
 from cardsvc.pki.cvc import CvCertificate, start_of_day
@@ -149,3 +149,43 @@ class CardCertifier:
             problem = f"{leaf.chr} was activated by {leaf.car}, not by the camp's FKO {id_hex(card.fko_id)}"
         if problem is not None:
             raise UnprocessableError("bad_card_certificate", f"{where}: {problem}")
+
+    def certify_records(
+        self,
+        items: Sequence[TransactionItem],
+        parsed: Sequence[tuple[Any, ...]],
+        registered: dict[str, bytes],
+    ) -> dict[str, bytes]:
+        """Transaction items of cards central does not know yet may carry the card's chain: it must
+        validate to the root at each record's time, name ``CARD-<card id>`` and certify the item's key."""
+        certified: dict[str, bytes] = {}
+        checked: set[tuple[tuple[bytes, ...], int]] = set()
+        for index, (item, fields) in enumerate(zip(items, parsed, strict=True)):
+            card_hex = f"{fields[2]:016x}"
+            if not item.card_chain or card_hex in registered:
+                continue
+            where = f"batch.items[{index}]"
+            record_time = int(fields[7])
+            if (item.card_chain, record_time) in checked:
+                continue
+            try:
+                chain = [CvCertificate.parse(c) for c in item.card_chain]
+                at = datetime.fromtimestamp(record_time, UTC)  # validity and revocations as of the record
+                validated = validate_chain(
+                    chain, self.anchor, now=at, revocations=self.revocations, signed_at=at
+                )
+            except PkiError as exc:
+                raise UnprocessableError("bad_card_certificate", f"{where}: {exc}") from None
+            leaf = validated.leaf
+            point = public_key_bytes(load_public_key(item.card_key))
+            if validated.role is not Role.BENEFICIARY_CARD or leaf.chr != card_chr(fields[2]):
+                raise UnprocessableError(
+                    "bad_card_certificate", f"{where}: the chain's leaf {leaf.chr} is not card {card_hex}'s"
+                )
+            if leaf.public_point != point or certified.get(card_hex, point) != point:
+                raise UnprocessableError(
+                    "bad_card_certificate", f"{where}: card {card_hex}'s certificate certifies another key"
+                )
+            certified[card_hex] = point
+            checked.add((item.card_chain, record_time))
+        return certified

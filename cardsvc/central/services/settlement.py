@@ -8,7 +8,8 @@ reason:
 - any open flag on the card (clone, gap, balance, chain, policy period, duplicate enrolment, ...);
 - any open flag naming the record's terminal, or the facility itself (package-mix outlier, ...);
 - the terminal or the operator revoked at or before the record's time;
-- the record verified only with a key its batch presented (the card's camp has not arrived);
+- the record verified only with a key its batch presented, neither registered by the card's camp nor
+  certified by a card chain to the root;
 - the admission (BLOCK) it closes has not been uploaded.
 
 A run is recorded once per facility and period (UNIQUE): running it again returns the recorded run, so a
@@ -168,7 +169,7 @@ def compute_settlement(session: Session, facility_id: int, start: int, end: int)
             reasons.append(f"revoked_terminal (terminal {r.terminal_id} revoked at {t_revoked})")
         if o_revoked is not None and r.time >= o_revoked:
             reasons.append(f"revoked_operator (operator {r.operator_id} revoked at {o_revoked})")
-        if r.key_source != KeySource.REGISTERED:
+        if r.key_source not in (KeySource.REGISTERED, KeySource.CERTIFIED):
             reasons.append(f"unregistered_card (card {r.card_id}: its camp has not arrived)")
         package = blocks.get((r.card_id, r.reference))
         if package is None:
