@@ -30,11 +30,15 @@ def _blueprint() -> Blueprint:
     )
 
 
-def init_web(app: Flask, *, title: str) -> None:
+def init_web(app: Flask, *, title: str, csrf_everywhere: bool = True) -> CSRFProtect:
     """Give ``app`` the shared look, the catalogue (en/hi), CSRF protection and the no-outside-loads policy.
 
-    ``title`` is the application's name in the header (a msgid of the catalogue).
+    ``title`` is the application's name in the header (a msgid of the catalogue). With
+    ``csrf_everywhere=False`` (central, whose API is signed per request, not cookie-authenticated) CSRF is
+    checked only where a blueprint calls ``csrf.protect()``.
     """
+    if not csrf_everywhere:
+        app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     i18n.compile_catalogues()
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(i18n.TRANSLATIONS))
     app.config.setdefault("BABEL_DEFAULT_TIMEZONE", "Asia/Kolkata")
@@ -45,7 +49,7 @@ def init_web(app: Flask, *, title: str) -> None:
 
         app.config["SECRET_KEY"] = os.urandom(32)
     Babel(app, locale_selector=lambda: i18n.LOCALES[i18n.choose_language(request)])
-    CSRFProtect(app)
+    csrf = CSRFProtect(app)
     app.register_blueprint(_blueprint())
     app.extensions["web_title"] = title
 
@@ -70,3 +74,5 @@ def init_web(app: Flask, *, title: str) -> None:
         if asked in i18n.LOCALES:
             response.set_cookie(i18n.LANG_COOKIE, asked, samesite="Strict", max_age=365 * 86400)
         return response
+
+    return csrf
