@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -22,7 +22,7 @@ from cardsvc.beneficiary.session import BeneficiarySession
 from cardsvc.card.pcsc import PcscConnection
 from cardsvc.central.errors import UnprocessableError
 from cardsvc.central.extensions import get_db
-from cardsvc.central.models import FlagRow, TransactionRow
+from cardsvc.central.models import FkoLedgerRow, FlagRow, TransactionRow
 from cardsvc.central.services.ingest import ingest_batch
 from cardsvc.central.services.pki_keys import CardCertifier
 from cardsvc.central.services.reconcile import FlagKind, reconcile
@@ -36,9 +36,19 @@ from cardsvc.central.services.terminals import (
     revoke_terminal,
 )
 from cardsvc.central.testing import FixedClock, SimTerminal, p256_key
-from cardsvc.formats.batch import BatchKind, CampCard, Gender, Item, Member, TransactionItem
+from cardsvc.formats.batch import (
+    BatchKind,
+    CampCard,
+    FkoLedgerEntry,
+    Gender,
+    Item,
+    Member,
+    SignedLedger,
+    TransactionItem,
+)
 from cardsvc.formats.profile import card_number, reference_id
 from cardsvc.formats.transaction import RecordType, TransactionRecord
+from cardsvc.pki.officer import OFFICER_CLA, LedgerPage, OfficerIns
 from tests.fixtures.beneficiary import (
     CARD_ID,
     CARD_NOW,
@@ -293,3 +303,46 @@ def test_records_carrying_the_card_chain_are_certified_before_the_camp_arrives(
     with get_db(central.app).sessions() as db:
         assert set(db.execute(select(TransactionRow.key_source)).scalars()) == {"certified"}
     assert central.reconcile_flags() == {}  # certified: not an unregistered card awaiting its camp
+
+
+def test_fko_ledger_carries_the_officer_cards_own_signature(
+    central: Central, beneficiary_world: Any, tmp_path: Any
+) -> None:
+    w = beneficiary_world
+    officer_card, officer = w.officer_session(tmp_path)
+    cards = ["CARD-10000000002", "CARD-10000000003"]
+    for i, chr_ in enumerate(cards):
+        point = public_key_bytes(p256_key(random.Random(40 + i)).public_key())
+        officer.activate_card(w.card_body(point, chr_))
+    challenge = bytes(range(16))
+    le = min(65536, officer.limits.max_response_data)
+    page = LedgerPage.parse(
+        officer.protocol.send_apdu(OFFICER_CLA, OfficerIns.READ_LEDGER, 0, 0, challenge, le)
+    )
+    officer_card.power_off()
+    signed = SignedLedger(
+        (w.pki.district.cert.encode(), w.fko_certificate.encode()), challenge, page.count, page.head,
+        page.raw_entries, page.signature,
+    )  # fmt: skip
+    fko = reference_id(FKO_CHR)
+    numbers = tuple(card_number(c) for c in cards)
+
+    dropped = FkoLedgerEntry(fko, numbers[:1], signed)  # the terminal leaves out one activation
+    response = central.post(BatchKind.FKO_LEDGER, [dropped])
+    assert response.status_code == 422 and response.get_json()["error"] == "ledger_mismatch"
+    forged = FkoLedgerEntry(fko, numbers, replace(signed, signature=bytes(64)))
+    response = central.post(BatchKind.FKO_LEDGER, [forged])
+    assert response.status_code == 422 and response.get_json()["error"] == "bad_ledger_signature"
+    other_fko = FkoLedgerEntry(reference_id("INFKO-PAT-0100"), numbers, signed)
+    response = central.post(BatchKind.FKO_LEDGER, [other_fko])
+    assert response.status_code == 422 and response.get_json()["error"] == "bad_officer_certificate"
+
+    central.upload(BatchKind.FKO_LEDGER, [FkoLedgerEntry(fko, numbers, signed)])
+    again = FkoLedgerEntry(fko, tuple(reversed(numbers)), signed)
+    body = central.uploader.batch(BatchKind.FKO_LEDGER, [again], central.now)
+    with get_db(central.app).sessions() as session:  # with the root configured: the chain is checked too
+        ingest_batch(
+            session, DbTerminalDirectory(session), body, "00000000d1570001", central.now, anchor=w.anchor
+        )
+        checks = sorted(session.execute(select(FkoLedgerRow.officer_verified)).scalars())
+    assert checks == ["chain", "signature"]

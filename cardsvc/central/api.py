@@ -72,7 +72,10 @@ def upload_batch() -> tuple[Response, int]:
 
         cards = CardCertifier(anchor, clock(current_app), current_app.config.get("REVOCATIONS"))
     with get_db().sessions() as session:
-        result = ingest_batch(session, _directory(session), body, terminal.id, clock(current_app), cards)
+        result = ingest_batch(
+            session, _directory(session), body, terminal.id, clock(current_app), cards, anchor=anchor,
+            revocations=current_app.config.get("REVOCATIONS"),
+        )  # fmt: skip
     status = 200 if result.duplicate else 201
     return jsonify(receipt=result.receipt.to_json(), duplicate=result.duplicate), status
 

@@ -153,6 +153,8 @@ class FkoLedgerRow(Base):
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
     fko_id: Mapped[str] = mapped_column(String(HEX_ID), index=True)
     activated: Mapped[list[Any]] = mapped_column(JSON)
+    #: what central checked of the officer card's own signature (services/ledgers.py): chain | signature
+    officer_verified: Mapped[str | None] = mapped_column(String(16))
 
 
 class FlagRow(Base):

@@ -316,24 +316,75 @@ class CampCard:
 
 
 @dataclass(frozen=True, slots=True)
+class SignedLedger:
+    """The FKO card's own signature over its ledger, as read back (cardsvc/pki/officer.py ``verify_ledger``):
+    the card signed (officer CHR, ``count``, ``head``, ``challenge``); ``entries`` are the raw 64-byte ledger
+    entries that must chain to ``head``; ``officer_chain`` the officer's CV certificates (district, FKO)."""
+
+    officer_chain: tuple[bytes, ...]
+    challenge: bytes
+    count: int
+    head: bytes
+    entries: bytes
+    signature: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "officer_chain": [b64encode(c) for c in self.officer_chain],
+            "challenge": b64encode(self.challenge),
+            "count": self.count,
+            "head": b64encode(self.head),
+            "entries": b64encode(self.entries),
+            "signature": b64encode(self.signature),
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> SignedLedger:
+        obj = _obj(value, where, {"officer_chain", "challenge", "count", "head", "entries", "signature"})
+        chain = _chain({"card_chain": obj["officer_chain"]}, f"{where}.officer")
+        challenge = b64decode(obj["challenge"], f"{where}.challenge")
+        head = b64decode(obj["head"], f"{where}.head")
+        signature = b64decode(obj["signature"], f"{where}.signature")
+        if not 8 <= len(challenge) <= 64:
+            raise FieldValueError(f"{where}.challenge must be 8 to 64 bytes")
+        if len(head) != 32 or len(signature) != 64:
+            raise FieldValueError(f"{where}: head must be 32 bytes and signature 64 (raw r||s)")
+        entries = b"" if obj["entries"] == "" else b64decode(obj["entries"], f"{where}.entries")
+        count = _int(obj["count"], f"{where}.count", MAX_ITEMS)
+        return cls(chain, challenge, count, head, entries, signature)
+
+
+@dataclass(frozen=True, slots=True)
 class FkoLedgerEntry:
-    """What one FKO card's ledger says it activated, read back by the district after a camp."""
+    """What one FKO card's ledger says it activated, read back by the district after a camp.
+
+    ``signed_ledger`` (optional, absent from the JSON when None): the card's signature over the ledger, so
+    central checks the officer's word and not only the terminal's.
+    """
 
     fko_id: int
     activated: tuple[int, ...]
+    signed_ledger: SignedLedger | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"fko_id": id_hex(self.fko_id), "activated": [id_hex(c) for c in self.activated]}
+        signed = {"signed_ledger": self.signed_ledger.to_json()} if self.signed_ledger else {}
+        return {**signed, "fko_id": id_hex(self.fko_id), "activated": [id_hex(c) for c in self.activated]}
 
     @classmethod
     def from_json(cls, value: Any, where: str) -> FkoLedgerEntry:
-        obj = _obj(value, where, {"fko_id", "activated"})
+        obj = _obj(
+            value, where, {"fko_id", "activated", "signed_ledger"}, optional=frozenset({"signed_ledger"})
+        )
         activated = obj["activated"]
         if not isinstance(activated, list) or len(activated) > MAX_ITEMS:
             raise FieldValueError(f"{where}.activated must be a list of at most {MAX_ITEMS} card ids")
+        signed = obj.get("signed_ledger")
         return cls(
             fko_id=parse_id(obj["fko_id"], f"{where}.fko_id"),
             activated=tuple(parse_id(c, f"{where}.activated[{i}]") for i, c in enumerate(activated)),
+            signed_ledger=None
+            if signed is None
+            else SignedLedger.from_json(signed, f"{where}.signed_ledger"),
         )
 
 

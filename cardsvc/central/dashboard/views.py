@@ -215,9 +215,14 @@ def card(card_id: str) -> str | WResponse:
     if not _in_district(card_id, None) and row is not None:
         flash(_("This card is not in your district."), "error")
         return redirect(url_for("dashboard.flags"))
-    ledger = db().execute(
-        select(TransactionRow).where(TransactionRow.card_id == card_id).order_by(TransactionRow.counter)
-    ).scalars().all()
+    ledger = (
+        db()
+        .execute(
+            select(TransactionRow).where(TransactionRow.card_id == card_id).order_by(TransactionRow.counter)
+        )
+        .scalars()
+        .all()
+    )
     card_flags = flag_service.open_flags(db(), card_ids=[card_id])
     flagged = {f.details.get("counter") for f in card_flags}
     return page("dashboard/card.html", card=row, card_id=card_id, ledger=ledger, flags=card_flags,

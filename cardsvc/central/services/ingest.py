@@ -34,6 +34,7 @@ from cardsvc.central.errors import (
     UnprocessableError,
 )
 from cardsvc.central.models import BatchRow, Card, FkoLedgerRow, SealedTemplates, TransactionRow
+from cardsvc.central.services.ledgers import check_signed_ledger
 from cardsvc.central.services.terminals import TerminalDirectory, public_key_bytes
 from cardsvc.formats.batch import (
     Batch,
@@ -47,6 +48,7 @@ from cardsvc.formats.batch import (
 )
 from cardsvc.formats.errors import FormatError, SignatureError
 from cardsvc.formats.transaction import SIGNED_LENGTH, unpack_fields, verify_raw_signature
+from cardsvc.pki.chain import RevocationLookup, TrustAnchor
 
 log = logging.getLogger(__name__)  # batch ids, kinds, terminals and counts only: never keys or templates
 
@@ -130,11 +132,13 @@ class CardKeyCheck(Protocol):
 
 def ingest_batch(
     session: Session, directory: TerminalDirectory, wire: bytes, uploaded_by: str, now: int,
-    cards: CardKeyCheck | None = None,
+    cards: CardKeyCheck | None = None, *, anchor: TrustAnchor | None = None,
+    revocations: RevocationLookup | None = None,
 ) -> IngestResult:  # fmt: skip
     """Verify and store one uploaded batch (the wire document); raise a ServiceError to refuse it.
 
     ``cards``: when given, every camp card's key is checked by it too (central with a trust anchor).
+    ``anchor``: FKO ledger items' officer certificates are validated to it (services/ledgers.py).
     """
     try:
         signed = SignedBatch.parse(wire)
@@ -147,6 +151,13 @@ def ingest_batch(
     session.rollback()  # end the read transaction: on SQLite every transaction holds the write lock
     if existing is not None:
         return IngestResult(existing, duplicate=True)
+    officer_checks: dict[int, str | None] = {}
+    for index, item in enumerate(batch.items):
+        if isinstance(item, FkoLedgerEntry):
+            where = f"batch.items[{index}]"
+            officer_checks[index] = check_signed_ledger(
+                item, where, anchor=anchor, now=now, revocations=revocations
+            )
     if cards is not None:
         for index, item in enumerate(batch.items):
             if isinstance(item, CampCard):
@@ -166,7 +177,7 @@ def ingest_batch(
         rows = _sorted_unique(verified_rows(items, parsed, registered, len(items), certified))
     for attempt in range(RETRIES):
         try:
-            return _store(session, batch, rows, wire, content_hash, uploaded_by, now)
+            return _store(session, batch, rows, wire, content_hash, uploaded_by, now, officer_checks)
         except (IntegrityError, RecordRaceError):
             session.rollback()
             existing = _find(session, content_hash)
@@ -311,7 +322,7 @@ def _find(session: Session, content_hash: str) -> Receipt | None:
 
 def _store(
     session: Session, batch: Batch, rows: list[dict[str, Any]], wire: bytes, content_hash: str,
-    uploaded_by: str, now: int,
+    uploaded_by: str, now: int, officer_checks: dict[int, str | None] | None = None,
 ) -> IngestResult:  # fmt: skip
     row = _batch_row(batch, wire, content_hash, uploaded_by, now)
     if batch.kind is BatchKind.TRANSACTIONS:
@@ -329,12 +340,18 @@ def _store(
         session.flush()
         row.new_items = _store_cards(session, cards, row.id, now)
     else:
-        entries = [i for i in batch.items if isinstance(i, FkoLedgerEntry)]
+        entries = [(n, i) for n, i in enumerate(batch.items) if isinstance(i, FkoLedgerEntry)]
         session.add(row)
         session.flush()
+        checks = officer_checks or {}
         session.add_all(
-            FkoLedgerRow(batch_id=row.id, fko_id=id_hex(e.fko_id), activated=[id_hex(c) for c in e.activated])
-            for e in entries
+            FkoLedgerRow(
+                batch_id=row.id,
+                fko_id=id_hex(e.fko_id),
+                activated=[id_hex(c) for c in e.activated],
+                officer_verified=checks.get(n),
+            )
+            for n, e in entries
         )
         row.new_items = len(entries)
     session.commit()

@@ -1,5 +1,5 @@
 """Phase 2: sealed de-duplication templates, settlement runs, issued authorisations, published lists,
-flag review (resolved_at, resolution), package categories
+flag review (resolved_at, resolution), package categories, fko_ledgers.officer_verified
 
 Revision ID: 0003_phase2
 Revises: 0002_terminal_certificates
@@ -20,6 +20,8 @@ BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("fko_ledgers", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("officer_verified", sa.String(16), nullable=True))
     with op.batch_alter_table("packages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("category", sa.String(60), server_default="general", nullable=False))
     with op.batch_alter_table("flags", schema=None) as batch_op:
@@ -92,3 +94,5 @@ def downgrade() -> None:
         batch_op.drop_column("resolved_at")
     with op.batch_alter_table("packages", schema=None) as batch_op:
         batch_op.drop_column("category")
+    with op.batch_alter_table("fko_ledgers", schema=None) as batch_op:
+        batch_op.drop_column("officer_verified")
