@@ -97,13 +97,13 @@ def test_duplicate_finger_of_another_member_is_refused(camp: Camp, station_world
     reader = camp.reader  # type: ignore[attr-defined]
     from enrolment_station.fingers import finger_seed
 
-    reader.seeds[("HH-0003", 2, 2)] = finger_seed("HH-0001", 1, 2)  # Geeta presents Ramesh's right index
-    camp.capture_household("HH-0001")
-    with pytest.raises(DuplicateFingerError, match="HH-0001") as exc:
+    reader.seeds[("HH-0003", 2, 2)] = finger_seed("HH-0002", 1, 2)  # Geeta presents Lakshmi's right index
+    camp.capture_household("HH-0002")
+    with pytest.raises(DuplicateFingerError, match="HH-0002") as exc:
         camp.capture_household("HH-0003")
-    assert exc.value.match == "HH-0001/1/2"
+    assert exc.value.match == "HH-0002/1/2"
     assert camp.journal.household_status("HH-0003") is HouseholdStatus.LISTED
-    assert camp.journal.events("capture.duplicate")[0]["details"]["matches"] == "HH-0001/1/2"
+    assert camp.journal.events("capture.duplicate")[0]["details"]["matches"] == "HH-0002/1/2"
 
 
 def test_session_refused_with_wrong_pin_and_closes_when_fko_card_is_pulled(
