@@ -119,6 +119,7 @@ def _card_body(officer_chr: str, card_chr: str, **over: object) -> bytes:
         "rights": Right.NONE,
         "effective": T0_DAY,
         "expiry": date(2027, 11, 22),
+        "content_digest": bytes(32),  # the officer card signs no card body without a content digest
     }
     fields.update(over)
     return build_body(**fields)

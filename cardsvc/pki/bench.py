@@ -71,6 +71,7 @@ def _issue(issuer_signer: Signer, car: str, chr: str, role: Role, signer: Signer
         rights=DEFAULT_RIGHTS[role],
         effective=date(2026, 1, 1),
         expiry=date(2030, 12, 31),
+        content_digest=bytes(32) if role is Role.BENEFICIARY_CARD else None,  # chain rule content-digest
     )
 
 
@@ -220,6 +221,7 @@ def _officer_card_figures(rounds: int) -> list[Figure]:
                 rights=Right.NONE,
                 effective=date(2026, 11, 23),
                 expiry=date(2027, 11, 22),
+                content_digest=bytes(32),  # the officer card signs no card body without one
             )
             session.activate_card(body)
 
