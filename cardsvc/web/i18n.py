@@ -13,7 +13,7 @@ from pathlib import Path
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask import Request
-from flask_babel import format_datetime, format_decimal, get_locale
+from flask_babel import format_date, format_datetime, format_decimal, get_locale
 
 TRANSLATIONS = Path(__file__).parent / "translations"
 
@@ -69,6 +69,13 @@ def when(ts: int | float | None, fmt: str = "medium") -> str:
     if ts is None:
         return "—"
     return format_datetime(datetime.fromtimestamp(ts, UTC), fmt)
+
+
+def day(ts: int | float | None) -> str:
+    """A unix time as a local date only (policy years, periods)."""
+    if ts is None:
+        return "—"
+    return format_date(datetime.fromtimestamp(ts, UTC), "medium")
 
 
 def duration(seconds: int | None) -> str:

@@ -62,6 +62,7 @@ def init_web(app: Flask, *, title: str, csrf_everywhere: bool = True) -> CSRFPro
             "money": i18n.money,
             "number": i18n.number,
             "when": i18n.when,
+            "day": i18n.day,
             "duration": i18n.duration,
         }
 
