@@ -38,7 +38,7 @@ CEILING_WORDS = ("ceiling", "ratio", "limit", "target", "<=", "≤")
 #: "<label>  <figure> [unit]  ceiling <ceiling> [unit]": the layout most benchmarks print.
 _FIGURE = re.compile(
     r"^(?P<label>.*?)\s+(?P<figure>\d[\d,]*(?:\.\d+)?)\s*(?P<unit>[^\s\d]*)\s+"
-    r"(?:ceiling|limit|target)\s*:?\s*(?P<ceiling>\d[\d,]*(?:\.\d+)?)",
+    r"\(?(?:ceiling|limit|target)\s*:?\s*(?P<ceiling>\d[\d,]*(?:\.\d+)?)",
     re.IGNORECASE,
 )
 

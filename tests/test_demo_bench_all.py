@@ -15,6 +15,7 @@ def test_ratio_of_a_figure_to_its_ceiling() -> None:
     line = "short APDU round trip, raw, median of 1000   0.477 ms   ceiling   1.000 ms   ok"
     assert with_ratio(line).endswith("[0.48 x ceiling]")
     assert with_ratio("ingest 12,000 records/s ceiling 8,000 records/s").endswith("[1.50 x ceiling]")
+    assert with_ratio("wall time (median)   47.17 ms   (ceiling 100)").endswith("[0.47 x ceiling]")
     waiting = "waiting for another user of the vpcd slots"
     assert with_ratio(waiting) == waiting
 
