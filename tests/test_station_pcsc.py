@@ -24,13 +24,36 @@ from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, StationWorld, v
 pytestmark = [pytest.mark.pcsc, pytest.mark.slow]
 
 HEADER = "household_id,village_code,member_no,name,gender,year_of_birth,relation\n"
-NAMES = ["Asha", "Bharat", "Chandni", "Devraj", "Esha", "Farhan", "Gauri", "Hari", "Indu", "Jatin", "Kavita",
-         "Lalit", "Meena", "Naresh", "Omvati", "Prakash", "Rani", "Sunil", "Tara", "Umesh", "Vimla"]
+NAMES = [
+    "Asha",
+    "Bharat",
+    "Chandni",
+    "Devraj",
+    "Esha",
+    "Farhan",
+    "Gauri",
+    "Hari",
+    "Indu",
+    "Jatin",
+    "Kavita",
+    "Lalit",
+    "Meena",
+    "Naresh",
+    "Omvati",
+    "Prakash",
+    "Rani",
+    "Sunil",
+    "Tara",
+    "Umesh",
+    "Vimla",
+]
 
 
 def camp_list() -> str:
-    rows = [f"HH-{i:04d},204101,1,{name} Yadav,{'F' if i % 2 else 'M'},{1960 + i},HEAD"
-            for i, name in enumerate(NAMES, start=1)]
+    rows = [
+        f"HH-{i:04d},204101,1,{name} Yadav,{'F' if i % 2 else 'M'},{1960 + i},HEAD"
+        for i, name in enumerate(NAMES, start=1)
+    ]
     rows.insert(3, "HH-0003,204101,2,Pinky Yadav,F,2024,DAUGHTER")  # a child: no fingers, recorded
     return HEADER + "\n".join(rows) + "\n"
 
@@ -45,7 +68,9 @@ BAD_LIST = HEADER + (
 
 
 def test_camp_of_20_households_through_pcscd(
-    station_world: StationWorld, sensor_sim: SensorSimulator, serve_card: Callable[..., ServedCard],
+    station_world: StationWorld,
+    sensor_sim: SensorSimulator,
+    serve_card: Callable[..., ServedCard],
     tmp_path: Path,
 ) -> None:
     world = station_world
@@ -55,8 +80,13 @@ def test_camp_of_20_households_through_pcscd(
         reader = SensorFingerReader(sensor, placer=sensor_sim)
         # the 21st household's head presents the first household's right index: refused as a duplicate
         reader.seeds[("HH-0021", 1, 2)] = finger_seed("HH-0001", 1, 2)
-        camp = Camp(world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-meera", camp_id="CAMP-PAT-11",
-                    reader=reader)
+        camp = Camp(
+            world.home,
+            passphrase=TERMINAL_PASSPHRASE,
+            operator="op-meera",
+            camp_id="CAMP-PAT-11",
+            reader=reader,
+        )
         bad = tmp_path / "bad.csv"
         bad.write_text(BAD_LIST)
         with pytest.raises(EligibilityError) as refused:
@@ -98,3 +128,66 @@ def test_camp_of_20_households_through_pcscd(
         assert len(camp_batch.batch.items) == 20
         camp.close()
         fko_conn.close()
+
+
+class PullingConnection:
+    """A PC/SC connection whose card is pulled out of the vpcd reader right after the card processed APDU
+    ``k`` (the answer never reaches the station), and put back when the station asks for it."""
+
+    def __init__(self, slot: ServedCard, k: int) -> None:
+        self.slot = slot
+        self.k = k
+        self.sent = 0
+        self.inner = PcscConnection(slot.reader, exclusive=True)
+
+    @property
+    def atr(self) -> bytes:
+        return self.inner.atr
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        self.sent += 1
+        answer = self.inner.send_and_receive(apdu)
+        if self.sent == self.k:
+            self.slot.remove()
+            return self.inner.send_and_receive(bytes.fromhex("80100000FF"))  # the dead handle says "removed"
+        return answer
+
+    def reconnect(self, wait: float | None = None) -> None:
+        self.slot.insert()
+        self.inner.reconnect(wait=wait)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize(
+    ("k", "recovery"), [(13, "wiped and restarted"), (14, "completed (already activated)")]
+)
+def test_card_pulled_through_pcscd_is_recovered(
+    station_world: StationWorld, serve_card: Callable[..., ServedCard], tmp_path: Path, k: int, recovery: str
+) -> None:
+    """APDU 13 is WRITE OBJECT templates (the card is wiped and restarted), 14 PUT CERTIFICATE (the card
+    activated but the station never heard: it finds the card complete)."""
+    from enrolment_station.fingers import SyntheticFingerReader
+
+    world = station_world
+    fko_slot = serve_card(slot=1, card=world.fko_card)
+    card = world.blank_card()
+    slot = serve_card(slot=0, card=card)
+    reader = SyntheticFingerReader()
+    camp = Camp(
+        world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-tear", camp_id="CAMP-TEAR", reader=reader
+    )
+    (tmp_path / "l.csv").write_text(HEADER + "HH-0900,204101,1,Sunita Devi,F,1970,HEAD\n")
+    camp.import_list(tmp_path / "l.csv")
+    with PcscConnection(fko_slot.reader, exclusive=True) as fko_conn:
+        camp.open_session(fko_conn, pin=FKO_PIN, fingerprint=reader.officer_probe)
+        camp.capture_household("HH-0900")
+        conn = PullingConnection(slot, k)
+        result = camp.personalise(conn, "HH-0900", reinsert_wait=10)
+        conn.close()
+        assert conn.sent > k and result.recovered == recovery, result
+        with PcscConnection(slot.reader) as c:
+            assert verify_issued(world, c).card_id == world.card_id(card)  # type: ignore[attr-defined]
+        assert camp.ledger().matches
+    camp.close()
