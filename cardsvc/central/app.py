@@ -32,6 +32,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from cardsvc.central.api import api
 
     app.register_blueprint(api)
+    if app.config["DASHBOARD"]:
+        from cardsvc.central.dashboard import init_dashboard
+
+        init_dashboard(app)  # the staff screens (cardsvc/central/dashboard, its own engineer's)
     _register_error_handlers(app)
     return app
 

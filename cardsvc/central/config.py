@@ -14,6 +14,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "CLOCK": time.time,  # injected: tests pass a fixed clock
     "TRUST_ANCHOR": None,  # cardsvc.pki TrustAnchor: terminals are then known by certificate chains
     "REVOCATIONS": None,  # cardsvc.pki RevocationLookup (e.g. RevocationStore) for terminal revocations
+    "DASHBOARD": True,  # register the staff dashboard blueprint (cardsvc/central/dashboard)
     "CENTRAL_KEY": None,  # services.publish.CentralKey: signs revocation lists, the catalogue, authorisations
 }
 
