@@ -82,9 +82,18 @@ def sign_in(s: PosScreens, screens: Screens, lang: str) -> Any:
     screens.shot(lang, "pos-signin")
     s.hw.finger = OPERATOR_FINGER
     page.fill("#pin", OPERATOR_PIN)
-    page.click("#signin")
+    page.press("#pin", "Enter")  # the keyboard alone signs in
     page.wait_for_selector("#read-card")
     return page
+
+
+def small_controls(page: Any) -> list[str]:
+    """Visible buttons and inputs in the page body lower than 48 px (too small for a finger)."""
+    return page.eval_on_selector_all(
+        "main button, main .button, main input:not([type=hidden]):not([type=checkbox]), main select",
+        "els => els.filter(e => e.offsetParent !== null && e.getBoundingClientRect().height < 48)"
+        ".map(e => e.id || e.name || e.textContent)",
+    )
 
 
 def read_card_and_verify_member(s: PosScreens, screens: Screens, lang: str, finger_seed: int = 3) -> Any:
@@ -93,6 +102,7 @@ def read_card_and_verify_member(s: PosScreens, screens: Screens, lang: str, fing
     page.click("#read-card")
     page.wait_for_selector("#member-0")
     assert page.locator("ol.steps li.ok").count() == 8
+    assert small_controls(page) == []
     screens.shot(lang, "pos-card-verified")
     s.hw.finger = finger_seed
     page.click("#member-0 button[type=submit]")
@@ -110,6 +120,7 @@ def test_hospital_admission_and_discharge(pos_screens: PosScreens, screens: Scre
     page.press("#q", "Enter")
     assert page.locator("#packages tbody tr").count() == 1, "the search keeps only the matching package"
     screens.shot(lang, "pos-hospital-packages")
+    assert small_controls(page) == [], "every control is large enough for a finger"
     page.click("#admit-301")
     page.wait_for_selector(".flash.ok")
     [admission] = s.journal().admissions(status="open")
