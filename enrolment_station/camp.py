@@ -3,6 +3,7 @@ scripted camp (demo) and the tests. Each method is one operator step; each step 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,13 @@ from enrolment_station.handover import hand_over
 from enrolment_station.journal import Journal, MemberException
 from enrolment_station.keys import StationIdentity
 from enrolment_station.personalise import CardPlan, CardResult, PersonalisationService, Policy
-from enrolment_station.upload import LedgerCheck, build_camp_batch, build_ledger_batch, check_ledger
+from enrolment_station.upload import (
+    LedgerCheck,
+    build_camp_batch,
+    build_ledger_batch,
+    check_ledger,
+    signed_ledger,
+)
 
 
 def utc_now() -> datetime:
@@ -172,9 +179,11 @@ class Camp:
     def ledger(self) -> LedgerCheck:
         """Read the FKO card's ledger (verified), compare it with the journal and batch it for upload."""
         session = self.session()
-        ledger = session.officer.read_ledger()
+        challenge = os.urandom(16)
+        ledger = session.officer.read_ledger(rng=lambda n: challenge[:n])
         check = check_ledger(self.journal, ledger)
-        build_ledger_batch(self.journal, self.identity, ledger, now=self.now())
+        signed = signed_ledger(session, ledger, challenge)
+        build_ledger_batch(self.journal, self.identity, ledger, now=self.now(), signed=signed)
         with self.journal.transaction():
             self.journal.event("ledger.check", ledger.officer.chr, {
                 "ledger_count": check.ledger_count, "activated": check.journal_activated,

@@ -26,13 +26,16 @@ from cardsvc.formats.batch import (
     Gender,
     Member,
     SignedBatch,
+    SignedLedger,
     b64encode,
     id_hex,
 )
 from cardsvc.formats.profile import HouseholdProfile, card_number, parse_templates, reference_id
 from cardsvc.formats.templates import CampTemplate, seal_templates
+from cardsvc.pki import officer as fmt
 from cardsvc.pki.officer_card import VerifiedLedger
 from enrolment_station.errors import UploadError
+from enrolment_station.fko import FkoSession
 from enrolment_station.journal import CardState, Journal
 from enrolment_station.keys import StationIdentity
 
@@ -112,12 +115,27 @@ def build_camp_batch(journal: Journal, identity: StationIdentity, *, now: dateti
     return _store(journal, identity, BatchKind.CAMP, list(items), now)
 
 
+def signed_ledger(fko: FkoSession, ledger: VerifiedLedger, challenge: bytes) -> SignedLedger:
+    """The FKO card's own signature over the ledger just read with ``challenge`` (so central checks the
+    officer's word, not only the station's): one more READ LEDGER page for the signature."""
+    raw = fko.officer.protocol.send_apdu(fmt.OFFICER_CLA, fmt.OfficerIns.READ_LEDGER, 0, 0, challenge, 256)
+    page = fmt.LedgerPage.parse(raw)
+    fmt.verify_ledger_page(ledger.officer.chr, ledger.officer.public_point, challenge, page)
+    if (page.count, page.head) != (len(ledger.entries), ledger.head):
+        raise UploadError("the FKO ledger changed while it was read back")
+    return SignedLedger(
+        officer_chain=tuple(c.encode() for c in fko.chain), challenge=challenge, count=page.count,
+        head=page.head, entries=b"".join(e.encode() for e in ledger.entries), signature=page.signature,
+    )  # fmt: skip
+
+
 def build_ledger_batch(
-    journal: Journal, identity: StationIdentity, ledger: VerifiedLedger, *, now: datetime
-) -> SignedBatch:
-    """The FKO ledger as read back from the FKO card (every card it activated)."""
+    journal: Journal, identity: StationIdentity, ledger: VerifiedLedger, *, now: datetime,
+    signed: SignedLedger | None = None,
+) -> SignedBatch:  # fmt: skip
+    """The FKO ledger as read back from the FKO card (every card it activated), with the card's signature."""
     entry = FkoLedgerEntry(
-        reference_id(ledger.officer.chr), tuple(card_number(e.card_chr) for e in ledger.entries)
+        reference_id(ledger.officer.chr), tuple(card_number(e.card_chr) for e in ledger.entries), signed
     )
     key = f"{ledger.officer.chr}@{len(ledger.entries)}:{ledger.head.hex()}"
     if key in journal.uploaded_items(BatchKind.FKO_LEDGER.value):

@@ -19,10 +19,11 @@ from cardsvc.central.extensions import get_db
 from cardsvc.central.models import BatchRow, Card, SealedTemplates
 from cardsvc.central.services.terminals import register_terminal
 from cardsvc.central.testing import FixedClock
-from cardsvc.formats.batch import BatchKind, CampCard, SignedBatch
+from cardsvc.formats.batch import BatchKind, CampCard, FkoLedgerEntry, SignedBatch
 from cardsvc.formats.profile import card_number
 from cardsvc.formats.templates import open_templates
 from cardsvc.pki.cvc import CvCertificate
+from cardsvc.pki.officer import verify_ledger
 from enrolment_station.camp import Camp
 from enrolment_station.errors import UploadError
 from enrolment_station.keys import DEDUP_KEY_FILE
@@ -95,6 +96,21 @@ def test_camp_upload_reaches_central_once_with_chains_and_sealed_templates(
     assert camp.ledger().matches
     batches = camp.upload_batches()
     camp_batch = next(b for b in batches if b.batch.kind is BatchKind.CAMP)
+    ledger_batch = next(b for b in batches if b.batch.kind is BatchKind.FKO_LEDGER)
+    (ledger_item,) = ledger_batch.batch.items
+    assert isinstance(ledger_item, FkoLedgerEntry) and ledger_item.signed_ledger is not None
+    signed = ledger_item.signed_ledger
+    officer = CvCertificate.parse(signed.officer_chain[-1])
+    entries = verify_ledger(
+        officer.chr,
+        officer.public_point,
+        signed.challenge,
+        signed.entries,
+        signed.count,
+        signed.head,
+        signed.signature,
+    )  # the FKO card's own word, checkable by central
+    assert sorted(e.card_chr for e in entries) == sorted(cards)
     items = [i for i in camp_batch.batch.items if isinstance(i, CampCard)]
     assert sorted(i.card_id for i in items) == sorted(card_number(c) for c in cards)
     for item in items:
