@@ -146,3 +146,22 @@ def test_resolving_a_flag_releases_the_claim(field: Field) -> None:
             resolve_flag(session, flags[0].id, by="auditor-7", note="again", now=field.now)
         released = compute_settlement(session, HOSPITAL, start, end)
     assert released.payable_paise == 450_000 and released.held_paise == 0
+
+
+def test_open_flags_touching_a_facility(field: Field) -> None:
+    here, elsewhere = field.card(), field.card()
+    field.stay(here, field.now - 5 * DAY, 100_000, 90_000)
+    clone = SimCard(here.card_id, here.key, 3_000_000)
+    clone.transact(RecordType.CASH, 1_000, field.now - 4 * DAY, field.terminal.terminal_id, OPERATOR, OTHER)
+    field.stay(elsewhere, field.now - 5 * DAY, 100_000, 90_000, facility=OTHER)
+    elsewhere.transact(RecordType.CASH, 1_000, field.now - DAY, field.terminal.terminal_id, OPERATOR, OTHER,
+                       prev_hash=b"\x07" * 8)  # fmt: skip
+    field.upload(BatchKind.TRANSACTIONS, here.items() + clone.items() + elsewhere.items())
+    with get_db(field.app).sessions() as session:
+        reconcile(session, field.now)
+        touching = open_flags(session, facility_id=HOSPITAL)
+        assert [(f.kind, f.card_id) for f in touching] == [("duplicate_counter", f"{here.card_id:016x}")]
+        assert {f.card_id for f in open_flags(session, facility_id=OTHER)} == {
+            f"{here.card_id:016x}",
+            f"{elsewhere.card_id:016x}",
+        }

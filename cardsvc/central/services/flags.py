@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from cardsvc.central.errors import ConflictError, NotFoundError
-from cardsvc.central.models import FlagRow
+from cardsvc.central.models import FlagRow, TransactionRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +64,14 @@ def open_flags(
     facility_id: int | None = None,
     kinds: list[str] | None = None,
 ) -> list[OpenFlag]:
-    """Unresolved flags, oldest first; optionally only those on some cards, naming a facility, or of some
-    kinds (filters combine with AND)."""
+    """Unresolved flags, oldest first; optionally only those on some cards, touching a facility (naming
+    it, or on a card used there), or of some kinds (filters combine with AND)."""
     query = select(FlagRow).where(FlagRow.resolved_at.is_(None)).order_by(FlagRow.id)
     if card_ids is not None:
         query = query.where(FlagRow.card_id.in_(card_ids))
     if facility_id is not None:
-        query = query.where(FlagRow.facility_id == facility_id)
+        used_here = select(TransactionRow.card_id).where(TransactionRow.facility_id == facility_id).distinct()
+        query = query.where(or_(FlagRow.facility_id == facility_id, FlagRow.card_id.in_(used_here)))
     if kinds is not None:
         query = query.where(FlagRow.kind.in_(kinds))
     return [_of(r) for r in session.execute(query).scalars()]
