@@ -27,6 +27,19 @@ HH-0002,123456,2,Chhotu,M,2024,SON
 
 
 @dataclass
+class SlowReader:
+    """Synthetic fingers at a human pace (0.3 s a capture), so the live image can be seen mid-capture."""
+
+    inner: Any
+
+    def capture(self, household_id: str, member_no: int, finger: int, attempt: int) -> Any:
+        import time
+
+        time.sleep(0.3)
+        return self.inner.capture(household_id, member_no, finger, attempt)
+
+
+@dataclass
 class StationScreens:
     server: LiveServer
     hw: SimStationHardware
@@ -44,21 +57,38 @@ class StationScreens:
 def station_screens(station_world: StationWorld, tmp_path: Path) -> Iterator[StationScreens]:
     from enrolment_station.camp import Camp
     from enrolment_station.fingers import SyntheticFingerReader
-    from enrolment_station.web import RecordingReader, StationContext, create_app
+    from enrolment_station.web import CampThread, RecordingReader, StationContext, create_app
 
     fingers = SyntheticFingerReader()
     hw = SimStationHardware(station_world.fko_card, fingers.officer_probe)
 
     def build() -> Any:
-        recorder = RecordingReader(fingers)
+        recorder = RecordingReader(SlowReader(fingers))
         camp = Camp(station_world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-anita",
                     camp_id="CAMP-PAT-01", reader=recorder)  # fmt: skip
         context = StationContext(camp, hw, recorder, imports_dir=tmp_path / "imports")
         return create_app(context, {"SECRET_KEY": b"screens-test"}), camp.close
 
-    server = serve_app(build)
+    def start() -> Any:
+        wsgi = CampThread(build)
+        return wsgi, wsgi.close
+
+    server = serve_app(start, threaded=True)
     yield StationScreens(server, hw, station_world, tmp_path)
     server.stop()
+
+
+def wait_for_live_image(page: Any, url: str, timeout: float = 15.0) -> dict[str, Any]:
+    """Poll the live endpoint beside the pending capture request (the page itself is mid-navigation)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = page.request.get(url).json()
+        if data.get("image") and "·" in data.get("text", ""):
+            return dict(data)
+        time.sleep(0.1)
+    raise AssertionError("no live finger image while capturing")
 
 
 @pytest.mark.parametrize("lang", ["en", "hi"])
@@ -96,7 +126,10 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
         if hid == "HH-0001":
             page.select_option("#missing_1", "2")  # Ramesh has lost his right index: another finger
             screens.shot(lang, "station-capture")
-        page.click("#capture")
+        page.click("#capture", no_wait_after=True)
+        if hid == "HH-0001":  # the live image and quality are served while the capture request runs
+            live = wait_for_live_image(page, s.url("/live/capture.json"))
+            assert live["member"] in (1, 2) and live["text"]
         page.wait_for_selector("#write-card")
         assert page.locator("img.finger-image").count() >= 2, "the captured images are shown"
         if hid == "HH-0001":

@@ -78,7 +78,11 @@ def update(template: Catalog) -> dict[str, list[str]]:
         catalog.obsolete.clear()
         with po.open("wb") as f:
             write_po(f, catalog, width=110, omit_header=False, sort_output=True)
-        missing[lang] = [str(m.id) for m in catalog if m.id and not m.string]
+        missing[lang] = [
+            str(m.id if isinstance(m.id, str) else m.id[0])
+            for m in catalog
+            if m.id and (not m.string or (isinstance(m.string, tuple) and not all(m.string)))
+        ]
     return missing
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from flask import Flask
 
-from enrolment_station.web.station import RecordingReader, StationContext, StationHardware
+from enrolment_station.web.station import CampThread, RecordingReader, StationContext, StationHardware
 
-__all__ = ["RecordingReader", "StationContext", "StationHardware", "create_app"]
+__all__ = ["CampThread", "RecordingReader", "StationContext", "StationHardware", "create_app"]
 
 
 def create_app(context: StationContext, config: dict[str, Any] | None = None) -> Flask:

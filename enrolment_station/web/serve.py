@@ -69,7 +69,7 @@ def serve(obj: Any, sensor_port: str, sensor_control: str | None, fko_reader: st
     from enrolment_station.camp import Camp
     from enrolment_station.fingers import SensorFingerReader
     from enrolment_station.keys import PASSPHRASE_ENV
-    from enrolment_station.web import RecordingReader, StationContext, create_app
+    from enrolment_station.web import CampThread, RecordingReader, StationContext, create_app
 
     passphrase = os.environ.get(PASSPHRASE_ENV) or click.prompt("terminal key passphrase", hide_input=True)
     placer = None
@@ -82,15 +82,19 @@ def serve(obj: Any, sensor_port: str, sensor_control: str | None, fko_reader: st
     fingers = SensorFingerReader(sensor, placer=placer)
     recorder = RecordingReader(fingers)
     home: Path = obj.home
-    camp = Camp(home, passphrase=str(passphrase).encode(), operator=obj.operator,
-                camp_id=obj.camp_id or time.strftime("CAMP-%Y%m%d"), reader=recorder)  # fmt: skip
     hardware = PcscStationHardware(fko_reader, card_reader, sensor_port, fingers)
-    app = create_app(StationContext(camp, hardware, recorder, imports_dir=home / "imports"))
+
+    def build() -> tuple[Any, Any]:  # on the camp thread: the journal's SQLite connection lives there
+        camp = Camp(home, passphrase=str(passphrase).encode(), operator=obj.operator,
+                    camp_id=obj.camp_id or time.strftime("CAMP-%Y%m%d"), reader=recorder)  # fmt: skip
+        return create_app(StationContext(camp, hardware, recorder, imports_dir=home / "imports")), camp.close
+
+    wsgi = CampThread(build)
     click.echo(f"station screens on http://127.0.0.1:{port}/")
     try:
-        run_simple("127.0.0.1", port, app, threaded=False, use_reloader=False)
+        run_simple("127.0.0.1", port, wsgi, threaded=True, use_reloader=False)
     finally:
-        camp.close()
+        wsgi.close()
         sensor.close()
 
 

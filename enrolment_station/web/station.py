@@ -8,10 +8,10 @@ camp's SQLite journal belongs to the server thread, so ``enrol serve`` runs one 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -48,22 +48,41 @@ class LastCapture:
     png: bytes  # the image as the sensor sent it, for the operator's eye; never stored
 
 
+@dataclass(frozen=True)
+class LiveCapture:
+    """What the capture screen polls while a household is being captured (read by another thread)."""
+
+    household_id: str
+    member_no: int
+    finger: int
+    attempt: int
+    quality: int | None = None
+    png: bytes | None = None
+
+
 @dataclass
 class RecordingReader:
-    """A FingerReader that keeps the last image of each (household, member, finger) in memory only."""
+    """A FingerReader that keeps the last image of each (household, member, finger) in memory only, and the
+    capture in progress (``live``) for the screen to poll."""
 
     inner: FingerReader
     last: dict[tuple[str, int, int], LastCapture] = field(default_factory=dict)
     retries: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    live: LiveCapture | None = None
 
     def capture(self, household_id: str, member_no: int, finger: int, attempt: int) -> CaptureResult:
         key = (household_id, member_no, finger)
         self.retries[key] = self.retries.get(key, 0) + 1
+        previous = self.live.png if self.live is not None and self.live.household_id == household_id else None
+        self.live = LiveCapture(household_id, member_no, finger, self.retries[key], None, previous)
         result = self.inner.capture(household_id, member_no, finger, attempt)
-        self.last[key] = LastCapture(result.quality, self.retries[key], _png(result.image))
+        png = _png(result.image)
+        self.last[key] = LastCapture(result.quality, self.retries[key], png)
+        self.live = LiveCapture(household_id, member_no, finger, self.retries[key], result.quality, png)
         return result
 
     def forget(self, household_id: str) -> None:
+        self.live = None
         for key in [k for k in self.last if k[0] == household_id]:
             self.last.pop(key, None)
             self.retries.pop(key, None)
@@ -86,3 +105,37 @@ class StationContext:
     recorder: RecordingReader
     imports_dir: Path
     send_upload: Callable[[], list[str]] | None = None  # posts pending batches when a network appears
+
+
+class CampThread:
+    """WSGI wrapper: every request runs on ONE worker thread that also built the app (the camp's SQLite
+    journal belongs to it), except ``/live/`` requests, answered at once from memory by the HTTP thread.
+    So the screen can show the live finger image while a long capture request is still running."""
+
+    def __init__(
+        self, factory: Callable[[], tuple[Any, Callable[[], None]]], live_prefix: str = "/live/"
+    ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camp")
+        self.app, self._cleanup = self._worker.submit(factory).result()
+        self.live_prefix = live_prefix
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if str(environ.get("PATH_INFO", "")).startswith(self.live_prefix):
+            return list(self.app(environ, start_response))
+
+        def run() -> list[bytes]:
+            body = self.app(environ, start_response)
+            try:
+                return list(body)
+            finally:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+
+        return self._worker.submit(run).result()
+
+    def close(self) -> None:
+        self._worker.submit(self._cleanup).result()
+        self._worker.shutdown()

@@ -124,6 +124,20 @@ def status() -> Response:
     })  # fmt: skip
 
 
+@bp.get("/live/capture.json")
+def live_capture() -> Response:
+    """The capture in progress (memory only: answered while the capture request itself is running)."""
+    live = station().recorder.live
+    if live is None:
+        return jsonify({"text": _("Waiting for the first finger…"), "image": None})
+    text = _("Member %(m)s · %(finger)s · try %(n)s", m=live.member_no, finger=FINGERS.get(live.finger, ""),
+             n=live.attempt)  # fmt: skip
+    if live.quality is not None:
+        text += " · " + _("quality %(q)s", q=live.quality)
+    image = None if live.png is None else "data:image/png;base64," + base64.b64encode(live.png).decode()
+    return jsonify({"text": text, "image": image, "member": live.member_no, "finger": live.finger})
+
+
 @bp.get("/")
 def index() -> WResponse:
     return redirect(url_for("station.households" if _session_open() else "station.signin"))

@@ -30,6 +30,23 @@
     document.querySelectorAll("[data-refresh-url]").forEach(function (el) {
       setInterval(function () { refresh(el); }, 1000);
     });
+    document.querySelectorAll("form[data-live]").forEach(function (form) {
+      form.addEventListener("submit", function () {
+        var panel = document.getElementById(form.dataset.live);
+        if (!panel) { return; }
+        panel.hidden = false;
+        var img = panel.querySelector("img"), text = panel.querySelector(".live-text");
+        setInterval(function () {
+          fetch(panel.dataset.liveUrl, {credentials: "same-origin", cache: "no-store"})
+            .then(function (r) { return r.json(); })
+            .then(function (d) {
+              if (d.image) { img.src = d.image; img.hidden = false; }
+              text.textContent = d.text || "";
+            })
+            .catch(function () {});
+        }, 400);
+      });
+    });
     document.querySelectorAll("[data-print]").forEach(function (b) {
       b.addEventListener("click", function () { window.print(); });
     });
