@@ -109,3 +109,20 @@ def test_serve_commands_register_on_a_cli_group(module: str) -> None:
     importlib.import_module(module).register(group)
     assert "serve" in group.commands
     assert "127.0.0.1" in (group.commands["serve"].help or "")
+
+
+def test_read_only_package_compiles_into_a_private_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cardsvc.web import i18n
+
+    calls: list[Path] = []
+    real = i18n.compile_catalogues
+
+    def read_only_then_real(directory: Path = TRANSLATIONS) -> list[Path]:
+        calls.append(directory)
+        if directory == TRANSLATIONS:
+            raise PermissionError("read-only site-packages")
+        return real(directory)
+
+    monkeypatch.setattr(i18n, "compile_catalogues", read_only_then_real)
+    usable = i18n.usable_translations()
+    assert usable != TRANSLATIONS and (usable / "hi" / "LC_MESSAGES" / "messages.mo").exists()

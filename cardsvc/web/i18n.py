@@ -39,6 +39,22 @@ def compile_catalogues(directory: Path = TRANSLATIONS) -> list[Path]:
     return written
 
 
+def usable_translations() -> Path:
+    """The package's catalogues, compiled in place; or, when the package is read-only (an installed
+    wheel), compiled into a private temporary copy."""
+    try:
+        compile_catalogues(TRANSLATIONS)
+        return TRANSLATIONS
+    except OSError:
+        import shutil
+        import tempfile
+
+        copy = Path(tempfile.mkdtemp(prefix="cardsvc-web-")) / "translations"
+        shutil.copytree(TRANSLATIONS, copy)
+        compile_catalogues(copy)
+        return copy
+
+
 def choose_language(request: Request) -> str:
     """``?lang=`` first, then the cookie, then the browser's Accept-Language; English otherwise."""
     asked = request.args.get("lang")

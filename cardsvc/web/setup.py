@@ -39,8 +39,7 @@ def init_web(app: Flask, *, title: str, csrf_everywhere: bool = True) -> CSRFPro
     """
     if not csrf_everywhere:
         app.config["WTF_CSRF_CHECK_DEFAULT"] = False
-    i18n.compile_catalogues()
-    app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(i18n.TRANSLATIONS))
+    app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(i18n.usable_translations()))
     app.config.setdefault("BABEL_DEFAULT_TIMEZONE", "Asia/Kolkata")
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Strict")
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
