@@ -13,7 +13,6 @@ import contextlib
 import importlib
 import json
 import logging
-import shutil
 import tempfile
 import time
 import traceback
@@ -38,7 +37,6 @@ from cardsvc.demo_world import (
     HEALTH_COVER,
     HOSPITAL_CLERK,
     HOSPITAL_CLERK_FINGER,
-    PACKAGES,
     PAYPOINT_CLERK,
     PAYPOINT_CLERK_FINGER,
     PENSION_COVER,
@@ -132,6 +130,7 @@ class Pilot:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     started: int = field(default_factory=lambda: int(time.time()))
     failed: str | None = None
+    terminal: Any = None  # the POS terminal after the field stage (cardsvc.demo_field.Terminal)
 
 
 def run_demo(
@@ -423,339 +422,19 @@ def _camp(p: Pilot, households: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- field
-class TerminalCrash(Exception):
-    """The POS process dies after the card answered and before the journal wrote the record."""
-
-
-@dataclass
-class Terminal:
-    """The POS terminal: identity, journal, trust (reloaded from disk after a crash)."""
-
-    home: Path
-    identity: Any = None
-    journal: Any = None
-    trust: Any = None
-
-    def start(self, p: Pilot) -> Terminal:
-        from cardsvc.pki.bundle import TrustBundle
-        from point_of_service.identity import load
-        from point_of_service.journal import Journal
-        from point_of_service.trust import TrustState
-
-        self.identity = load(self.home, POS_PASSPHRASE)
-        self.journal = Journal(self.home / "journal.sqlite")
-        self.trust = TrustState.load(self.journal, self.identity.anchor)
-        self.trust.apply_bundle(TrustBundle.read(p.root / "bundle"), now=utc_now())
-        return self
-
-    def stop(self) -> None:
-        if self.journal is not None:
-            self.journal.close()
-            self.journal = None
-
-
 def _now() -> int:
     return int(time.time())
 
 
-def _placed(sim: Any, seed: int, k: int) -> Callable[[], Any]:
-    """Finger ``seed`` (impression k) on the simulated sensor, captured through pyfingerprint."""
-    from point_of_service.probe import sensor_capture
-
-    capture = sensor_capture(sim.port, timeout=10.0)
-
-    def run() -> Any:
-        sim.place(seed, k)
-        try:
-            return capture()
-        finally:
-            sim.lift()
-
-    return run
-
-
 def _field(p: Pilot) -> None:
-    """Hospital then paypoint: clerks sign in, genuine members verified and served; every attack tried."""
-    from cardsvc.beneficiary.session import BeneficiarySession
-    from cardsvc.card.inprocess import InProcessConnection
-    from enrolment_station.fingers import finger_seed
-    from enrolment_station.keys import StationIdentity
-    from hardware_sims.card.apps.beneficiary import BeneficiaryApplication
-    from hardware_sims.card.cardos import SimulatedCard
-    from point_of_service.catalogue import Catalogue, Package
-    from point_of_service.errors import SignInError, TransactionError, VerificationError
-    from point_of_service.services import hospital, paypoint
-    from point_of_service.services.signin import sign_in
-    from point_of_service.services.transactions import recover_card
-    from point_of_service.services.verification import enrolled_fingers, verify_card, verify_member
+    """Hospital then paypoint, and the attacks (cardsvc/demo_field.py)."""
+    from cardsvc.demo_field import run_field
 
-    echo = p.echo
-    term = Terminal(p.root / "pos").start(p)
-    signer = p.km.load_signer(DISTRICT, DISTRICT_SECRET)
-    now = _now()
-    catalogue = Catalogue(1, DISTRICT, now - 60, now - 60, tuple(Package(*pk) for pk in PACKAGES))
-    term.trust.install_catalogue(catalogue.sign(signer, [p.km.store.certificate(DISTRICT)]), now=utc_now())
-    ids = sorted(p.cards)
-    card_slot, clerk_slot = Slot(p.pcscd, 0), Slot(p.pcscd, 1)
-
-    def verify(conn: Any, clerk: Any) -> Any:
-        return verify_card(
-            conn, identity=term.identity, trust=term.trust, clerk=clerk, now=_now(), journal=term.journal
-        )
-
-    def refused(kind: str, reason: str) -> None:
-        p.refusals[f"{kind}:{reason}"] += 1
-        echo(f"    {kind}: refused ({reason})")
-
-    def genuine_member(visit: Any, hid: str, clerk: Any, sim: Any) -> None:
-        finger = min(enrolled_fingers(visit, 0))
-        match = verify_member(
-            visit,
-            member=0,
-            finger=finger,
-            capture=_placed(sim, finger_seed(hid, 1, finger), 2),
-            clerk=clerk,
-            now=_now(),
-            journal=term.journal,
-        )
-        if not match.matched:
-            raise DemoError(
-                f"{hid}: the genuine head's finger {finger} did not match (score {match.score:.1f})"
-            )
-        p.accepted += 1
-
-    def sign_clerk(chr_: str, seed: int, sim: Any) -> Any:
-        clerk_slot.serve(p.clerk_cards[chr_])
-        with clerk_slot.connect(exclusive=False) as conn:
-            return sign_in(
-                conn,
-                pin=CLERK_PIN,
-                capture=_placed(sim, seed, 1),
-                anchor=term.identity.anchor,
-                districts=term.trust.districts,
-                now=_now(),
-                journal=term.journal,
-                revocations=term.trust.store,
-                finger_attempts=1,
-            )
-
-    try:
-        with _sensor(p) as sim:
-            # --- a struck-off facility's operator tries to sign in
-            _step(echo, "attack: the operator of a struck-off (revoked) facility signs in")
-            p.attempts["revoked"] += 1
-            try:
-                sign_clerk(STRUCK_OFF_CLERK, STRUCK_OFF_FINGER, sim)
-                echo("    revoked operator ACCEPTED")
-            except SignInError as exc:
-                refused("revoked", exc.reason.value)
-
-            # --- hospital
-            _step(echo, f"hospital: clerk {HOSPITAL_CLERK} signs in (card, PIN, finger)")
-            clerk = sign_clerk(HOSPITAL_CLERK, HOSPITAL_CLERK_FINGER, sim)
-            hospital_ids, paypoint_ids = ids[0::2], ids[1::2]
-            for n, hid in enumerate(hospital_ids, start=1):
-                card_slot.serve(p.cards[hid])
-                with card_slot.connect() as conn:
-                    visit = verify(conn, clerk)
-                    if n == 1:  # an impostor presents the card with his own finger
-                        p.attempts["impostor"] += 1
-                        other = ids[-1]
-                        finger = min(enrolled_fingers(visit, 0))
-                        match = verify_member(
-                            visit,
-                            member=0,
-                            finger=finger,
-                            capture=_placed(sim, finger_seed(other, 1, finger), 2),
-                            clerk=clerk,
-                            now=_now(),
-                            journal=term.journal,
-                        )
-                        if match.matched:
-                            echo("    impostor ACCEPTED")
-                        else:
-                            last = term.journal.events(kind="verify-member")[-1]
-                            refused("impostor", str(last.reason))
-                    genuine_member(visit, hid, clerk, sim)
-                    code, _, _rate, _ = PACKAGES[n % len(PACKAGES)]
-                    admitted = hospital.admit(
-                        visit,
-                        package_code=code,
-                        journal=term.journal,
-                        identity=term.identity,
-                        trust=term.trust,
-                        clerk=clerk,
-                        now=_now(),
-                    )
-                    hospital.discharge(
-                        visit,
-                        admission=admitted.record.counter,
-                        journal=term.journal,
-                        identity=term.identity,
-                        clerk=clerk,
-                        now=_now(),
-                    )
-                    p.transactions["admissions"] += 1
-                    p.transactions["discharges"] += 1
-                echo(f"    [{n}/{len(hospital_ids)}] {hid}: verified, admitted (package {code}), discharged")
-
-            # --- a cloned card: the genuine card's files copied onto a chip with its own key
-            _step(echo, "attack: a cloned card (every file copied, the chip's private key cannot be)")
-            victim = ids[0]
-            genuine_state = p.root / "cards" / f"ben-{victim}"
-            app = p.cards[victim].applications[0]
-            assert isinstance(app, BeneficiaryApplication)
-            clone_dir = p.root / "cards" / "clone"
-            clone_dir.mkdir()
-            clone = SimulatedCard(
-                clone_dir, applications=[BeneficiaryApplication(card_id=app.card_id, anchor=p.anchor)]
-            )
-            station = StationIdentity.load(p.root / "station", STATION_PASSPHRASE, now=utc_now())
-            session = BeneficiarySession(InProcessConnection(clone))
-            session.terminal_authenticate(station.chain, station.terminal, app.card_id)
-            session.generate_key()
-            clone.power_off()
-            for obj in (genuine_state / "objects").glob("*"):
-                if not obj.name.startswith("key."):
-                    shutil.copy(obj, clone_dir / "objects" / obj.name)
-            clone = SimulatedCard(
-                clone_dir, applications=[BeneficiaryApplication(card_id=app.card_id, anchor=p.anchor)]
-            )
-            p.attempts["clone"] += 1
-            card_slot.serve(clone)
-            with card_slot.connect() as conn:
-                try:
-                    verify(conn, clerk)
-                    echo("    clone ACCEPTED")
-                except VerificationError as exc:
-                    refused("clone", exc.reason.value)
-
-            # --- a tampered card: the profile edited on the chip (a name changed)
-            _step(echo, "attack: a tampered card (the household profile edited in the chip's memory)")
-            victim = ids[1]
-            tampered_dir = p.root / "cards" / "tampered"
-            shutil.copytree(p.root / "cards" / f"ben-{victim}", tampered_dir)
-            changed = 0
-            for path in (tampered_dir / "objects").glob("bin.*"):
-                raw = path.read_bytes()
-                if b"204101" in raw and b"Yadav" in raw:
-                    path.write_bytes(raw.replace(b"Yadav", b"Yadov", 1))
-                    changed += 1
-            app = p.cards[victim].applications[0]
-            tampered = SimulatedCard(
-                tampered_dir, applications=[BeneficiaryApplication(card_id=app.card_id, anchor=p.anchor)]
-            )
-            p.attempts["tampered"] += 1
-            card_slot.serve(tampered)
-            with card_slot.connect() as conn:
-                try:
-                    verify(conn, clerk)
-                    echo(f"    tampered card ACCEPTED ({changed} file(s) edited)")
-                except VerificationError as exc:
-                    refused("tampered", exc.reason.value)
-
-            # --- paypoint
-            _step(echo, f"paypoint: clerk {PAYPOINT_CLERK} signs in; pensions paid by genuine members")
-            clerk = sign_clerk(PAYPOINT_CLERK, PAYPOINT_CLERK_FINGER, sim)
-            for n, hid in enumerate(paypoint_ids, start=1):
-                card = p.cards[hid]
-                card_slot.serve(card)
-                conn = PcscConnection(card_slot.reader, exclusive=True)
-                try:
-                    visit = verify(conn, clerk)
-                    genuine_member(visit, hid, clerk, sim)
-                    note = ""
-                    if n == 1:  # the card is pulled in the middle of the DEBIT's journal commit
-                        p.attempts["torn"] += 1
-                        card.faults.arm(after_writes=3)
-                        try:
-                            paypoint.disburse(
-                                visit,
-                                scheme_id=SCHEME_PENSION,
-                                amount=100_000,
-                                journal=term.journal,
-                                identity=term.identity,
-                                clerk=clerk,
-                                now=_now(),
-                            )
-                        except TransactionError as exc:
-                            note = f"card pulled mid-debit ({exc.reason.value}); "
-                        card.faults.disarm()
-                        card_slot.reinsert()
-                        conn.reconnect(wait=10)
-                        visit = verify(conn, clerk)
-                        rec = recover_card(
-                            visit.session,
-                            term.journal,
-                            card_id=visit.card_id,
-                            card_key=visit.card_key,
-                            terminal_id=_terminal_ref(term),
-                            now=_now(),
-                        )
-                        if not term.journal.pending_intents():
-                            p.torn_recovered += 1
-                        note += (
-                            f"recovered ({len(rec.completed)} completed, {len(rec.abandoned)} abandoned); "
-                        )
-                        genuine_member(visit, hid, clerk, sim)
-                    if n == min(2, len(paypoint_ids)):  # the terminal dies before its journal write
-                        p.attempts["crash"] += 1
-
-                        def crash(record: Any) -> None:
-                            raise TerminalCrash(f"terminal died after card counter {record.counter}")
-
-                        with contextlib.suppress(TerminalCrash):
-                            paypoint.disburse(
-                                visit,
-                                scheme_id=SCHEME_PENSION,
-                                amount=100_000,
-                                journal=term.journal,
-                                identity=term.identity,
-                                clerk=clerk,
-                                now=_now(),
-                                after_card=crash,
-                            )
-                        conn.close()
-                        term.stop()
-                        term.start(p)  # restarted from disk: journal, trust
-                        clerk = sign_clerk(PAYPOINT_CLERK, PAYPOINT_CLERK_FINGER, sim)
-                        conn = PcscConnection(card_slot.reader, exclusive=True)
-                        visit = verify(conn, clerk)
-                        rec = recover_card(
-                            visit.session,
-                            term.journal,
-                            card_id=visit.card_id,
-                            card_key=visit.card_key,
-                            terminal_id=_terminal_ref(term),
-                            now=_now(),
-                        )
-                        if rec.completed and not term.journal.pending_intents():
-                            p.crashes_recovered += 1
-                        note += f"terminal crashed, restarted, card record recovered ({len(rec.completed)}); "
-                    else:
-                        paypoint.disburse(
-                            visit,
-                            scheme_id=SCHEME_PENSION,
-                            amount=100_000,
-                            journal=term.journal,
-                            identity=term.identity,
-                            clerk=clerk,
-                            now=_now(),
-                        )
-                    p.transactions["disbursements"] += 1
-                finally:
-                    conn.close()
-                echo(f"    [{n}/{len(paypoint_ids)}] {hid}: {note}Rs 1,000 pension paid")
-    finally:
-        card_slot.close()
-        clerk_slot.close()
-        p.terminal = term  # type: ignore[attr-defined]
-
-
-def _terminal_ref(term: Terminal) -> int:
-    from point_of_service.identity import reference_id
-
-    return reference_id(term.identity.chr)
+    with _sensor(p) as sim:
+        p.terminal, counters = run_field(p, sim)
+    p.accepted = counters["accepted"]
+    p.torn_recovered = counters["torn"]
+    p.crashes_recovered = counters["crash"]
 
 
 def _central(p: Pilot) -> None:
@@ -773,7 +452,7 @@ def _central(p: Pilot) -> None:
     from point_of_service.services.sync import HttpTransport, SyncService
 
     echo = p.echo
-    term: Terminal = p.terminal  # type: ignore[attr-defined]
+    term = p.terminal
     _step(echo, "central: terminals registered, camp and transactions uploaded over HTTP, reconciled")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines in the demo's output
     with CentralServer(p.root / "central.sqlite") as central:
