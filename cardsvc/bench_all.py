@@ -34,13 +34,14 @@ BENCHES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("pos", ("bench/bench_pos.py",), "POS verification cost through pcscd + vpcd with the sensor"),
     ("ingest", ("bench/bench_ingest.py",), "central ingest rate against the signature-verification ceiling"),
 )
-CEILING_WORDS = ("ceiling", "ratio", "limit", "target", "<=", "≤")
-#: "<label>  <figure> [unit]  ceiling <ceiling> [unit]": the layout most benchmarks print.
+CEILING_WORDS = ("ceiling", "floor", "ratio", "limit", "target", "<=", "≤")
+#: "<label>  <figure> [unit] [(note)]  ceiling|floor <bound>": the layout most benchmarks print.
 _FIGURE = re.compile(
-    r"^(?P<label>.*?)\s+(?P<figure>\d[\d,]*(?:\.\d+)?)\s*(?P<unit>[^\s\d]*)\s+"
-    r"\(?(?:ceiling|limit|target)\s*:?\s*(?P<ceiling>\d[\d,]*(?:\.\d+)?)",
+    r"^(?P<label>.*?)\s+(?P<figure>\d[\d,]*(?:\.\d+)?)\s*(?P<unit>[^\s\d()]*(?:\s[a-zA-Z/]+){0,2})(?:\s+\([^)]*\))?\s+"
+    r"\(?(?P<kind>ceiling|floor|limit|target)\s*:?\s*(?P<bound>\d[\d,]*(?:\.\d+)?)",
     re.IGNORECASE,
 )
+CRASHED = "Traceback (most recent call last)"
 
 
 @dataclass
@@ -62,11 +63,12 @@ def with_ratio(line: str) -> str:
     m = _FIGURE.match(line)
     if m is None:
         return line
-    ceiling = float(m["ceiling"].replace(",", ""))
-    if ceiling == 0:
+    bound = float(m["bound"].replace(",", ""))
+    if bound == 0:
         return line
-    ratio = float(m["figure"].replace(",", "")) / ceiling
-    return f"{line}   [{ratio:.2f} x ceiling]"
+    ratio = float(m["figure"].replace(",", "")) / bound
+    kind = "floor" if m["kind"].lower() == "floor" else "ceiling"
+    return f"{line}   [{ratio:.2f} x {kind}]"
 
 
 def figure_lines(output: str, limit: int = 16) -> list[str]:
@@ -76,9 +78,12 @@ def figure_lines(output: str, limit: int = 16) -> list[str]:
     return picked[:limit]
 
 
-def status_of(exit_code: int | None) -> str:
+def status_of(exit_code: int | None, output: str = "") -> str:
+    """A benchmark exits 0 within its ceilings, 1 over one; an uncaught exception also exits 1."""
     if exit_code is None:
         return "timed out"
+    if exit_code != 0 and CRASHED in output:
+        return f"failed (exit {exit_code}, exception)"
     if exit_code == 0:
         return "within ceilings"
     if exit_code == 1:
@@ -121,8 +126,9 @@ def run_bench(
         code = None
     if time.perf_counter() > deadline and code not in (0, 1):
         code = None
+    text = "".join(out)
     return BenchResult(
-        name, what, status_of(code), round(time.perf_counter() - t0, 1), code, figure_lines("".join(out))
+        name, what, status_of(code, text), round(time.perf_counter() - t0, 1), code, figure_lines(text)
     )
 
 

@@ -16,6 +16,14 @@ def test_ratio_of_a_figure_to_its_ceiling() -> None:
     assert with_ratio(line).endswith("[0.48 x ceiling]")
     assert with_ratio("ingest 12,000 records/s ceiling 8,000 records/s").endswith("[1.50 x ceiling]")
     assert with_ratio("wall time (median)   47.17 ms   (ceiling 100)").endswith("[0.47 x ceiling]")
+    matcher = "paypoint: extract + 2 comparisons       0.072 s      (wall 0.149)  ceiling 0.1 s  OK"
+    assert with_ratio(matcher).endswith("[0.72 x ceiling]"), "the figure, not the note beside it"
+    floor = "1:1 comparisons (one core)   2712.411 per s  (wall 1542.439)  floor 2000 per s  OK"
+    assert with_ratio(floor).endswith("[1.36 x floor]")
+    station = "capture                        4.103 s per household   ceiling  12.0 s   ok"
+    assert with_ratio(station).endswith("[0.34 x ceiling]")
+    card = "in-process READ BINARY 250 B                        0.027 ms   (ceiling 0.5 ms) ok"
+    assert with_ratio(card).endswith("[0.05 x ceiling]")
     waiting = "waiting for another user of the vpcd slots"
     assert with_ratio(waiting) == waiting
 
@@ -29,6 +37,8 @@ def test_status_from_exit_code() -> None:
     assert [status_of(c) for c in (0, 1, 2, None)] == [
         "within ceilings", "OVER a ceiling", "failed (exit 2)", "timed out",
     ]  # fmt: skip
+    crashed = "Traceback (most recent call last):\n  ...\nValueError: x\n"
+    assert status_of(1, crashed) == "failed (exit 1, exception)", "a crash is not a figure over its ceiling"
 
 
 def test_a_benchmark_over_its_ceiling_is_reported_with_its_lines(tmp_path: Path) -> None:
