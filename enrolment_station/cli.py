@@ -283,6 +283,34 @@ def personalise(
 
 
 @main.command()
+@click.argument("household_id")
+@click.argument("member_no", type=int)
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def photo(obj: Ctx, household_id: str, member_no: int, image: Path) -> None:
+    """Record a member's photo (any image Pillow reads; kept as PNG, at most 600 px) for the card face."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    with _refusals(), obj.camp() as camp:
+        try:
+            camp.journal.household(household_id).member(member_no)
+        except KeyError:
+            _fail("household", f"household {household_id} has no member {member_no}")
+        try:
+            with Image.open(image) as original:
+                rgb = original.convert("RGB")
+            rgb.thumbnail((600, 600))
+            buf = io.BytesIO()
+            rgb.save(buf, format="PNG")
+        except (UnidentifiedImageError, OSError) as exc:
+            _fail("photo", f"{image} is not an image: {exc}")
+        camp.journal.store_photo(household_id, member_no, buf.getvalue())
+    click.echo(f"photo of {household_id} member {member_no} recorded")
+
+
+@main.command()
 @click.argument("card_id")
 @click.option("--member", type=int, default=None, help="Member number who receives it (default the head).")
 @click.pass_obj

@@ -81,3 +81,24 @@ def test_scripted_camp_runs_unattended(
     journal = Journal(station_world.home / "journal.sqlite", now=station_world.now, operator="check")
     assert len(journal.cards(state=CardState.HANDED_OVER)) == 2
     assert {e["operator"] for e in journal.events("card.handover")} == {"op-cli"}
+
+
+def test_photo_is_recorded_and_printed_on_the_card_face(station_world: StationWorld, tmp_path: Path) -> None:
+    from PIL import Image
+
+    good = tmp_path / "good.csv"
+    good.write_text(HEADER + "HH-0001,123456,1,Asha Devi,F,1970,HEAD\n")
+    assert _run(station_world, "import", str(good))[0] == 0
+    Image.new("RGB", (900, 1200), (200, 30, 30)).save(tmp_path / "asha.jpg")
+    code, out = _run(station_world, "photo", "HH-0001", "1", str(tmp_path / "asha.jpg"))
+    assert code == 0, out
+    code, out = _run(station_world, "photo", "HH-0001", "2", str(tmp_path / "asha.jpg"))
+    assert code == 1 and "has no member 2" in out
+    journal = Journal(station_world.home / "journal.sqlite", now=station_world.now, operator="check")
+    png = journal.photo("HH-0001", 1)
+    assert png is not None and png.startswith(b"\x89PNG")
+    from enrolment_station.cardface import CardFace
+
+    face = CardFace("CARD-7", "Asha Devi", "HH-0001", "123456", "2026-11-23 to 2027-11-22", png).render()
+    red, green, blue = face.getpixel((100, 200))  # type: ignore[misc]
+    assert red > 180 and green < 60 and blue < 60  # the photo is on the face (resampled)
