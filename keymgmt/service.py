@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,9 +57,9 @@ class ServiceError(PkiError):
 
 @dataclass(frozen=True)
 class FileCustody:
-    """Keep the new key in the keystore, encrypted under ``passphrase``."""
+    """Keep the new key in the keystore, encrypted under ``passphrase`` (kept out of repr and logs)."""
 
-    passphrase: bytes
+    passphrase: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Pkcs11Custody:
 
     module: str
     token: str
-    pin: str
+    pin: str = field(repr=False)
     key_label: str
 
 

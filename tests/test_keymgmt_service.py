@@ -229,3 +229,12 @@ def test_terminals_apply_exported_bundles_and_refuse_rollback(
     with pytest.raises(errors.RevokedError):
         validate_chain(km.chain("INTRM-POS-0001"), km.anchor(), now=T0, revocations=terminal_store)
     assert [e["action"] for e in km.audit.entries()][-1] == "bundle.export"
+
+
+def test_custody_repr_hides_the_passphrase_and_token_pin() -> None:
+    """A custody object ends up in tracebacks and debug logs: its secret must not."""
+    file_custody = FileCustody(b"correct horse battery")
+    token_custody = Pkcs11Custody("/usr/lib/softhsm/libsofthsm2.so", "dkma", "73915024", "root-key")
+    assert "correct horse" not in repr(file_custody)
+    assert "73915024" not in repr(token_custody)
+    assert "root-key" in repr(token_custody)  # the non-secret fields stay visible for diagnosis
