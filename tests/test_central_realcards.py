@@ -3,7 +3,10 @@
 The records come from hardware_sims' beneficiary application (key generated on the card, FKO-activated,
 DEBIT through ``BeneficiarySession``), in-process for speed and once through pcscd + vpcd + pyscard. They are
 uploaded through the API and checked on SQLite and PostgreSQL: ingest, then the flags a clone, a replay, a
-gap, a revoked operator or terminal and use outside the policy period raise; and settlement of a real stay.
+gap, a revoked operator or terminal, use outside the policy period, impossible travel and records before
+the camp raise; settlement of a real stay; card chains on items; the real officer card's signed ledger.
+(An honest card cannot break its own balance or chain: those flags are tested with forged records in
+test_central_reconcile.py.)
 """
 
 from __future__ import annotations
@@ -346,3 +349,26 @@ def test_fko_ledger_carries_the_officer_cards_own_signature(
         )
         checks = sorted(session.execute(select(FkoLedgerRow.officer_verified)).scalars())
     assert checks == ["chain", "signature"]
+    # the officer signed two activations; no camp reported them yet
+    [mismatch] = central.reconcile_flags()[FlagKind.FKO_COUNT_MISMATCH]
+    assert mismatch.details["ledger"] == 2 and mismatch.details["uploaded"] == 0
+
+
+def test_distant_facilities_within_hours_and_records_before_the_camp_flagged(
+    central: Central, till: Till
+) -> None:
+    with get_db(central.app).sessions() as session:
+        add_facility(session, 7, "Kolkata Hospital", "INDKMA-KOL", 22.57, 88.36)  # about 470 km from Patna
+        session.commit()
+    here = till.debit(RecordType.CASH, 1_000, T0)
+    there = till.session.debit(RecordType.CASH, scheme_id=SCHEME_HEALTH, amount=1_000, time=T0 + 3600,
+                               operator_id=OPERATOR, facility_id=7, rng=till.nonces.randbytes)  # fmt: skip
+    central.upload(BatchKind.TRANSACTIONS, till.items([here, there]))  # before the card's camp
+    flags = central.reconcile_flags()
+    [travel] = flags[FlagKind.IMPOSSIBLE_TRAVEL]
+    assert travel.details["facilities"] == [HOSPITAL, 7] and travel.details["km"] > 400
+    [unregistered] = flags[FlagKind.UNREGISTERED_CARD]
+    assert unregistered.card_id == CARD_HEX and unregistered.details["records"] == 2
+    central.register_camp(till.key)
+    after = central.reconcile_flags()
+    assert FlagKind.UNREGISTERED_CARD not in after and FlagKind.FORGED_RECORD not in after
