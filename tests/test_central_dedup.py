@@ -24,7 +24,8 @@ from cardsvc.central.services.terminals import register_terminal
 from cardsvc.central.testing import FixedClock, SimCard, SimTerminal, p256_key
 from cardsvc.formats.batch import BatchKind, CampCard
 from cardsvc.formats.errors import FieldValueError
-from cardsvc.formats.templates import CampTemplate, SealError, open_templates, seal_templates
+from cardsvc.formats.profile import StoredTemplate
+from cardsvc.formats.templates import CampTemplate, SealError, from_stored, open_templates, seal_templates
 from cardsvc.pki.signer import ScryptCost, encrypt_private_key
 from tests.fixtures.beneficiary import impression, synthetic_finger
 
@@ -68,6 +69,17 @@ def test_sealed_box_opens_only_with_central_key_and_for_its_card(
         open_templates(dedup_key, 0xCA4D, tampered)
     with pytest.raises(FieldValueError, match="3-byte minutiae"):
         CampTemplate(0, 2, b"\x01\x02")
+
+
+def test_station_seals_what_it_wrote_to_the_card(dedup_key: ec.EllipticCurvePrivateKey) -> None:
+    stored = [
+        StoredTemplate(m, f, encode_compact(synthetic_finger(10 * m + f))) for m in (0, 1) for f in (2, 7)
+    ]
+    box = seal_templates(dedup_key.public_key(), 0xCA4D, from_stored(stored))
+    opened = open_templates(dedup_key, 0xCA4D, box)
+    assert [(t.member_index, t.finger_position, t.minutiae) for t in opened] == [
+        (s.member_index, s.finger_position, s.compact) for s in stored
+    ]
 
 
 def test_key_file_is_encrypted_at_rest(tmp_path, dedup_key: ec.EllipticCurvePrivateKey) -> None:

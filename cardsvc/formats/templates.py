@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -41,6 +41,12 @@ MAX_TEMPLATES: Final = 10  # 5 members x 2 fingers
 MAX_TEMPLATE_BYTES: Final = 3 * 255
 MAX_SEALED: Final = HEADER_LENGTH + TAG_LENGTH + MAX_TEMPLATES * (4 + MAX_TEMPLATE_BYTES)
 _ENTRY = struct.Struct(">BBH")
+
+
+class StoredTemplateLike(Protocol):
+    member_index: int
+    finger_position: int
+    compact: bytes
 
 
 class SealError(FormatError):
@@ -65,6 +71,12 @@ class CampTemplate:
                 f"template of member {self.member_index} finger {self.finger_position}: compact minutiae "
                 f"must be 3 to {MAX_TEMPLATE_BYTES} bytes in whole 3-byte minutiae, got {len(self.minutiae)}"
             )
+
+
+def from_stored(stored: Iterable[StoredTemplateLike]) -> list[CampTemplate]:
+    """The card's own templates (``cardsvc.formats.profile.StoredTemplate``: what the station wrote to the
+    card) as camp templates to seal; the compact bytes are the same."""
+    return [CampTemplate(t.member_index, t.finger_position, bytes(t.compact)) for t in stored]
 
 
 def encode_templates(templates: Sequence[CampTemplate]) -> bytes:
