@@ -122,3 +122,34 @@ def test_non_canonical_base64_is_refused() -> None:
     with pytest.raises(FieldValueError, match="canonical"):
         b64decode("AB==", "x")  # the unused bits of the last character are not zero
     assert b64decode("AA==", "x") == b"\x00"
+
+
+def test_optional_fields_round_trip_and_absent_ones_keep_old_hashes(
+    parts: tuple[SimTerminal, SimCard],
+) -> None:
+    from dataclasses import replace
+
+    from cardsvc.formats.batch import FkoLedgerEntry, SignedLedger, TransactionItem
+    from cardsvc.formats.templates import CampTemplate, seal_templates
+
+    terminal, card = parts
+    camp = card.camp_card("Jaipur", NOW - 10, NOW + 10, 0xF0)
+    plain = Batch(BatchKind.CAMP, terminal.terminal_id, 1, NOW, (camp,))
+    assert b"templates" not in plain.canonical() and b"card_chain" not in plain.canonical()
+    box = seal_templates(terminal.key.public_key(), card.card_id, [CampTemplate(0, 2, bytes(30))])
+    sealed = Batch(BatchKind.CAMP, terminal.terminal_id, 1, NOW, (replace(camp, templates=box),))
+    parsed = SignedBatch.parse(sealed.sign(terminal.key).encode()).batch
+    assert parsed == sealed and parsed.content_hash() != plain.content_hash()
+
+    item = TransactionItem(card.log[0].encode(), card.public_key, (b"\x7f\x21\x01\x00",))
+    tx = Batch(BatchKind.TRANSACTIONS, terminal.terminal_id, 2, NOW, (item,))
+    assert SignedBatch.parse(tx.sign(terminal.key).encode()).batch == tx
+
+    ledger = SignedLedger((b"\x7f\x21\x01\x00",), bytes(16), 0, bytes(32), b"", bytes(64))
+    fko = Batch(BatchKind.FKO_LEDGER, terminal.terminal_id, 3, NOW, (FkoLedgerEntry(0xF0, (), ledger),))
+    assert SignedBatch.parse(fko.sign(terminal.key).encode()).batch == fko
+
+    broken = json.loads(sealed.sign(terminal.key).encode())
+    broken["batch"]["items"][0]["templates"] = "AAAA"
+    with pytest.raises(FieldValueError, match="templates"):
+        SignedBatch.parse(json.dumps(broken).encode())
