@@ -139,6 +139,9 @@ def test_hospital_admission_and_discharge(pos_screens: PosScreens, screens: Scre
     page.click("#nav-journal")
     page.wait_for_selector("#journal")
     assert page.locator("#journal tbody tr").count() >= 4
+    limits = page.inner_text(".card:has(progress)")
+    expected = "2 of 1,000 offline debits" if lang == "en" else "1,000 में से 2 ऑफ़लाइन लेन-देन"
+    assert expected in limits, "the card's own offline counters after two debits, in the local format"
     screens.shot(lang, "pos-journal")
 
 

@@ -68,6 +68,21 @@ FINGERS: dict[int, Any] = {
     5: _l("Right little"), 6: _l("Left thumb"), 7: _l("Left index"), 8: _l("Left middle"),
     9: _l("Left ring"), 10: _l("Left little"),
 }  # fmt: skip
+EVENTS: dict[str, Any] = {
+    "signin": _l("Clerk signed in"),
+    "signin-supervisor": _l("Supervisor signed in"),
+    "signout": _l("Signed out"),
+    "verify-card": _l("Card checked"),
+    "verify-member": _l("Fingerprint checked"),
+    "fallback": _l("Fallback used"),
+    "transaction": _l("Card transaction"),
+    "recover": _l("Interrupted operation completed"),
+    "sync": _l("Sync with central"),
+    "bundle": _l("Trust lists installed"),
+    "catalogue": _l("Package catalogue installed"),
+}
+OUTCOMES: dict[str, Any] = {"ok": _l("done"), "refused": _l("refused"), "failed": _l("failed"),
+                            "interrupted": _l("interrupted")}  # fmt: skip
 RELATIONS = {1: _l("Head"), 2: _l("Spouse"), 3: _l("Child"), 4: _l("Parent"), 5: _l("Other")}
 SCHEMES = {1: _l("Health cover"), 2: _l("Pension"), 3: _l("Life insurance")}
 
@@ -514,9 +529,18 @@ def journal_page() -> str | WResponse:
     events = list(reversed(term.journal.events()))[:40]
     cards = sorted({e.card_id for e in events if e.card_id})
     exposure = {c: term.journal.card_offline_exposure(int(c, 16)) for c in cards}
-    limits = term.visit.verified.limits if term.visit is not None else None
+    limits = None
+    if term.visit is not None:
+        with term.lock:
+            try:  # the card's own counters now, not those read at insertion
+                st = term.visit.session.status()
+                limits = (st.max_count, st.max_amount, st.since_sync_count, st.since_sync_amount)
+            except (CardError, TransportError):
+                limits = term.visit.verified.limits
+    reasons = {r.value: _(message_for(r).problem) for r in Reason}
     return page("pos/journal.html", off=off, events=events, exposure=exposure, limits=limits,
-                can_sync=term.sync is not None)  # fmt: skip
+                can_sync=term.sync is not None, event_labels=EVENTS, outcomes=OUTCOMES,
+                reasons=reasons)  # fmt: skip
 
 
 @bp.post("/sync")
