@@ -120,6 +120,9 @@ def test_settle_report_dedup_and_revoke_commands(tmp_path: Path) -> None:
 
     out = runner.invoke(main, ["central", "report", *args, "--out", str(tmp_path / "r")])
     assert out.exit_code == 0 and (tmp_path / "r" / "report.html").exists()
+    out = runner.invoke(main, ["report", *args, "--out", str(tmp_path / "r2")])
+    assert out.exit_code == 0 and "use.csv" in out.output
+    assert (tmp_path / "r2" / "use.csv").read_text() == (tmp_path / "r" / "use.csv").read_text()
 
     from cardsvc.central.testing import p256_key
 

@@ -411,6 +411,8 @@ def register(main: click.Group) -> None:
     main.add_command(serve)
     main.add_command(db)
     main.add_command(central)
+    if "report" not in main.commands:  # `cardsvc report`: the same command as `cardsvc central report`
+        main.add_command(report_command, name="report")
     bench = main.commands.get("bench")
     if not isinstance(bench, click.Group):
         raise RuntimeError("cardsvc has no 'bench' group to attach 'ingest' to")
