@@ -19,6 +19,7 @@ from cardsvc.beneficiary.session import BeneficiarySession
 from point_of_service.catalogue import Catalogue, Package
 from point_of_service.journal import Journal
 from point_of_service.reasons import Reason, message_for
+from point_of_service.services.sync import SyncService
 from point_of_service.web import PosTerminal, create_app
 from tests.fixtures.beneficiary import CARD_ID
 from tests.fixtures.pos import OPERATOR_FINGER, OPERATOR_PIN, POS_CARD_NOW, PosWorld
@@ -27,6 +28,13 @@ from tests.fixtures.screens import LiveServer, Screens, SimPosHardware, serve_ap
 pytestmark = pytest.mark.slow
 
 LANGS = ["en", "hi"]
+
+
+class NoNetwork:
+    """Central unreachable (the normal case in the field)."""
+
+    def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+        raise ConnectionError("no route to central")
 
 
 @dataclass
@@ -60,8 +68,10 @@ def pos_screens(pos_world: PosWorld, tmp_path: Path) -> Iterator[PosScreens]:
         journal = Journal(tmp_path / "journal.sqlite")
         trust = pos_world.trust(journal)
         trust.install_catalogue(signed, now=datetime.fromtimestamp(POS_CARD_NOW, UTC))
+        identity = pos_world.identity()
+        sync = SyncService(journal, identity, trust, NoNetwork(), now=lambda: POS_CARD_NOW)
         terminal = PosTerminal(
-            journal, pos_world.identity(), trust, hw, now=lambda: POS_CARD_NOW, rng=rng.randbytes
+            journal, identity, trust, hw, now=lambda: POS_CARD_NOW, rng=rng.randbytes, sync=sync
         )
         return create_app(terminal, {"SECRET_KEY": b"screens-test"})
 
@@ -143,6 +153,15 @@ def test_hospital_admission_and_discharge(pos_screens: PosScreens, screens: Scre
     expected = "2 of 1,000 offline debits" if lang == "en" else "1,000 में से 2 ऑफ़लाइन लेन-देन"
     assert expected in limits, "the card's own offline counters after two debits, in the local format"
     screens.shot(lang, "pos-journal")
+    page.click("#sync-now")
+    page.wait_for_selector(".flash.error")
+    if lang == "en":
+        assert message_for(Reason.SYNC_FAILED).problem in page.inner_text(".flash.error")
+    assert "1" in page.inner_text("#sync-status"), "the frozen batch waits for the next sync"
+    journal = s.journal()
+    assert journal.batch_status().get("pending") == 1
+    assert journal.events(kind="sync")[-1].outcome == "failed"
+    journal.close()
 
 
 @pytest.mark.parametrize("lang", LANGS)
