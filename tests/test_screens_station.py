@@ -58,15 +58,17 @@ def station_screens(station_world: StationWorld, tmp_path: Path) -> Iterator[Sta
     from enrolment_station.camp import Camp
     from enrolment_station.fingers import SyntheticFingerReader
     from enrolment_station.web import CampThread, RecordingReader, StationContext, create_app
+    from enrolment_station.web.station import StationProgress
 
     fingers = SyntheticFingerReader()
     hw = SimStationHardware(station_world.fko_card, fingers.officer_probe)
 
     def build() -> Any:
         recorder = RecordingReader(SlowReader(fingers))
+        progress = StationProgress()
         camp = Camp(station_world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-anita",
-                    camp_id="CAMP-PAT-01", reader=recorder)  # fmt: skip
-        context = StationContext(camp, hw, recorder, imports_dir=tmp_path / "imports")
+                    camp_id="CAMP-PAT-01", reader=recorder, progress=progress)  # fmt: skip
+        context = StationContext(camp, hw, recorder, imports_dir=tmp_path / "imports", progress=progress)
         return create_app(context, {"SECRET_KEY": b"screens-test"}), camp.close
 
     def start() -> Any:
@@ -140,6 +142,8 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
         s.hw.blank = s.world.blank_card()
         page.click("#write-card")
         page.wait_for_selector("#card-face")
+        stage = page.request.get(s.url("/live/card.json")).json()
+        assert stage["stage"] == "activated", "the last personalisation stage reached the live panel"
         assert page.locator("#steps li.ok").count() == 6
         if blank_shot:
             screens.shot(lang, "station-card-face")

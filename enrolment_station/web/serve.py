@@ -70,6 +70,7 @@ def serve(obj: Any, sensor_port: str, sensor_control: str | None, fko_reader: st
     from enrolment_station.fingers import SensorFingerReader
     from enrolment_station.keys import PASSPHRASE_ENV
     from enrolment_station.web import CampThread, RecordingReader, StationContext, create_app
+    from enrolment_station.web.station import StationProgress
 
     passphrase = os.environ.get(PASSPHRASE_ENV) or click.prompt("terminal key passphrase", hide_input=True)
     placer = None
@@ -81,13 +82,16 @@ def serve(obj: Any, sensor_port: str, sensor_control: str | None, fko_reader: st
     sensor.open()
     fingers = SensorFingerReader(sensor, placer=placer)
     recorder = RecordingReader(fingers)
+    progress = StationProgress()
     home: Path = obj.home
     hardware = PcscStationHardware(fko_reader, card_reader, sensor_port, fingers)
 
     def build() -> tuple[Any, Any]:  # on the camp thread: the journal's SQLite connection lives there
         camp = Camp(home, passphrase=str(passphrase).encode(), operator=obj.operator,
-                    camp_id=obj.camp_id or time.strftime("CAMP-%Y%m%d"), reader=recorder)  # fmt: skip
-        return create_app(StationContext(camp, hardware, recorder, imports_dir=home / "imports")), camp.close
+                    camp_id=obj.camp_id or time.strftime("CAMP-%Y%m%d"), reader=recorder,
+                    progress=progress)  # fmt: skip
+        context = StationContext(camp, hardware, recorder, imports_dir=home / "imports", progress=progress)
+        return create_app(context), camp.close
 
     wsgi = CampThread(build)
     click.echo(f"station screens on http://127.0.0.1:{port}/")

@@ -96,6 +96,32 @@ def _png(image: np.ndarray) -> bytes:
     return out.getvalue()
 
 
+#: The personalisation service's progress lines -> a stage the screen names in the operator's language.
+PROGRESS_STAGES: list[tuple[str, str]] = [
+    ("completing the activation", "completing"),
+    ("wiping a partly written card", "wiping"),
+    ("generating the card key", "key"),
+    ("writing the household profile", "profile"),
+    ("fingerprint template", "templates"),
+    ("FKO card certifies", "certified"),
+    ("activating", "activated"),
+    ("card removed", "removed"),
+]
+
+
+@dataclass
+class StationProgress:
+    """The camp's ``progress`` callback: keeps the current personalisation stage for ``/live/`` (memory)."""
+
+    stage: str | None = None
+
+    def __call__(self, message: str) -> None:
+        for text, stage in PROGRESS_STAGES:
+            if text in message:
+                self.stage = stage
+                return
+
+
 @dataclass
 class StationContext:
     """Everything the station screens need; built by ``enrol serve`` or the tests, in the server thread."""
@@ -105,6 +131,7 @@ class StationContext:
     recorder: RecordingReader
     imports_dir: Path
     send_upload: Callable[[], list[str]] | None = None  # posts pending batches when a network appears
+    progress: StationProgress = field(default_factory=StationProgress)  # pass it to Camp(progress=...)
 
 
 class CampThread:

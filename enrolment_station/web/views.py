@@ -138,6 +138,26 @@ def live_capture() -> Response:
     return jsonify({"text": text, "image": image, "member": live.member_no, "finger": live.finger})
 
 
+PROGRESS_LABELS: dict[str, Any] = {
+    "completing": _l("Completing an interrupted card"),
+    "wiping": _l("Wiping a partly written card"),
+    "key": _l("Card key generated"),
+    "profile": _l("Household written"),
+    "templates": _l("Fingerprints written"),
+    "certified": _l("Signed by the FKO"),
+    "activated": _l("Card activated"),
+    "removed": _l("Card removed: put the same card back in the reader"),
+}
+
+
+@bp.get("/live/card.json")
+def live_card() -> Response:
+    """The personalisation stage in progress (memory only, answered while the card is being written)."""
+    stage = station().progress.stage
+    return jsonify({"stage": stage, "text": str(PROGRESS_LABELS.get(stage or "", _("Waiting for the card…"))),
+                    "image": None})  # fmt: skip
+
+
 @bp.get("/")
 def index() -> WResponse:
     return redirect(url_for("station.households" if _session_open() else "station.signin"))
@@ -275,6 +295,7 @@ def personalise(hid: str) -> str | WResponse:
     if (r := _need_session()) is not None:
         return r
     ctx = station()
+    ctx.progress.stage = None
     try:
         result = ctx.camp.personalise(ctx.hardware.beneficiary_card(), hid, reinsert_wait=0.0)
         print_face(ctx.camp.journal, result.card_id, ctx.camp.faces_dir)
