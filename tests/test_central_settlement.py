@@ -165,3 +165,26 @@ def test_open_flags_touching_a_facility(field: Field) -> None:
             f"{here.card_id:016x}",
             f"{elsewhere.card_id:016x}",
         }
+
+
+def test_a_flag_naming_the_terminal_holds_every_claim_it_made(field: Field) -> None:
+    start, end = field.now - 30 * DAY, field.now
+    a, b = field.card(), field.card()
+    field.stay(a, start + DAY, 100_000, 90_000)
+    field.stay(b, start + 2 * DAY, 100_000, 80_000)
+    with get_db(field.app).sessions() as session:
+        from cardsvc.central.services.dedup import record_flags
+        from cardsvc.central.services.reconcile import Flag, FlagKind
+
+        terminal = f"{field.terminal.terminal_id:016x}"
+        suspect = Flag(
+            FlagKind.REVOKED_TERMINAL, {"counter": 2}, card_id=f"{a.card_id:016x}", terminal_id=terminal
+        )
+        record_flags(session, [suspect], field.now)
+        session.commit()
+    field.upload(BatchKind.TRANSACTIONS, a.items() + b.items())
+    with get_db(field.app).sessions() as session:
+        settlement = compute_settlement(session, HOSPITAL, start, end)
+    assert settlement.payable == [] and settlement.held_paise == 170_000
+    assert all(any(r.startswith("revoked_terminal") for r in c.reasons) for c in settlement.claims)
+    assert all(len(c.reasons) == len(set(c.reasons)) for c in settlement.claims)

@@ -63,9 +63,10 @@ def open_flags(
     card_ids: list[str] | None = None,
     facility_id: int | None = None,
     kinds: list[str] | None = None,
+    terminal_ids: list[str] | None = None,
 ) -> list[OpenFlag]:
     """Unresolved flags, oldest first; optionally only those on some cards, touching a facility (naming
-    it, or on a card used there), or of some kinds (filters combine with AND)."""
+    it, or on a card used there), of some kinds, or naming some terminals (filters combine with AND)."""
     query = select(FlagRow).where(FlagRow.resolved_at.is_(None)).order_by(FlagRow.id)
     if card_ids is not None:
         query = query.where(FlagRow.card_id.in_(card_ids))
@@ -74,6 +75,8 @@ def open_flags(
         query = query.where(or_(FlagRow.facility_id == facility_id, FlagRow.card_id.in_(used_here)))
     if kinds is not None:
         query = query.where(FlagRow.kind.in_(kinds))
+    if terminal_ids is not None:
+        query = query.where(FlagRow.terminal_id.in_(terminal_ids))
     return [_of(r) for r in session.execute(query).scalars()]
 
 

@@ -6,7 +6,9 @@ was verified with the card's REGISTERED key and nothing open holds it; otherwise
 reason:
 
 - any open flag on the card (clone, gap, balance, chain, policy period, duplicate enrolment, ...);
-- any open flag naming the record's terminal, or the facility itself (package-mix outlier, ...);
+- any open flag about the record's terminal (``revoked_terminal``, or a terminal finding with no card): every
+  claim made through that terminal is held until staff review it; any open flag naming the facility
+  itself with no card (package-mix outlier, ...);
 - the terminal or the operator revoked at or before the record's time;
 - the record verified only with a key its batch presented, neither registered by the card's camp nor
   certified by a card chain to the root;
@@ -32,9 +34,10 @@ from cardsvc.central.errors import MalformedError, NotFoundError
 from cardsvc.central.models import Facility, Operator, SettlementRun, Terminal, TransactionRow
 from cardsvc.central.services.flags import OpenFlag, open_flags
 from cardsvc.central.services.ingest import KeySource
-from cardsvc.central.services.reconcile import reconcile
+from cardsvc.central.services.reconcile import FlagKind, reconcile
 from cardsvc.formats.transaction import RecordType
 
+CHUNK = 1000
 CSV_COLUMNS = (
     "facility_id", "period_start", "period_end", "card_id", "counter", "time", "package", "amount_paise",
     "status", "reasons",
@@ -139,16 +142,19 @@ def compute_settlement(session: Session, facility_id: int, start: int, end: int)
         .all()
     )
     card_ids = sorted({r.card_id for r in settles})
+    terminal_ids = sorted({r.terminal_id for r in settles})
     by_card: defaultdict[str, list[OpenFlag]] = defaultdict(list)
-    facility_flags: list[OpenFlag] = []
     terminal_flags: defaultdict[str, list[OpenFlag]] = defaultdict(list)
-    for flag in open_flags(session):
-        if flag.card_id in card_ids:
-            by_card[flag.card_id].append(flag)
-        elif flag.card_id is None and flag.facility_id == facility_id:
-            facility_flags.append(flag)
-        if flag.terminal_id is not None and flag.card_id not in card_ids:
-            terminal_flags[flag.terminal_id].append(flag)
+    for start_at in range(0, len(card_ids), CHUNK):
+        for flag in open_flags(session, card_ids=card_ids[start_at : start_at + CHUNK]):
+            by_card[str(flag.card_id)].append(flag)
+    for start_at in range(0, len(terminal_ids), CHUNK):
+        for flag in open_flags(session, terminal_ids=terminal_ids[start_at : start_at + CHUNK]):
+            if flag.kind == FlagKind.REVOKED_TERMINAL or flag.card_id is None:  # about the terminal itself
+                terminal_flags[str(flag.terminal_id)].append(flag)  # repeats are dropped per claim below
+    facility_flags = [
+        f for f in open_flags(session, facility_id=facility_id, card_ids=None) if f.card_id is None
+    ]
     blocks: dict[tuple[str, int], int] = {}
     if card_ids:
         for card_id, counter, reference in session.execute(
