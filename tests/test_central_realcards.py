@@ -352,6 +352,7 @@ def test_fko_ledger_carries_the_officer_cards_own_signature(
     # the officer signed two activations; no camp reported them yet
     [mismatch] = central.reconcile_flags()[FlagKind.FKO_COUNT_MISMATCH]
     assert mismatch.details["ledger"] == 2 and mismatch.details["uploaded"] == 0
+    assert mismatch.details["officer_signed"] is True  # the officer's own word, not only the terminal's
 
 
 def test_distant_facilities_within_hours_and_records_before_the_camp_flagged(

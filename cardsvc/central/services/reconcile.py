@@ -408,8 +408,12 @@ def _package_mix(mix: dict[int, Counter[int]], policy: ReconcilePolicy) -> Itera
 def _fko_counts(session: Session, policy: ReconcilePolicy) -> Iterable[Flag]:
     """Each FKO's ledger (union of its read-backs) against the cards camps reported under that FKO."""
     ledgers: defaultdict[str, set[str]] = defaultdict(set)
-    for fko_id, activated in session.execute(select(FkoLedgerRow.fko_id, FkoLedgerRow.activated)):
+    signed: set[str] = set()  # FKOs with at least one read-back carrying the officer card's own signature
+    query = select(FkoLedgerRow.fko_id, FkoLedgerRow.activated, FkoLedgerRow.officer_verified)
+    for fko_id, activated, officer_verified in session.execute(query):
         ledgers[fko_id].update(activated)
+        if officer_verified is not None:
+            signed.add(fko_id)
     for fko_id, on_ledger in sorted(ledgers.items()):
         uploaded = set(session.execute(select(Card.card_id).where(Card.fko_id == fko_id)).scalars())
         if on_ledger != uploaded:
@@ -420,6 +424,7 @@ def _fko_counts(session: Session, policy: ReconcilePolicy) -> Iterable[Flag]:
                     "uploaded": len(uploaded),
                     "not_uploaded": sorted(on_ledger - uploaded)[: policy.max_listed],
                     "not_on_ledger": sorted(uploaded - on_ledger)[: policy.max_listed],
+                    "officer_signed": fko_id in signed,
                 },
                 terminal_id=None,
                 card_id=None,
