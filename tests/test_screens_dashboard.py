@@ -31,6 +31,7 @@ DAY = 86_400
 NOW = 1_800_000_000
 STAFF_PASSWORD = "Central-Staff-2026"
 AUDITOR_PASSWORD = "Auditor-Reads-2026"
+DISTRICT_PASSWORD = "Patna-Officer-2026"
 
 
 @dataclass
@@ -66,6 +67,7 @@ def dashboard(sqlite_url: str, tmp_path: Path) -> Iterator[Dashboard]:
     users = UserStore(tmp_path / "users.json")
     users.add("anita", STAFF_PASSWORD, Role.CENTRAL)
     users.add("ravi", AUDITOR_PASSWORD, Role.AUDITOR)
+    users.add("priya", DISTRICT_PASSWORD, Role.DISTRICT, "Patna")
     terminal = SimTerminal.new(0x7E57, random.Random(20))
     with get_db(app).sessions() as session:
         add_facility(session, 1, "District Hospital Jaipur", "Jaipur", 26.91, 75.79)
@@ -157,6 +159,18 @@ def test_auditor_reads_but_may_not_change_and_sessions_time_out(
     page.click("#nav-flags")
     page.wait_for_selector("#login-form")
     assert "timed out" in page.inner_text(".flash")
+
+
+def test_district_officer_sees_only_their_district(dashboard: Dashboard, screens: Screens) -> None:
+    d, page = dashboard, screens.page
+    login(d, screens, "en", "priya", DISTRICT_PASSWORD)
+    page.wait_for_selector("#flags")
+    assert page.locator("#flags tr[data-kind]").count() == 0, "a Jaipur card's flag is not shown in Patna"
+    page.goto(d.url(f"/dashboard/cards/{d.card_id}"))
+    page.wait_for_selector("#flags")
+    assert "not in your district" in page.inner_text(".flash")
+    page.goto(d.url("/dashboard/facilities/1"))
+    assert "not in your district" in page.inner_text(".flash")
 
 
 def test_weak_passwords_and_unknown_users_refused(tmp_path: Path) -> None:
