@@ -24,6 +24,7 @@ class Reason(enum.StrEnum):
     OPERATOR_PIN_BLOCKED = "operator-pin-blocked"
     OPERATOR_FINGER_MISMATCH = "operator-finger-mismatch"
     OPERATOR_FINGER_BLOCKED = "operator-finger-blocked"
+    OPERATOR_NOT_GENUINE = "operator-card-not-genuine"
     NOT_SIGNED_IN = "not-signed-in"
     MISSING_RIGHT = "missing-right"
     TERMINAL_NOT_SET_UP = "terminal-not-set-up"
@@ -108,6 +109,10 @@ CATALOGUE: dict[Reason, ClerkMessage] = {
     ),
     Reason.OPERATOR_FINGER_BLOCKED: ClerkMessage(
         "Fingerprint checks on the operator card are blocked.", "Take the card to the DKMA."
+    ),
+    Reason.OPERATOR_NOT_GENUINE: ClerkMessage(
+        "This operator card could not prove it is the genuine card (possibly a copy).",
+        "Do not use it; keep it aside and call the district helpdesk.",
     ),
     Reason.NOT_SIGNED_IN: ClerkMessage("No clerk is signed in.", "Sign in with your operator card first."),
     Reason.MISSING_RIGHT: ClerkMessage(

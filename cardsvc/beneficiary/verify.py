@@ -32,7 +32,7 @@ from enum import StrEnum
 from cardsvc.beneficiary import protocol as fmt
 from cardsvc.beneficiary.errors import BeneficiaryCardError
 from cardsvc.beneficiary.session import BeneficiarySession
-from cardsvc.bio.iso19794 import decode_compact
+from cardsvc.bio.iso19794 import decode_compact, quantise_for_card
 from cardsvc.bio.matcher import DEFAULT_THRESHOLD, Matcher, MatchResult
 from cardsvc.bio.template import FingerTemplate
 from cardsvc.card.errors import ApduError, CardError, CardFileNotFoundError
@@ -311,7 +311,15 @@ def verify_member(
     own = [t for t in templates if t.member_index == member_index]
     if not own:
         raise NoTemplateError(f"no fingerprint template for member {member_index}")
-    results = [matcher.verify(probe, decode_compact(t.compact), threshold=threshold, card=True) for t in own]
+    # the same decisions as matcher.verify(probe, reference, card=True), but the probe is quantised and
+    # encoded once, not once per stored template (about 12 ms each)
+    encoded_probe = matcher.encode(quantise_for_card(probe))
+    results = [
+        MatchResult(score >= threshold, score, threshold)
+        for score in (
+            matcher.compare(encoded_probe, quantise_for_card(decode_compact(t.compact))) for t in own
+        )
+    ]
     return max(results, key=lambda r: r.score)
 
 

@@ -6,8 +6,23 @@ can use it. The officer-card host session lives in ``cardsvc.pki.officer_card`` 
 Formats: docs/certificates.md; key management: docs/keymgmt.md.
 """
 
-from cardsvc.pki.chain import Revocation, TrustAnchor, ValidatedChain, explain, validate_chain
-from cardsvc.pki.cvc import CvCertificate, build_body, issue_certificate, self_signed_root
+from cardsvc.pki.chain import (
+    Revocation,
+    TrustAnchor,
+    ValidatedChain,
+    check_extensions,
+    explain,
+    validate_chain,
+)
+from cardsvc.pki.cvc import (
+    CONTENT_DIGEST_OID,
+    CertificateExtension,
+    CvCertificate,
+    build_body,
+    content_digest_extension,
+    issue_certificate,
+    self_signed_root,
+)
 from cardsvc.pki.errors import PkiError, ValidationError
 from cardsvc.pki.revocation import (
     RevocationEntry,
@@ -29,9 +44,11 @@ from cardsvc.pki.termauth import (
 )
 
 __all__ = [
+    "CONTENT_DIGEST_OID",
     "DEFAULT_RIGHTS",
     "ISSUABLE_BY",
     "ROLE_MAX_RIGHTS",
+    "CertificateExtension",
     "CvCertificate",
     "FileSigner",
     "Pkcs11Signer",
@@ -53,6 +70,8 @@ __all__ = [
     "authenticate_terminal",
     "build_body",
     "build_revocation_list",
+    "check_extensions",
+    "content_digest_extension",
     "explain",
     "issue_certificate",
     "self_signed_root",

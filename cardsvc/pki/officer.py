@@ -16,7 +16,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 
 from cardsvc.pki.cvc import check_reference
 from cardsvc.pki.errors import FormatError, SignatureInvalidError
@@ -50,6 +50,7 @@ class OfficerIns(IntEnum):
     VERIFY_BIOMETRIC = 0x21  # 7F2E {81 compact minutiae}: match-on-card against the stored templates
     ACTIVATE_CARD = 0x60  # data = a beneficiary card's 7F4E body; returns the 64-byte signature
     READ_LEDGER = 0x62  # P1P2 = first entry index, data = host challenge (8-32 bytes)
+    AUTHENTICATE = 0x64  # data = host challenge (8-32 bytes); returns flags(1) || officer_auth signature
 
 
 class Lifecycle(IntEnum):
@@ -231,6 +232,70 @@ def verify_ledger(
             subject=officer_chr,
         )
     return tuple(entries)
+
+
+AUTH_DOMAIN = b"RSBY-OFFICER-AUTH\x01"
+AUTH_CHALLENGE_MIN = 8
+AUTH_CHALLENGE_MAX = 32
+AUTH_SIGNATURE_SIZE = 64
+
+
+class AuthFlag(IntFlag):
+    """AUTHENTICATE flag byte: what the officer proved to the card in this power session."""
+
+    PIN_VERIFIED = 0x01
+    FINGERPRINT_VERIFIED = 0x02
+
+
+AUTH_FULLY_VERIFIED = AuthFlag.PIN_VERIFIED | AuthFlag.FINGERPRINT_VERIFIED
+
+
+def check_auth_challenge(challenge: bytes) -> bytes:
+    if not AUTH_CHALLENGE_MIN <= len(challenge) <= AUTH_CHALLENGE_MAX:
+        raise FormatError(
+            f"officer AUTHENTICATE challenge must be {AUTH_CHALLENGE_MIN}-{AUTH_CHALLENGE_MAX} bytes, "
+            f"got {len(challenge)}"
+        )
+    return challenge
+
+
+def officer_auth_message(officer_chr: str, challenge: bytes, flags: AuthFlag) -> bytes:
+    """What the card signs on AUTHENTICATE: proof of key possession for a terminal's fresh challenge.
+
+    The "RSBY-OFFICER-AUTH" 01 prefix keeps it apart from the other two things the officer key signs (a
+    7F4E certificate body on ACTIVATE CARD, "RSBY-LEDGER" 01 on READ LEDGER), so an authentication
+    signature can never pass as an activation or a ledger statement, nor the other way round.
+    """
+    return (
+        AUTH_DOMAIN
+        + tlv(0x80, check_reference(officer_chr, "officer CHR").encode("ascii"))
+        + tlv(0x81, check_auth_challenge(challenge))
+        + tlv(0x82, bytes([AuthFlag(flags)]))
+    )
+
+
+def encode_auth_response(flags: AuthFlag, signature: bytes) -> bytes:
+    if len(signature) != AUTH_SIGNATURE_SIZE:
+        raise FormatError(f"officer signature must be {AUTH_SIGNATURE_SIZE} bytes, got {len(signature)}")
+    return bytes([AuthFlag(flags)]) + signature
+
+
+def parse_auth_response(raw: bytes) -> tuple[AuthFlag, bytes]:
+    """AUTHENTICATE answer: flags(1) || r||s(64)."""
+    if len(raw) != 1 + AUTH_SIGNATURE_SIZE:
+        raise FormatError(f"officer AUTHENTICATE answer must be 65 bytes, got {len(raw)}")
+    if raw[0] & ~int(AUTH_FULLY_VERIFIED):
+        raise FormatError(f"unknown officer AUTHENTICATE flags {raw[0]:02X}")
+    return AuthFlag(raw[0]), raw[1:]
+
+
+def verify_officer_auth(
+    officer_chr: str, officer_point: bytes, challenge: bytes, flags: AuthFlag, signature: bytes
+) -> None:
+    """The card holding ``officer_point``'s private key signed this challenge, else SignatureInvalidError."""
+    verify_signature(
+        officer_point, officer_auth_message(officer_chr, challenge, flags), signature, subject=officer_chr
+    )
 
 
 def split_templates(data: bytes) -> list[bytes]:

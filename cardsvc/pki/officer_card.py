@@ -10,11 +10,11 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cardsvc.card.errors import WrongPinError
+from cardsvc.card.errors import ApduError, WrongPinError
 from cardsvc.card.session import ApplicationSession
 from cardsvc.pki import officer as fmt
 from cardsvc.pki.cvc import CvCertificate
-from cardsvc.pki.errors import FormatError, PkiError
+from cardsvc.pki.errors import FormatError, PkiError, SignatureInvalidError
 from cardsvc.pki.signer import POINT_LEN, load_public_point
 
 
@@ -32,6 +32,34 @@ class FingerprintMismatchError(OfficerCardError):
         super().__init__(
             f"fingerprint does not match the officer's; {attempts_remaining} attempt(s) remaining"
         )
+
+
+class OfficerNotGenuineError(OfficerCardError):
+    """The card could not prove it holds the certified officer key (a copy, or not an officer card)."""
+
+    rule = "officer-not-genuine"
+
+
+class OfficerNotVerifiedError(OfficerCardError):
+    """The genuine card says its officer has not verified PIN and fingerprint in this power session."""
+
+    rule = "officer-not-verified"
+
+    def __init__(self, officer_chr: str, flags: fmt.AuthFlag) -> None:
+        self.flags = flags
+        named = ((fmt.AuthFlag.PIN_VERIFIED, "PIN"), (fmt.AuthFlag.FINGERPRINT_VERIFIED, "fingerprint"))
+        missing = [what for flag, what in named if not flags & flag]
+        super().__init__(f"{officer_chr}: {' and '.join(missing)} not verified on the card in this session")
+
+
+@dataclass(frozen=True)
+class OfficerAuthentication:
+    """A verified AUTHENTICATE answer: the card holding ``officer``'s key signed ``challenge``."""
+
+    officer: CvCertificate
+    challenge: bytes
+    flags: fmt.AuthFlag
+    signature: bytes
 
 
 @dataclass(frozen=True)
@@ -110,6 +138,40 @@ class OfficerCardSession(ApplicationSession):
         cert.verify_signed_by(officer.public_point)
         return cert
 
+    def authenticate(
+        self,
+        challenge: bytes,
+        *,
+        officer: CvCertificate | None = None,
+        require: fmt.AuthFlag = fmt.AUTH_FULLY_VERIFIED,
+    ) -> OfficerAuthentication:
+        """Have the card sign ``challenge`` (8-32 fresh bytes) and verify it against the officer certificate.
+
+        ``officer``: the certificate the caller already validated (read from the card if omitted); the
+        signature is checked against ITS key, so a card presenting a copied certificate is refused.
+        Raises OfficerNotGenuineError if the card cannot prove it holds that key, OfficerNotVerifiedError if
+        the card reports that ``require`` (default: PIN and fingerprint) is not verified in this session.
+        """
+        fmt.check_auth_challenge(challenge)
+        cert = officer if officer is not None else self.certificate()
+        try:
+            flags, signature = fmt.parse_auth_response(
+                self._cmd(fmt.OfficerIns.AUTHENTICATE, challenge, le=256)
+            )
+            fmt.verify_officer_auth(cert.chr, cert.public_point, challenge, flags, signature)
+        except ApduError as exc:
+            raise OfficerNotGenuineError(
+                f"{cert.chr}: the card refused to prove it holds the officer key: {exc}", subject=cert.chr
+            ) from None
+        except (FormatError, SignatureInvalidError) as exc:
+            raise OfficerNotGenuineError(
+                f"{cert.chr}: the card did not prove it holds the certified officer key: {exc}",
+                subject=cert.chr,
+            ) from None
+        if require & ~flags:
+            raise OfficerNotVerifiedError(cert.chr, flags)
+        return OfficerAuthentication(cert, challenge, flags, signature)
+
     def read_ledger(self, *, rng: Callable[[int], bytes] = os.urandom) -> VerifiedLedger:
         """Read the whole ledger with a fresh challenge and verify the card's signature and hash chain."""
         challenge = rng(16)
@@ -143,4 +205,12 @@ class OfficerCardSession(ApplicationSession):
         return VerifiedLedger(officer, entries, first_page.head)
 
 
-__all__ = ["FingerprintMismatchError", "OfficerCardError", "OfficerCardSession", "VerifiedLedger"]
+__all__ = [
+    "FingerprintMismatchError",
+    "OfficerAuthentication",
+    "OfficerCardError",
+    "OfficerCardSession",
+    "OfficerNotGenuineError",
+    "OfficerNotVerifiedError",
+    "VerifiedLedger",
+]

@@ -1,14 +1,16 @@
 """Clerk sign-in with the facility operator card: certificate to the root, not revoked, PIN AND a live
-fingerprint matched on the card. The clerk's identity then goes into every record and journal row.
+fingerprint matched on the card, then the card signs a fresh challenge (officer AUTHENTICATE). The clerk's
+identity then goes into every record and journal row.
 
-The officer card's key is usable only for activation and ledgers (docs/keymgmt.md), so the POS cannot make
-the operator card sign a challenge: genuineness of the operator card rests on the PIN + match-on-card
-answers coming from the chip that holds the certificate (see docs/pos.md, "Known limits").
+The last step is what makes "PIN OK, fingerprint OK" trustworthy: a fake card replaying those answers
+with a copied certificate cannot sign the terminal's challenge under the certified key, and the genuine
+card's signed flag byte says that PIN and fingerprint were verified on IT in this power session.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,7 +22,12 @@ from cardsvc.pki import officer as officer_fmt
 from cardsvc.pki.chain import RevocationLookup, TrustAnchor, validate_chain
 from cardsvc.pki.cvc import CvCertificate
 from cardsvc.pki.errors import ExpiredError, MissingRightError, NotYetValidError, PkiError, RevokedError
-from cardsvc.pki.officer_card import FingerprintMismatchError, OfficerCardSession
+from cardsvc.pki.officer_card import (
+    FingerprintMismatchError,
+    OfficerCardSession,
+    OfficerNotGenuineError,
+    OfficerNotVerifiedError,
+)
 from cardsvc.pki.rights import Right, Role
 from point_of_service.errors import SignInError
 from point_of_service.identity import reference_id
@@ -56,12 +63,16 @@ def sign_in(
     required: Right = Right.READ_PROFILE,
     finger_attempts: int = 3,
     event: str = "signin",
+    rng: Callable[[int], bytes] = os.urandom,
 ) -> Clerk:
-    """Sign a clerk in; every refusal raises :class:`SignInError` with its reason and is journalled."""
+    """Sign a clerk in; every refusal raises :class:`SignInError` with its reason and is journalled.
+
+    ``rng`` draws the fresh challenge the operator card must sign (injected so tests are deterministic).
+    """
     chr: str | None = None
     try:
         clerk = _sign_in(
-            connection, pin, capture, anchor, districts, now, revocations, required, finger_attempts
+            connection, pin, capture, anchor, districts, now, revocations, required, finger_attempts, rng
         )
     except SignInError as exc:
         if journal is not None:
@@ -89,6 +100,7 @@ def _sign_in(
     revocations: RevocationLookup | None,
     required: Right,
     finger_attempts: int,
+    rng: Callable[[int], bytes],
 ) -> Clerk:
     try:
         session = OfficerCardSession(connection)
@@ -147,6 +159,20 @@ def _sign_in(
         except (SensorError, BiometricError) as exc:
             last = SignInError(Reason.FINGER_POOR_QUALITY, str(exc))
             continue
+        _prove_genuine(session, cert, rng)
         return Clerk(cert.chr, reference_id(cert.chr), validated.rights, now, cert)
     assert last is not None
     raise last
+
+
+SIGNIN_CHALLENGE_SIZE = 16
+
+
+def _prove_genuine(session: OfficerCardSession, cert: CvCertificate, rng: Callable[[int], bytes]) -> None:
+    """The card must sign a fresh challenge under the key of the certificate we validated."""
+    try:
+        session.authenticate(rng(SIGNIN_CHALLENGE_SIZE), officer=cert)
+    except (OfficerNotGenuineError, OfficerNotVerifiedError) as exc:
+        raise SignInError(Reason.OPERATOR_NOT_GENUINE, exc.message) from None
+    except (CardRemovedError, TransportError) as exc:
+        raise SignInError(Reason.OPERATOR_CARD_MISSING, str(exc)) from None

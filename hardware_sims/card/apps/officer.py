@@ -5,7 +5,8 @@ checks use cardsvc/pki/cvc.py, the same pure code terminals run. See docs/keymgm
 
 Personalisation (life cycle PERSONALISATION): GENERATE KEY, PUT CERTIFICATE, PUT TEMPLATES, SET PIN, LOCK.
 Operational: ISO VERIFY of PIN 81, VERIFY BIOMETRIC (match-on-card), ACTIVATE CARD (needs PIN AND
-fingerprint in this power session; appends to the ledger in the same transaction), READ LEDGER (signed).
+fingerprint in this power session; appends to the ledger in the same transaction), READ LEDGER (signed),
+AUTHENTICATE (signs a terminal's challenge under its own domain prefix: proves the card holds the key).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class OfficerApplication(Application):
             fmt.OfficerIns.VERIFY_BIOMETRIC: self._verify_biometric,
             fmt.OfficerIns.ACTIVATE_CARD: self._activate_card,
             fmt.OfficerIns.READ_LEDGER: self._read_ledger,
+            fmt.OfficerIns.AUTHENTICATE: self._authenticate,
         }
         handler = handlers.get(apdu.ins)  # type: ignore[call-overload]
         if handler is None:
@@ -272,3 +274,23 @@ class OfficerApplication(Application):
         statement = fmt.ledger_statement(own.chr, count, head, apdu.data)
         signature = card.sign(self, fmt.OFFICER_KEY_REF, statement)
         return fmt.encode_ledger_response(count, head, first, entries, signature), SW.OK
+
+    def _authenticate(self, apdu: CommandApdu, card: CardServices) -> Response:
+        """Prove possession of the officer key to a terminal (POS sign-in) for its fresh challenge.
+
+        The signed message carries its own domain prefix and says whether PIN and fingerprint were verified
+        in this power session, so a terminal learns both facts from the chip that holds the key.
+        """
+        self._require_lifecycle(card, fmt.Lifecycle.OPERATIONAL, "AUTHENTICATE")
+        try:
+            challenge = fmt.check_auth_challenge(apdu.data)
+        except FormatError as exc:
+            raise IsoError(SW.WRONG_LENGTH, str(exc)) from None
+        own = self._certificate(card)
+        flags = fmt.AuthFlag(0)
+        if card.satisfied(Pin(fmt.PIN_REF), card.app_df(self)):
+            flags |= fmt.AuthFlag.PIN_VERIFIED
+        if card.ram(self).get(RAM_BIO_OK):
+            flags |= fmt.AuthFlag.FINGERPRINT_VERIFIED
+        message = fmt.officer_auth_message(own.chr, challenge, flags)
+        return fmt.encode_auth_response(flags, card.sign(self, fmt.OFFICER_KEY_REF, message)), SW.OK
