@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable
 from datetime import datetime
 
-from cardsvc.card.errors import AuthBlockedError, WrongPinError
+from cardsvc.card.errors import AuthBlockedError, NotEnoughMemoryError, WrongPinError
 from cardsvc.card.transport import CardConnection, CardError, TransportError
 from cardsvc.pki import officer as fmt
 from cardsvc.pki.chain import validate_chain
@@ -211,6 +211,11 @@ class FkoSession:
         except TransportError:
             self.close("FKO card removed")
             raise SessionClosedError("the FKO card was removed during activation") from None
+        except NotEnoughMemoryError:
+            self.close("FKO card ledger full")
+            raise SessionClosedError(
+                "the FKO card's activation ledger is full: the district must read it back"
+            ) from None
         self._last_used = self._now()
         return cert
 

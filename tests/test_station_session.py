@@ -100,3 +100,22 @@ def test_session_closes_after_idle_time_and_at_the_end_of_the_day(
         camp.capture_household("HH-0700")
     assert camp.journal.events("session.close")[-1]["details"]["reason"].startswith(reason)
     assert camp.journal.captures("HH-0700") == []
+
+
+def test_a_full_fko_ledger_closes_the_session_saying_why(station_world: StationWorld, tmp_path: Path) -> None:
+    from enrolment_station.rehearsal import build_world
+
+    small = tmp_path / "small"
+    small.mkdir()
+    world = build_world(small)
+    world.fko_card.applications[0].ledger_capacity = 1  # a nearly full officer card
+    reader = SyntheticFingerReader()
+    camp = Camp(world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-x", camp_id="CAMP-F", reader=reader)
+    (tmp_path / "l.csv").write_text(LIST + "HH-0701,111111,1,Shyam Lal,M,1961,HEAD\n")
+    camp.import_list(tmp_path / "l.csv")
+    camp.open_session(InProcessConnection(world.fko_card), pin=FKO_PIN, fingerprint=reader.officer_probe)
+    camp.enrol_household("HH-0700", InProcessConnection(world.blank_card()))
+    with pytest.raises(SessionClosedError, match="ledger is full"):
+        camp.enrol_household("HH-0701", InProcessConnection(world.blank_card()))
+    assert camp.journal.events("session.close")[-1]["details"]["reason"] == "FKO card ledger full"
+    camp.close()
