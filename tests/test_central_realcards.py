@@ -46,6 +46,7 @@ from cardsvc.formats.batch import (
     Gender,
     Item,
     Member,
+    SchemeCover,
     SignedLedger,
     TransactionItem,
 )
@@ -60,6 +61,7 @@ from tests.fixtures.beneficiary import (
     POLICY_END,
     POLICY_START,
     SCHEME_HEALTH,
+    SCHEME_PENSION,
     BeneficiaryCard,
     household_profile,
 )
@@ -96,13 +98,14 @@ class Central:
         receipt: dict[str, Any] = response.get_json()["receipt"]
         return receipt
 
-    def register_camp(self, card_key: bytes) -> None:
+    def register_camp(self, card_key: bytes, schemes: tuple[SchemeCover, ...] = ()) -> None:
         profile = household_profile()
         camp = CampCard(
             card_id=card_number(CARD_ID), household_id=profile.household_id, district=profile.district,
             scheme_id=SCHEME_HEALTH, policy_start=_unix(POLICY_START), policy_end=_unix(POLICY_END, end=True),
             cover_paise=COVER, card_key=card_key, fko_id=reference_id(FKO_CHR),
             members=tuple(Member(Gender(chr(m.gender)), m.birth_year) for m in profile.members),
+            schemes=schemes,
         )  # fmt: skip
         self.upload(BatchKind.CAMP, [camp])
 
@@ -142,9 +145,10 @@ class Till:
         self.nonces = random.Random(id(card) & 0xFFFF)
 
     def debit(self, kind: RecordType, amount: int, at: int, **kw: Any) -> TransactionRecord:
+        scheme, operator = kw.pop("scheme", SCHEME_HEALTH), kw.pop("operator", OPERATOR)
         return self.session.debit(
-            kind, scheme_id=SCHEME_HEALTH, amount=amount, time=at, operator_id=kw.pop("operator", OPERATOR),
-            facility_id=HOSPITAL, rng=self.nonces.randbytes, **kw,
+            kind, scheme_id=scheme, amount=amount, time=at, operator_id=operator, facility_id=HOSPITAL,
+            rng=self.nonces.randbytes, **kw,
         )  # fmt: skip
 
     def items(self, records: list[TransactionRecord]) -> list[Item]:
@@ -373,3 +377,17 @@ def test_distant_facilities_within_hours_and_records_before_the_camp_flagged(
     central.register_camp(till.key)
     after = central.reconcile_flags()
     assert FlagKind.UNREGISTERED_CARD not in after and FlagKind.FORGED_RECORD not in after
+
+
+@pytest.mark.parametrize("camp_lists_schemes", [True, False])
+def test_each_scheme_balance_reconciled_on_its_own(
+    central: Central, till: Till, camp_lists_schemes: bool
+) -> None:
+    schemes = (SchemeCover(SCHEME_HEALTH, COVER), SchemeCover(SCHEME_PENSION, 500_000))
+    central.register_camp(till.key, schemes if camp_lists_schemes else ())
+    block = till.debit(RecordType.BLOCK, 150_000, T0, reference=301)
+    pension = till.debit(RecordType.CASH, 100_000, T0 + 60, scheme=SCHEME_PENSION)
+    settle = till.debit(RecordType.SETTLE, 120_000, T0 + DAY, reference=block.counter)
+    assert pension.balance_after == 400_000 and settle.balance_after == COVER - 120_000
+    central.upload(BatchKind.TRANSACTIONS, till.items([block, pension, settle]))
+    assert central.reconcile_flags() == {}  # the pension never mixes with the health cover

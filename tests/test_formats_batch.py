@@ -153,3 +153,24 @@ def test_optional_fields_round_trip_and_absent_ones_keep_old_hashes(
     broken["batch"]["items"][0]["templates"] = "AAAA"
     with pytest.raises(FieldValueError, match="templates"):
         SignedBatch.parse(json.dumps(broken).encode())
+
+
+def test_camp_schemes_list_every_scheme_once_including_the_main_one(
+    parts: tuple[SimTerminal, SimCard],
+) -> None:
+    from dataclasses import replace
+
+    from cardsvc.formats.batch import SchemeCover
+
+    terminal, card = parts
+    camp = card.camp_card("Jaipur", NOW - 10, NOW + 10, 0xF0)
+    good = replace(camp, schemes=(SchemeCover(1, camp.cover_paise), SchemeCover(2, 500_000)))
+    batch = Batch(BatchKind.CAMP, terminal.terminal_id, 1, NOW, (good,))
+    assert SignedBatch.parse(batch.sign(terminal.key).encode()).batch == batch
+    for schemes, why in (
+        ((SchemeCover(2, 500_000),), "must include the card's scheme_id"),
+        ((SchemeCover(1, camp.cover_paise), SchemeCover(1, 5)), "twice"),
+    ):
+        bad = Batch(BatchKind.CAMP, terminal.terminal_id, 1, NOW, (replace(camp, schemes=schemes),))
+        with pytest.raises(FieldValueError, match=why):
+            SignedBatch.parse(bad.sign(terminal.key).encode())

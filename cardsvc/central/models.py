@@ -97,6 +97,8 @@ class Card(Base):
     members: Mapped[list[Any]] = mapped_column(JSON)
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+    #: every scheme on the card with its cover ``[{scheme_id, cover_paise}]`` when the camp reported them
+    schemes: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 class BatchRow(Base):

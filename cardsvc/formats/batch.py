@@ -234,6 +234,28 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class SchemeCover:
+    """One scheme on a card and its cover (paise): the balance before the card's first record of it."""
+
+    scheme_id: int
+    cover_paise: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scheme_id": self.scheme_id, "cover_paise": self.cover_paise}
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> SchemeCover:
+        obj = _obj(value, where, {"scheme_id", "cover_paise"})
+        return cls(
+            _int(obj["scheme_id"], f"{where}.scheme_id", 0xFF),
+            _int(obj["cover_paise"], f"{where}.cover_paise", _U32),
+        )
+
+
+MAX_SCHEMES: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
 class CampCard:
     """One card activated at a camp: who it belongs to, its cover and policy period, its public key."""
 
@@ -254,13 +276,18 @@ class CampCard:
     #: optional: the card's fingerprint templates sealed to central's de-duplication key
     #: (cardsvc/formats/templates.py); absent from the JSON when empty (older batches keep their hash).
     templates: bytes = b""
+    #: optional: EVERY scheme on the card with its cover (the main ``scheme_id``/``cover_paise`` among them),
+    #: so central reconciles each scheme's balance; absent from the JSON when empty.
+    schemes: tuple[SchemeCover, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         chain = {"card_chain": [b64encode(c) for c in self.card_chain]} if self.card_chain else {}
         sealed = {"templates": b64encode(self.templates)} if self.templates else {}
+        schemes = {"schemes": [s.to_json() for s in self.schemes]} if self.schemes else {}
         return {
             **chain,
             **sealed,
+            **schemes,
             "card_id": id_hex(self.card_id),
             "household_id": self.household_id,
             "district": self.district,
@@ -277,9 +304,21 @@ class CampCard:
     def from_json(cls, value: Any, where: str) -> CampCard:
         keys = {
             "card_id", "household_id", "district", "scheme_id", "policy_start", "policy_end",
-            "cover_paise", "card_key", "fko_id", "members", "card_chain", "templates",
+            "cover_paise", "card_key", "fko_id", "members", "card_chain", "templates", "schemes",
         }  # fmt: skip
-        obj = _obj(value, where, keys, optional=frozenset({"card_chain", "templates"}))
+        obj = _obj(value, where, keys, optional=frozenset({"card_chain", "templates", "schemes"}))
+        schemes: tuple[SchemeCover, ...] = ()
+        if "schemes" in obj:
+            listed = obj["schemes"]
+            if not isinstance(listed, list) or not 1 <= len(listed) <= MAX_SCHEMES:
+                raise FieldValueError(f"{where}.schemes must list 1 to {MAX_SCHEMES} schemes when present")
+            schemes = tuple(SchemeCover.from_json(x, f"{where}.schemes[{i}]") for i, x in enumerate(listed))
+            if len({x.scheme_id for x in schemes}) != len(schemes):
+                raise FieldValueError(f"{where}.schemes lists a scheme twice")
+            if SchemeCover(obj["scheme_id"], obj["cover_paise"]) not in schemes:
+                raise FieldValueError(
+                    f"{where}.schemes must include the card's scheme_id with its cover_paise"
+                )
         templates = b""
         if "templates" in obj:
             templates = b64decode(obj["templates"], f"{where}.templates")
@@ -312,6 +351,7 @@ class CampCard:
             members=tuple(Member.from_json(m, f"{where}.members[{i}]") for i, m in enumerate(members)),
             card_chain=card_chain,
             templates=templates,
+            schemes=schemes,
         )
 
 

@@ -535,6 +535,7 @@ def _store_cards(session: Session, cards: Sequence[CampCard], batch_id: int, now
             "members": [m.to_json() for m in c.members],
             "batch_id": batch_id,
             "revoked_at": None,
+            "schemes": [x.to_json() for x in c.schemes] or None,
         }
         for cid, c in sorted(by_id.items())
         if cid not in existing

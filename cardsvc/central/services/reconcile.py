@@ -112,6 +112,7 @@ class _Rec(NamedTuple):
     reference: int
     prev_hash: bytes
     key_source: str
+    scheme_id: int
 
 
 _COLUMNS = (
@@ -128,6 +129,7 @@ _COLUMNS = (
     TransactionRow.reference,
     TransactionRow.prev_hash,
     TransactionRow.key_source,
+    TransactionRow.scheme_id,
 )
 
 
@@ -137,7 +139,15 @@ def reconcile(session: Session, now: int, policy: ReconcilePolicy | None = None)
     cards = {
         c.card_id: c
         for c in session.execute(
-            select(Card.card_id, Card.policy_start, Card.policy_end, Card.cover_paise, Card.fko_id)
+            select(
+                Card.card_id,
+                Card.policy_start,
+                Card.policy_end,
+                Card.cover_paise,
+                Card.fko_id,
+                Card.scheme_id,
+                Card.schemes,
+            )
         ).all()
     }
     terminal_revoked = dict(
@@ -267,18 +277,18 @@ def _card_checks(card_id: str, records: list[_Rec], card: Any, policy: Reconcile
 
     blocks: dict[int, int] = {}
     previous: _Rec | None = None
-    balance: int | None = card.cover_paise if card is not None else None
+    balances = starting_balances(card)  # one balance per scheme on the card; unknown ones are absent
     for counter in range(1, highest + 1):
         found = by_counter.get(counter)
         if found is None or len(found) > 1:
-            previous, balance = None, None  # unknown or ambiguous: the chain restarts after it
+            previous, balances = None, {}  # unknown or ambiguous: every balance restarts after it
             continue
         rec = found[0]
         if counter == 1 and rec.prev_hash != GENESIS_PREV_HASH:
             yield Flag(FlagKind.CHAIN_BREAK, {"counter": 1, "reason": "first record not at genesis"}, card_id)
         elif previous is not None and rec.prev_hash != previous.content_hash[:PREV_HASH_LENGTH]:
             yield Flag(FlagKind.CHAIN_BREAK, {"counter": counter, "reason": "prev_hash mismatch"}, card_id)
-        expected = _expected(rec, balance, blocks)
+        expected = _expected(rec, balances.get(rec.scheme_id), blocks)
         if expected is not None and expected != rec.balance_after:
             yield Flag(
                 FlagKind.BALANCE_MISMATCH,
@@ -295,7 +305,19 @@ def _card_checks(card_id: str, records: list[_Rec], card: Any, policy: Reconcile
                 card_id=card_id,
                 facility_id=rec.facility_id,
             )
-        previous, balance = rec, rec.balance_after
+        previous = rec
+        balances[rec.scheme_id] = rec.balance_after
+
+
+def starting_balances(card: Any) -> dict[int, int]:
+    """Each scheme's cover as the camp reported it (``schemes``, else its one scheme); the balance before a
+    card's first record of a scheme is that cover. A scheme the camp did not report starts unknown (its
+    first record sets it)."""
+    if card is None:
+        return {}
+    if card.schemes:
+        return {int(s["scheme_id"]): int(s["cover_paise"]) for s in card.schemes}
+    return {int(card.scheme_id): int(card.cover_paise)}
 
 
 def _expected(rec: _Rec, balance: int | None, blocks: dict[int, int]) -> int | None:
