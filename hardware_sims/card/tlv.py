@@ -1,26 +1,30 @@
-"""Minimal BER-TLV (ISO 7816-4) encoding and parsing for the card side: 1-2 byte tags, definite lengths."""
+"""BER-TLV for the card side: the shared codec (:mod:`cardsvc.tlv`) with card errors and card limits.
+
+Why a thin adapter and not a second codec: one set of bounds checks for host and card. What it adds is the
+card's view: a malformed object is a command error (``IsoError`` 6A80, not a ``TlvError``), tags are at most
+two bytes, and values come back as ``(tag, value)`` pairs.
+"""
 
 from __future__ import annotations
+
+from cardsvc.tlv import TlvError, iter_tlvs
+from cardsvc.tlv import encode_length as _encode_length
+from cardsvc.tlv import tlv as _tlv
 
 from .errors import IsoError
 from .iso import SW
 
+_MAX_CARD_TAG = 0xFFFF  # 1-2 byte tags only (e.g. 0x7F49)
+
 
 def encode_length(n: int) -> bytes:
     """BER definite length: 0-127 short form, else 81 xx / 82 xxxx / 83 xxxxxx."""
-    if n < 0x80:
-        return bytes([n])
-    if n <= 0xFF:
-        return bytes([0x81, n])
-    if n <= 0xFFFF:
-        return bytes([0x82]) + n.to_bytes(2, "big")
-    return bytes([0x83]) + n.to_bytes(3, "big")
+    return _encode_length(n)
 
 
 def tlv(tag: int, value: bytes) -> bytes:
     """One TLV; ``tag`` up to two bytes (e.g. 0x7F49)."""
-    tag_bytes = tag.to_bytes(2, "big") if tag > 0xFF else bytes([tag])
-    return tag_bytes + encode_length(len(value)) + value
+    return _tlv(tag, value)
 
 
 def encode_uint(value: int) -> bytes:
@@ -30,40 +34,15 @@ def encode_uint(value: int) -> bytes:
 
 
 def parse(data: bytes) -> list[tuple[int, bytes]]:
-    """Parse a sequence of TLVs; a malformed one raises IsoError(6A80)."""
+    """Parse a sequence of TLVs (00/FF padding skipped); a malformed one raises IsoError(6A80)."""
     out: list[tuple[int, bytes]] = []
-    pos = 0
-    while pos < len(data):
-        if data[pos] in (0x00, 0xFF):  # padding between objects
-            pos += 1
-            continue
-        tag = data[pos]
-        pos += 1
-        if tag & 0x1F == 0x1F:
-            if pos >= len(data):
-                raise IsoError(SW.WRONG_DATA, "truncated tag")
-            tag = (tag << 8) | data[pos]
-            if data[pos] & 0x80:
-                raise IsoError(SW.WRONG_DATA, "tags longer than two bytes are not supported")
-            pos += 1
-        if pos >= len(data):
-            raise IsoError(SW.WRONG_DATA, f"TLV {tag:X} has no length")
-        first = data[pos]
-        pos += 1
-        if first < 0x80:
-            length = first
-        elif 0x81 <= first <= 0x83:
-            n = first & 0x7F
-            if pos + n > len(data):
-                raise IsoError(SW.WRONG_DATA, f"TLV {tag:X} length truncated")
-            length = int.from_bytes(data[pos:pos + n], "big")
-            pos += n
-        else:
-            raise IsoError(SW.WRONG_DATA, f"TLV {tag:X} has an unsupported length byte {first:02X}")
-        if pos + length > len(data):
-            raise IsoError(SW.WRONG_DATA, f"TLV {tag:X} value truncated ({length} announced)")
-        out.append((tag, data[pos:pos + length]))
-        pos += length
+    try:
+        for item in iter_tlvs(data):
+            if item.tag > _MAX_CARD_TAG:
+                raise IsoError(SW.WRONG_DATA, f"tag {item.tag:X}: only 1-2 byte tags are supported")
+            out.append((item.tag, item.value))
+    except TlvError as exc:
+        raise IsoError(SW.WRONG_DATA, str(exc)) from None
     return out
 
 
