@@ -374,11 +374,19 @@ def ledger(obj: Ctx, sensor_port: str, sensor_control: str | None, fko_reader: s
     required=True,
     help="Central's RENEWAL authorisation for this card (binary, docs/card-layout.md).",
 )
+@click.option(
+    "--station-authorisation",
+    "station_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Central's RENEW for this station (JSON), when central issued one.",
+)
 @click.pass_obj
-def renew(obj: Ctx, reader: str, auth_file: Path) -> None:
+def renew(obj: Ctx, reader: str, auth_file: Path, station_file: Path | None) -> None:
     """Renew the card in the reader for a new policy year (central authorisation checked offline)."""
     from cardsvc.beneficiary.protocol import Authorisation
     from cardsvc.card.pcsc import PcscConnection
+    from enrolment_station.authorisation import SignedAuthorisation
     from enrolment_station.reissue import renew as do_renew
 
     with _refusals(), obj.camp() as camp:
@@ -386,8 +394,9 @@ def renew(obj: Ctx, reader: str, auth_file: Path) -> None:
             auth = Authorisation.parse(auth_file.read_bytes())
         except ValueError as exc:
             _fail("authorisation", f"{auth_file} is not a card authorisation: {exc}")
+        station = SignedAuthorisation.parse(station_file.read_bytes()) if station_file else None
         with PcscConnection(reader, exclusive=True, wait=30) as conn:
-            record = do_renew(camp.personaliser, conn, auth, now=camp.now())
+            record = do_renew(camp.personaliser, conn, auth, now=camp.now(), station_authorisation=station)
     click.echo(f"{auth.card_id} renewed: balance {record.balance_after / 100:.2f} (record {record.counter})")
 
 

@@ -145,9 +145,18 @@ def verify_card_authorisation(
 
 
 def renew(
-    service: PersonalisationService, connection: CardConnection, auth: ben.Authorisation, *, now: datetime
+    service: PersonalisationService,
+    connection: CardConnection,
+    auth: ben.Authorisation,
+    *,
+    now: datetime,
+    station_authorisation: SignedAuthorisation | None = None,
 ) -> TransactionRecord:
-    """Renew the card in the reader for a new policy year: the RENEWAL record sets the new balance."""
+    """Renew the card in the reader for a new policy year: the RENEWAL record sets the new balance.
+
+    ``station_authorisation``: central's RENEW for this station (JSON, checked offline and used once) when
+    central issued one beside the card's RENEWAL; it must grant the cover the card's RENEWAL sets.
+    """
     if auth.kind is not ben.AuthKind.RENEWAL:
         raise AuthorisationError(f"a {auth.kind.name} authorisation is not a renewal")
     verify_card_authorisation(service, auth, now=now)
@@ -155,6 +164,18 @@ def renew(
     status = session.status()
     if auth.card_id != status.card_id:
         raise AuthorisationError(f"the renewal is for card {auth.card_id}, the reader holds {status.card_id}")
+    if station_authorisation is not None:
+        row = service.journal.card(status.card_id)
+        stated = station_authorisation.authorisation.household_id
+        household = row["household_id"] if row is not None else stated
+        granted = station_authorisation.verify(
+            service.identity.anchor, now=now, revocations=service.identity.revocations, kind=AuthKind.RENEW,
+            card_id=status.card_id, household_id=household,
+        )  # fmt: skip
+        if service.journal.authorisation_used(granted.auth_id):
+            raise AuthorisationError(f"authorisation {granted.auth_id} was already used")
+        if (auth.scheme_id, auth.value) not in {(g.scheme_id, g.cover_paise) for g in granted.schemes}:
+            raise AuthorisationError("the card's RENEWAL and the station's RENEW grant different cover")
     if auth.serial <= status.auth_serial:
         raise AuthorisationError(f"renewal serial {auth.serial} was already used on this card")
     if status.lifecycle is not ben.Lifecycle.ACTIVATED:
@@ -171,6 +192,8 @@ def renew(
     )  # fmt: skip
     journal = service.journal
     with journal.transaction():
+        if station_authorisation is not None:
+            journal.use_authorisation(station_authorisation.authorisation.auth_id, status.card_id)
         journal.event(
             "card.renew",
             status.card_id,

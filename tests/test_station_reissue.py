@@ -183,3 +183,34 @@ def test_renewal_sets_the_new_year_balance_only_with_a_central_authorisation(
     assert record.balance_after == 3_000_000 and record.counter == 1
     with pytest.raises(AuthorisationError, match="already used"):
         renew(camp.personaliser, InProcessConnection(card), good, now=station_world.now())
+
+
+def test_renewal_with_centrals_station_renew_is_checked_and_used_once(
+    station_camp: OpenCamp, station_world: StationWorld
+) -> None:
+    camp = station_camp.camp
+    assert isinstance(camp, Camp)
+    card_id, card = _enrolled(camp, station_world)
+    root = station_world.km.load_signer(ROOT, ROOT_SECRET)
+    station = _auth(station_world, AuthKind.RENEW, card_id, members=(0, 1), by_root=True)
+    mismatched = sign_card_authorisation(
+        root, ben.Authorisation(ben.AuthKind.RENEWAL, card_id, 1, 1, 3_000_000)
+    )
+    with pytest.raises(AuthorisationError, match="different cover"):  # the station RENEW grants 1,000,000
+        renew(
+            camp.personaliser,
+            InProcessConnection(card),
+            mismatched,
+            now=station_world.now(),
+            station_authorisation=station,
+        )
+    good = sign_card_authorisation(root, ben.Authorisation(ben.AuthKind.RENEWAL, card_id, 1, 1, 1_000_000))
+    record = renew(
+        camp.personaliser,
+        InProcessConnection(card),
+        good,
+        now=station_world.now(),
+        station_authorisation=station,
+    )
+    assert record.balance_after == 1_000_000
+    assert camp.journal.authorisation_used(station.authorisation.auth_id)
