@@ -95,7 +95,9 @@ def test_fifty_clients_overlapping_batches(
         key = SignedBatch.parse(body).batch.content_hash().hex()
         assert receipts.setdefault(key, answer["receipt"]) == answer["receipt"], "one receipt per content"
     sent_records = {
-        item.record for _t, body in batches for item in SignedBatch.parse(body).batch.items  # type: ignore[union-attr]
+        item.record
+        for _t, body in batches
+        for item in SignedBatch.parse(body).batch.items  # type: ignore[union-attr]
     }
     with get_db(central_app).sessions() as session:
         stored_batches = session.execute(select(func.count()).select_from(BatchRow)).scalar_one()
