@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
 from cardsvc.beneficiary.protocol import Authorisation
 from cardsvc.central.errors import ConflictError
@@ -238,3 +239,46 @@ def test_card_accepts_central_top_up_and_sync_ack(
     session.acknowledge_sync(Authorisation.parse(ack.wire))  # central holds every record up to counter 1
     limits = session.offline_limits()
     assert limits.count == 0 and limits.synced_counter == 1
+
+
+def test_authorise_command_signs_with_the_encrypted_key_file(tmp_path: Any, beneficiary_world: Any) -> None:
+    from click.testing import CliRunner
+
+    from cardsvc.central.app import create_app
+    from cardsvc.central.services.publish import load_central_key
+    from cardsvc.cli import main
+    from cardsvc.pki.errors import KeyCustodyError
+    from cardsvc.pki.signer import FileSigner, ScryptCost, verify_signature
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    now = 1_800_000_000
+    app = create_app({"DATABASE_URL": url, "CLOCK": lambda: float(now)})
+    terminal = SimTerminal.new(0x5E_A8, random.Random(4))
+    with get_db(app).sessions() as session:
+        register_terminal(session, terminal.terminal_id, terminal.key.public_key(), now - DAY)
+        session.commit()
+    card = SimCard.new(CARD, random.Random(1))
+    body = terminal.batch(BatchKind.CAMP, [card.camp_card("INDKMA-PATNA1", now - DAY, now + DAY, 0xF0)], now)
+    headers = terminal.headers("POST", "/api/v1/batches", body, now)
+    assert app.test_client().post("/api/v1/batches", data=body, headers=headers).status_code == 201
+    get_db(app).dispose()
+    key_file = tmp_path / "root.key"
+    root = FileSigner.create(key_file, b"pw", cost=ScryptCost(n=2**10))
+    out = CliRunner().invoke(
+        main,
+        ["central", "authorise", "top_up", CARD_HEX, "--database-url", url, "--key-file", str(key_file),
+         "--chr", "INROOT-TEST", "--value", "5000"],
+        env={"CARDSVC_KEY_PASSPHRASE": "pw"},
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    with get_db(create_app({"DATABASE_URL": url, "DASHBOARD": False})).sessions() as session:
+        from cardsvc.central.models import AuthorisationRow
+
+        row = session.execute(select(AuthorisationRow)).scalar_one()
+        auth = Authorisation.parse(bytes(row.wire))
+    assert (auth.kind.name, auth.value, auth.card_id) == ("TOP_UP", 5000, CARD_ID)
+    verify_signature(root.public_key(), auth.signed_bytes(), auth.signature)  # signed by the key in the file
+    district_cert = tmp_path / "district.cvc"
+    district_cert.write_bytes(beneficiary_world.pki.district.cert.encode())
+    with pytest.raises(KeyCustodyError, match="not the certificate"):
+        load_central_key(key_file, b"pw", "INROOT-TEST", district_cert)

@@ -29,6 +29,9 @@ def _hex_id(value: str) -> int:
     return number
 
 
+KEY_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
 @click.command()
 @DATABASE_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -42,11 +45,36 @@ def _hex_id(value: str) -> int:
 )
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option("--threads", default=8, show_default=True, help="gunicorn threads per worker.")
-def serve(database_url: str, host: str, port: int, server: str, workers: int, threads: int) -> None:
+@click.option("--central-key-file", type=KEY_FILE, default=None, envvar="CARDSVC_CENTRAL_KEY_FILE",
+              help="Signing key for revocation lists, the catalogue and authorisations (encrypted key file; "
+                   "passphrase from CARDSVC_KEY_PASSPHRASE).")  # fmt: skip
+@click.option(
+    "--central-key-chr", envvar="CARDSVC_CENTRAL_KEY_CHR", default=None, help="Its holder reference."
+)
+@click.option("--central-key-chain", type=KEY_FILE, default=None, envvar="CARDSVC_CENTRAL_KEY_CHAIN",
+              help="The district's certificate (absent for the root key).")  # fmt: skip
+def serve(
+    database_url: str, host: str, port: int, server: str, workers: int, threads: int,
+    central_key_file: Path | None, central_key_chr: str | None, central_key_chain: Path | None,
+) -> None:  # fmt: skip
     """Run the central service (migrating the database first)."""
+    import os
+
     from cardsvc.central.app import create_app
 
-    app = create_app({"DATABASE_URL": database_url})
+    config: dict[str, Any] = {"DATABASE_URL": database_url}
+    if central_key_file is not None:
+        from cardsvc.central.services.publish import load_central_key
+
+        if not central_key_chr:
+            raise click.BadParameter("--central-key-chr is required with --central-key-file")
+        passphrase = os.environ.get("CARDSVC_KEY_PASSPHRASE") or click.prompt(
+            "Key passphrase", hide_input=True
+        )
+        config["CENTRAL_KEY"] = load_central_key(
+            central_key_file, passphrase.encode(), central_key_chr, central_key_chain
+        )
+    app = create_app(config)
     if server == "dev":
         app.run(host=host, port=port, threaded=True)
         return
@@ -364,14 +392,9 @@ def authorise_command(
         issue_card_authorisation,
         issue_station_authorisation,
     )
-    from cardsvc.central.services.publish import CentralKey
-    from cardsvc.pki.cvc import CvCertificate
-    from cardsvc.pki.signer import FileSigner
+    from cardsvc.central.services.publish import load_central_key
 
-    key = CentralKey(
-        FileSigner.load(key_file, passphrase.encode()), holder,
-        (CvCertificate.parse(chain.read_bytes()),) if chain else (),
-    )  # fmt: skip
+    key = load_central_key(key_file, passphrase.encode(), holder, chain)
     database = _session(database_url)
     card = f"{_hex_id(card_id):016x}"
     now = int(time.time())

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -26,8 +27,9 @@ from cardsvc.central.errors import ConflictError
 from cardsvc.central.models import Card, Package, PublishedList, Terminal
 from cardsvc.formats.profile import card_chr
 from cardsvc.pki.cvc import CvCertificate
+from cardsvc.pki.errors import KeyCustodyError
 from cardsvc.pki.revocation import RevocationEntry, SubjectKind, build_revocation_list
-from cardsvc.pki.signer import Signer
+from cardsvc.pki.signer import FileSigner, Signer
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,21 @@ class CentralKey:
     signer: Signer
     chr: str
     chain: tuple[CvCertificate, ...] = ()
+
+
+def load_central_key(
+    key_file: Path, passphrase: bytes, chr: str, chain_file: Path | None = None
+) -> CentralKey:
+    """Central's signing key from its encrypted key file (cardsvc.pki format) and, for a district key, the
+    district's CV certificate file. The certificate must hold the key and name ``chr``."""
+    signer = FileSigner.load(key_file, passphrase)
+    chain: tuple[CvCertificate, ...] = ()
+    if chain_file is not None:
+        certificate = CvCertificate.parse(chain_file.read_bytes())
+        if certificate.chr != chr or certificate.public_point != signer.public_key():
+            raise KeyCustodyError(f"{chain_file} is not the certificate of {chr}'s key in {key_file}")
+        chain = (certificate,)
+    return CentralKey(signer, chr, chain)
 
 
 class ListKind(StrEnum):
