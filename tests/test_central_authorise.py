@@ -282,3 +282,25 @@ def test_authorise_command_signs_with_the_encrypted_key_file(tmp_path: Any, bene
     district_cert.write_bytes(beneficiary_world.pki.district.cert.encode())
     with pytest.raises(KeyCustodyError, match="not the certificate"):
         load_central_key(key_file, b"pw", "INROOT-TEST", district_cert)
+
+
+def test_a_terminal_without_facility_sees_only_the_cards_it_names(desk: Desk) -> None:
+    card = SimCard.new(CARD, random.Random(1))
+    desk.register(card)
+    with get_db(desk.app).sessions() as session:
+        issued = issue_card_authorisation(
+            session, desk.app.config["CENTRAL_KEY"], CardKind.TOP_UP, CARD_HEX, now=desk.now, value=1_000
+        )
+        roaming = SimTerminal.new(0x5E_A9, random.Random(5))
+        register_terminal(session, roaming.terminal_id, roaming.key.public_key(), desk.now - DAY)
+        session.commit()
+    client = desk.app.test_client()
+
+    def get(path: str) -> Any:
+        return client.get(path, headers=roaming.headers("GET", path, b"", desk.now))
+
+    assert get("/api/v1/authorisations").get_json()["authorisations"] == []
+    named = get(f"/api/v1/authorisations?card={CARD_HEX}").get_json()["authorisations"]
+    assert [a["id"] for a in named] == [issued.id] and named[0]["audience"] == "card"
+    refused = get("/api/v1/authorisations?card=XYZ")
+    assert refused.status_code == 400 and refused.get_json()["error"] == "bad_card_id"
