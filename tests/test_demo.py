@@ -82,13 +82,6 @@ def test_no_double_debit_and_every_transaction_reconciled(demo_run: tuple[dict[s
     assert summary["resync_new_records"] == 0, "a second sync sends nothing again"
     assert summary["transactions_total"] >= HOUSEHOLDS + 1  # admissions, discharges, disbursements
     unreconciled = summary["unreconciled"]
-    if unreconciled and all(
-        u["flag"] == "balance_mismatch" and u["scheme_id"] not in (None, 1) for u in unreconciled
-    ):
-        pytest.xfail(
-            "central keeps one balance per card (the camp's health cover) and flags every pension "
-            f"disbursement as balance_mismatch: {unreconciled[0]}"
-        )
     assert summary["transactions_reconciled"] == summary["transactions_total"], unreconciled
     assert summary["flags"] == {}
 
