@@ -22,19 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from cardsvc.formats.errors import SignatureError
+from cardsvc.formats.transaction import sign_raw, verify_raw_signature
 from cardsvc.pki.errors import FormatError, KeyCustodyError, SignatureInvalidError
 
 CURVE = ec.SECP256R1()
 POINT_LEN = 65
 SIGNATURE_LEN = 64
-_COORD = 32
 
 
 @runtime_checkable
@@ -48,11 +48,6 @@ class Signer(Protocol):
     def sign(self, data: bytes) -> bytes:
         """ECDSA-SHA256 over ``data``; raw r||s, 64 bytes."""
         ...
-
-
-def raw_from_der(der_sig: bytes) -> bytes:
-    r, s = decode_dss_signature(der_sig)
-    return r.to_bytes(_COORD, "big") + s.to_bytes(_COORD, "big")
 
 
 def load_public_point(point: bytes) -> ec.EllipticCurvePublicKey:
@@ -70,17 +65,19 @@ def point_of(public_key: ec.EllipticCurvePublicKey) -> bytes:
 
 
 def verify_signature(point: bytes, data: bytes, signature: bytes, *, subject: str = "") -> None:
-    """Raise SignatureInvalidError unless ``signature`` (raw r||s) is valid for ``data`` under ``point``."""
+    """Raise SignatureInvalidError unless ``signature`` (raw r||s) is valid for ``data`` under ``point``.
+
+    The raw-signature check itself is the project convention's one home,
+    :func:`cardsvc.formats.transaction.verify_raw_signature`; this adds the point parsing and the PKI error.
+    """
     if len(signature) != SIGNATURE_LEN:
         raise SignatureInvalidError(
             f"signature must be {SIGNATURE_LEN} bytes r||s, got {len(signature)}", subject=subject
         )
     key = load_public_point(point)
-    r = int.from_bytes(signature[:_COORD], "big")
-    s = int.from_bytes(signature[_COORD:], "big")
     try:
-        key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
+        verify_raw_signature(key, data, signature)
+    except SignatureError:
         raise SignatureInvalidError(
             "signature does not verify under the issuer's key", subject=subject
         ) from None
@@ -107,7 +104,7 @@ class SoftwareSigner:
         return point_of(self._key.public_key())
 
     def sign(self, data: bytes) -> bytes:
-        return raw_from_der(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
+        return sign_raw(self._key, data)
 
     def __repr__(self) -> str:
         return f"SoftwareSigner(key_id={key_id(self.public_key())})"
