@@ -12,9 +12,8 @@ from cardsvc.card.errors import SecurityStatusError, WrongPinError
 from cardsvc.card.inprocess import InProcessConnection
 from cardsvc.card.session import ApplicationSession, Iso7816Session
 from cardsvc.card.transport import CardConnection, TransportError
-
-generic = pytest.importorskip("hardware_sims.card.apps.generic")
-cardos = pytest.importorskip("hardware_sims.card.cardos")
+from hardware_sims.card import cardos
+from hardware_sims.card.apps import generic
 
 SHORT_ONLY = {"max_command_apdu": 4 + 1 + 255 + 1, "max_response_apdu": 256 + 2}
 
