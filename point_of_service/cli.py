@@ -645,5 +645,14 @@ def bench_verify(rounds: int, json_out: str | None) -> None:
         sys.exit(1)
 
 
+def _register_web() -> None:
+    from point_of_service.web.serve import register
+
+    register(main)
+
+
+_register_web()
+
+
 def run_cli(argv: Sequence[str]) -> None:
     main(list(argv))
