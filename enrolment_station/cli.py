@@ -499,3 +499,12 @@ def bench(households: int, json_out: Path | None) -> None:
     from enrolment_station.bench import main as bench_main
 
     sys.exit(bench_main(households=households, json_out=json_out))
+
+
+def _register_web() -> None:
+    from enrolment_station.web.serve import register
+
+    register(main)
+
+
+_register_web()
