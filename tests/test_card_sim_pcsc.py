@@ -1,7 +1,8 @@
 """The simulated card on the real PC/SC stack, seen by third-party clients (opensc-tool, pcsc_scan) and by
 pyscard: ATR, short APDUs, reset of RAM state between sessions, card pulled by a fault.
 
-Uses the card-host engineer's ``serve_card`` fixture (pcscd + vpcd); skips locally where pcscd cannot run."""
+Uses the card-host engineer's ``serve_card`` fixture (pcscd + vpcd); skips locally (fails under CI) where
+pcscd or a tool cannot run."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from hardware_sims.card.apps.generic import GENERIC_AID, GenericApplication
 from hardware_sims.card.faults import FaultInjector
+from tests.fixtures.pcsc import unavailable
 
 pytestmark = pytest.mark.pcsc
 
@@ -22,7 +24,7 @@ SLOT = 1  # the card-host tests mostly use slot 0; either works
 
 def _tool(*args: str) -> str:
     if shutil.which(args[0]) is None:
-        pytest.skip(f"{args[0]} is not installed")
+        unavailable(f"{args[0]} is not installed (scripts/setup.sh installs it)")
     proc = subprocess.run(args, capture_output=True, text=True, timeout=30)
     return proc.stdout + proc.stderr
 
