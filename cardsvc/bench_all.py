@@ -34,6 +34,30 @@ BENCHES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("pos", ("bench/bench_pos.py",), "POS verification cost through pcscd + vpcd with the sensor"),
     ("ingest", ("bench/bench_ingest.py",), "central ingest rate against the signature-verification ceiling"),
 )
+
+
+def _first_line(script: Path) -> str:
+    """The first line of a script's docstring (what a benchmark not listed above measures)."""
+    import ast
+
+    try:
+        doc = ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))) or ""
+    except (OSError, SyntaxError):
+        doc = ""
+    return doc.splitlines()[0].rstrip(".,:") if doc else script.stem
+
+
+def benches(repo: Path = REPO) -> list[tuple[str, tuple[str, ...], str]]:
+    """BENCHES, then any ``bench/bench_*.py`` added since (so a new benchmark is never left out)."""
+    listed = {args[0] for _, args, _ in BENCHES}
+    found = [
+        (p.stem.removeprefix("bench_"), (f"bench/{p.name}",), _first_line(p))
+        for p in sorted((repo / "bench").glob("bench_*.py"))
+        if f"bench/{p.name}" not in listed
+    ]
+    return [*BENCHES, *found]
+
+
 CEILING_WORDS = ("ceiling", "floor", "ratio", "limit", "target", "<=", "≤")
 #: "<label>  <figure> [unit] [(note)]  ceiling|floor <bound>": the layout most benchmarks print.
 _FIGURE = re.compile(
@@ -140,7 +164,7 @@ def run_all(
     echo: Callable[[str], None] = click.echo,
 ) -> list[BenchResult]:
     results = []
-    for name, args, what in BENCHES:
+    for name, args, what in benches():
         if (only and name not in only) or name in skip:
             continue
         echo(click.style(f"==> bench {name}: {what}", fg="cyan"))
@@ -167,7 +191,7 @@ def register(main: click.Group) -> None:
     @bench.command("all")
     @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results here.")
     @click.option(
-        "--only", multiple=True, help="Run only these (repeatable): " + ", ".join(n for n, *_ in BENCHES)
+        "--only", multiple=True, help="Run only these (repeatable): " + ", ".join(n for n, *_ in benches())
     )
     @click.option("--skip", multiple=True, help="Skip these (repeatable).")
     @click.option("--timeout", default=900.0, show_default=True, help="Seconds allowed per benchmark.")
@@ -175,7 +199,7 @@ def register(main: click.Group) -> None:
         json_path: str | None, only: tuple[str, ...], skip: tuple[str, ...], timeout: float
     ) -> None:
         """Run every benchmark in turn; a table of figure / ceiling lines; exit 1 if any is over or failed."""
-        unknown = (set(only) | set(skip)) - {n for n, *_ in BENCHES}
+        unknown = (set(only) | set(skip)) - {n for n, *_ in benches()}
         if unknown:
             raise click.BadParameter(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
         results = run_all(only=only, skip=skip, timeout=timeout)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from cardsvc.bench_all import BENCHES, REPO, figure_lines, run_bench, status_of, with_ratio
+from cardsvc.bench_all import REPO, benches, figure_lines, run_bench, status_of, with_ratio
 from cardsvc.cli import main
 
 
@@ -59,8 +59,15 @@ def test_missing_benchmark_is_reported_not_run(tmp_path: Path) -> None:
 def test_registered_in_the_bench_group_and_knows_every_script() -> None:
     help_text = CliRunner().invoke(main, ["bench", "all", "--help"]).output
     assert "--only" in help_text and "--json" in help_text
-    scripts = {args[0] for _, args, _ in BENCHES if args[0] != "-m"}
+    scripts = {args[0] for _, args, _ in benches() if args[0] != "-m"}
     on_disk = {f"bench/{p.name}" for p in (REPO / "bench").glob("bench_*.py")}
     assert on_disk <= scripts, f"benchmarks not run by `bench all`: {sorted(on_disk - scripts)}"
     refused = CliRunner().invoke(main, ["bench", "all", "--only", "nope"])
     assert refused.exit_code == 2 and "unknown benchmark(s): nope" in refused.output
+
+
+def test_a_benchmark_added_later_is_run_too(tmp_path: Path) -> None:
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "bench_new_thing.py").write_text('"""New thing: figures beside ceilings."""\n')
+    added = benches(tmp_path)[-1]
+    assert added == ("new_thing", ("bench/bench_new_thing.py",), "New thing: figures beside ceilings")
