@@ -10,6 +10,7 @@ import pytest
 from cardsvc.bio.capture import (
     CaptureCancelled,
     CaptureProgress,
+    CaptureResult,
     CaptureStage,
     FingerprintSensor,
     NoFingerTimeout,
@@ -163,3 +164,12 @@ def test_unit_too_few_minutiae_is_poor_even_with_good_nfiq2(mocker) -> None:
     assert err.value.best_quality == 80 and err.value.best is not None
     result = capture_finger(sensor, min_minutiae=8, extract=lambda image: few, sleep=lambda s: None)
     assert result.template is few
+
+
+def test_capture_result_repr_carries_neither_image_nor_minutiae() -> None:
+    """A capture result in a log line or traceback must not dump the finger image or its template."""
+    image = np.full((288, 256), 173, dtype=np.uint8)
+    result = CaptureResult(FingerTemplate(()), quality=55, attempts=2, image=image)
+    text = repr(result)
+    assert "173" not in text and "array" not in text
+    assert "quality=55" in text and "attempts=2" in text

@@ -309,3 +309,20 @@ def test_arbitrary_bytes_never_crash_the_card_decoders(blob: bytes) -> None:
     for decoder in (unwrap_verify_template, decode_compact, IsoRecord.parse):
         with contextlib.suppress(TemplateFormatError):
             decoder(blob)
+
+
+def test_template_reprs_carry_no_minutiae() -> None:
+    """A template in a log line, traceback or test report must not spell out the finger's minutiae."""
+    template = FingerTemplate(
+        (
+            Minutia(123, 217, 45.0, MinutiaKind.ENDING, 80),
+            Minutia(201, 99, 300.0, MinutiaKind.BIFURCATION, 60),
+        ),
+        width=256,
+        height=288,
+        quality=71,
+    )
+    record = IsoRecord(views=(IsoView(template),), width=256, height=288)
+    for text in (repr(template), str(template), repr(record)):
+        assert "217" not in text and "201" not in text and "Minutia(" not in text
+        assert "2 minutiae" in text  # still says what it is

@@ -20,7 +20,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -105,7 +105,7 @@ class CaptureResult:
     template: FingerTemplate
     quality: int  # NFIQ2 0-100
     attempts: int
-    image: np.ndarray  # uint8 grey, 288 x 256 (what the sensor sent, 16 grey levels)
+    image: np.ndarray = field(repr=False)  # uint8 grey, 288 x 256 (16 grey levels); never in a repr
 
 
 class SensorModule(Protocol):

@@ -40,3 +40,10 @@ class FingerTemplate:
     quality: int = 0  # 0-100 sample quality (NFIQ2 where known)
     impression_type: int = 0  # 0 = live-scan plain
     extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+    def __repr__(self) -> str:
+        """Geometry and counts only: a template is biometric data and must not reach logs or tracebacks."""
+        return (
+            f"FingerTemplate(<{len(self.minutiae)} minutiae>, {self.width}x{self.height}, "
+            f"{self.resolution_ppcm} ppcm, finger={self.finger_position}, quality={self.quality})"
+        )
