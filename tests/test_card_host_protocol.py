@@ -270,3 +270,15 @@ def test_a_garbled_atr_means_short_apdus(mocker: Any) -> None:
     conn = fake_connection(mocker)
     conn.atr = b"\x99\x01"
     assert Iso7816Session(conn).limits == CardLimits.short()
+
+
+def test_non_ascii_pin_is_refused_without_echoing_it(mocker: Any) -> None:
+    """A mistyped PIN with a non-ASCII character gets a clear error that neither says nor carries the PIN."""
+    conn = fake_connection(mocker)
+    session = Iso7816Session(conn)
+    for call in (lambda: session.verify_pin("12\u00e934"), lambda: session.change_pin("1234", "98\u00e976")):
+        with pytest.raises(ValueError, match="must be ASCII") as refused:
+            call()
+        assert "\u00e9" not in str(refused.value) and "12" not in str(refused.value)
+        assert refused.value.__cause__ is None and refused.value.__context__ is None  # no UnicodeEncodeError
+    conn.send_and_receive.assert_not_called()  # nothing reached the card

@@ -207,7 +207,7 @@ class Iso7816Session:
 
     def verify_pin(self, pin: bytes | str, reference: int = PinReference.SPECIFIC_1) -> None:
         """VERIFY; raises WrongPinError(attempts_remaining) or AuthBlockedError. The PIN is never logged."""
-        pin_bytes = pin.encode("ascii") if isinstance(pin, str) else bytes(pin)
+        pin_bytes = encode_pin(pin)
         if not pin_bytes:
             raise ValueError("empty PIN: use pin_status() to query the PIN state")
         self.send_apdu(Ins.VERIFY, 0, reference, pin_bytes)
@@ -228,11 +228,21 @@ class Iso7816Session:
         self, old: bytes | str, new: bytes | str, reference: int = PinReference.SPECIFIC_1
     ) -> None:
         """CHANGE REFERENCE DATA with old and new PIN concatenated (never logged)."""
-        raw = [p.encode("ascii") if isinstance(p, str) else bytes(p) for p in (old, new)]
+        raw = [encode_pin(p) for p in (old, new)]
         self.send_apdu(Ins.CHANGE_REFERENCE_DATA, 0, reference, raw[0] + raw[1])
 
     def close(self) -> None:
         self.protocol.close()
+
+
+def encode_pin(pin: bytes | str) -> bytes:
+    """A PIN as the card compares it. A non-ASCII PIN is refused with a message that does not echo it
+    (Python's own UnicodeEncodeError would quote the offending character and carry the whole PIN)."""
+    if not isinstance(pin, str):
+        return bytes(pin)
+    if not pin.isascii():
+        raise ValueError("a PIN must be ASCII characters (digits on these cards)")
+    return pin.encode("ascii")
 
 
 def _limits_from_atr(connection: CardConnection) -> CardLimits:

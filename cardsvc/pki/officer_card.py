@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cardsvc.card.errors import ApduError, WrongPinError
-from cardsvc.card.session import ApplicationSession
+from cardsvc.card.session import ApplicationSession, encode_pin
 from cardsvc.pki import officer as fmt
 from cardsvc.pki.cvc import CvCertificate
 from cardsvc.pki.errors import FormatError, PkiError, SignatureInvalidError
@@ -109,7 +109,7 @@ class OfficerCardSession(ApplicationSession):
         self._cmd(fmt.OfficerIns.PUT_TEMPLATES, data, sensitive=True)
 
     def set_pin(self, pin: str) -> None:
-        self._cmd(fmt.OfficerIns.SET_PIN, pin.encode("ascii"), sensitive=True)
+        self._cmd(fmt.OfficerIns.SET_PIN, encode_pin(pin), sensitive=True)
 
     def lock(self) -> None:
         self._cmd(fmt.OfficerIns.LOCK)
