@@ -302,13 +302,6 @@ def test_central_killed_mid_upload_resumes_without_loss(
     _assert_nothing_lost(central.database_url, journal_path, made, tried)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=http.client.IncompleteRead,
-    reason="point_of_service HttpTransport maps URLError/TimeoutError to ConnectionError but not "
-    "http.client.HTTPException (IncompleteRead, found by the central-kill drill): sync() then raises "
-    "instead of reporting a failed sync",
-)
 def test_answer_cut_mid_body_is_a_network_failure() -> None:
     """Central dies after its status line and headers, before the body: the terminal must see an
     unreachable central (ConnectionError, the batch stays queued), not an unexpected exception."""

@@ -10,6 +10,7 @@ unsent batches pending for the next sync; nothing is rebuilt, nothing is counted
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import secrets
@@ -59,7 +60,14 @@ class HttpTransport:
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
+                status, raw = resp.status, resp.read()
+            try:
+                return status, json.loads(raw or b"null")
+            except ValueError:
+                raise ConnectionError(
+                    f"central at {self.base_url} answered {status} with a body that is not JSON "
+                    f"({len(raw)} bytes): the answer was cut"
+                ) from None
         except urllib.error.HTTPError as exc:
             try:
                 payload = json.loads(exc.read() or b"null")
@@ -68,6 +76,8 @@ class HttpTransport:
             return exc.code, payload
         except (urllib.error.URLError, TimeoutError) as exc:
             raise ConnectionError(f"central unreachable at {self.base_url}: {exc}") from None
+        except http.client.HTTPException as exc:  # e.g. IncompleteRead: central died mid-answer
+            raise ConnectionError(f"central's answer was cut ({type(exc).__name__}: {exc})") from None
 
 
 @dataclass
