@@ -8,10 +8,10 @@ only short APDUs or 1-3 KB extended ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from cardsvc.card.errors import ApduTooLongError, ProtocolError
-from cardsvc.card.iso import SECRET_DATA_INS, SW, SW1, Cla, sw_name
+from cardsvc.card.iso import SECRET_DATA_INS, SW, SW1, sw_name
 
 SHORT_MAX_LC = 255
 SHORT_MAX_LE = 256
@@ -151,11 +151,6 @@ class CommandApdu:
             f"CommandApdu(cla={self.cla:02X}, ins={self.ins:02X}, p1={self.p1:02X}, p2={self.p2:02X}, "
             f"data={data}, le={self.le})"
         )
-
-    def with_chaining(self, more: bool) -> CommandApdu:
-        """Copy with the CLA chaining bit set (``more``) or cleared."""
-        cla = self.cla | Cla.CHAINING if more else self.cla & ~Cla.CHAINING & 0xFF
-        return replace(self, cla=cla)
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,6 @@ class CommandApdu:
     def p1p2(self) -> int:
         return (self.p1 << 8) | self.p2
 
-    @property
-    def has_le(self) -> bool:
-        return self.ne > 0
-
 
 def parse_command(raw: bytes, *, max_command: int, extended_allowed: bool) -> CommandApdu:
     """Parse one command APDU; length errors raise IsoError(6700)."""
