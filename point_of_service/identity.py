@@ -13,6 +13,7 @@ Home layout (``POS_HOME`` or ``--home``)::
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -94,8 +95,11 @@ def install(
         )
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(chain_file, home / CHAIN_FILE)
-    shutil.copyfile(key_file, home / KEY_FILE)
-    (home / KEY_FILE).chmod(0o600)
+    # The key file is created 0600 (not copied with the umask, then narrowed): never readable by others.
+    fd = os.open(home / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key_file.read_bytes())
+    (home / KEY_FILE).chmod(0o600)  # a re-install over an older file keeps 0600 too
     config = {
         "chr": certs[-1].chr,
         "terminal_id": f"{terminal_id:016x}",

@@ -295,6 +295,7 @@ def test_terminal_process_sigkilled_after_the_card_debit(pos_world: PosWorld, tm
         terminal_id=0x5EC0_0777,
         facility_id=17,
     )
+    assert (home / identity.KEY_FILE).stat().st_mode & 0o077 == 0  # the terminal key: owner only
     (home / "operator.cvc").write_bytes(pos_world.operator_cert.encode())
     card_dir = pos_world.copy("activated", tmp_path / "card")
     proc = subprocess.run(
