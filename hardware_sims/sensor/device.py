@@ -8,6 +8,7 @@ byte-rate model and the control socket live in `hardware_sims.sensor.simulator`.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
@@ -181,7 +182,9 @@ class SensorDevice:
     # ---- instructions ----------------------------------------------------------------------------------
     def _do_verify_password(self, args: bytes) -> list[Packet]:
         (password,) = struct.unpack(">I", args[:4])
-        self.verified = password == self.params.password
+        # constant time: no timing oracle for the module password
+        expected = struct.pack(">I", self.params.password)
+        self.verified = hmac.compare_digest(struct.pack(">I", password), expected)
         return self._ok() if self.verified else self._fail(Confirmation.WRONG_PASSWORD)
 
     def _do_set_password(self, args: bytes) -> list[Packet]:
