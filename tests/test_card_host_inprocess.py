@@ -11,7 +11,7 @@ from cardsvc.card.apdu import CardLimits
 from cardsvc.card.errors import SecurityStatusError, WrongPinError
 from cardsvc.card.inprocess import InProcessConnection
 from cardsvc.card.session import ApplicationSession, Iso7816Session
-from cardsvc.card.transport import CardConnection, TransportError
+from cardsvc.card.transport import CardConnection, CountingConnection, TransportError
 from hardware_sims.card import cardos
 from hardware_sims.card.apps import generic
 
@@ -20,22 +20,6 @@ SHORT_ONLY = {"max_command_apdu": 4 + 1 + 255 + 1, "max_response_apdu": 256 + 2}
 
 class GenericSession(ApplicationSession):
     AID = generic.GENERIC_AID
-
-
-class CountingConnection:
-    def __init__(self, inner: InProcessConnection) -> None:
-        self.inner, self.count = inner, 0
-
-    @property
-    def atr(self) -> bytes:
-        return self.inner.atr
-
-    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
-        self.count += 1
-        return self.inner.send_and_receive(apdu)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def make_card(tmp_path: Path, **kwargs: object):  # type: ignore[no-untyped-def]

@@ -19,7 +19,13 @@ from cardsvc.card.apdu import CardLimits
 from cardsvc.card.errors import SecurityStatusError
 from cardsvc.card.pcsc import Disposition, PcscConnection, list_readers, wait_for_card
 from cardsvc.card.session import ApplicationSession, Iso7816Session
-from cardsvc.card.transport import CardBusyError, CardRemovedError, CardResetError, CardWaitTimeoutError
+from cardsvc.card.transport import (
+    CardBusyError,
+    CardRemovedError,
+    CardResetError,
+    CardWaitTimeoutError,
+    CountingConnection,
+)
 from tests.fixtures.pcsc import BIG_FILE_SIZE, ServedCard
 
 pytestmark = pytest.mark.pcsc
@@ -36,26 +42,6 @@ ServeCard = Callable[..., ServedCard]
 
 class GenericSession(ApplicationSession):
     AID = GENERIC_AID
-
-
-class CountingConnection:
-    """Counts the APDUs that reach PC/SC."""
-
-    def __init__(self, inner: PcscConnection) -> None:
-        self.inner, self.count = inner, 0
-        self.sent: list[bytes] = []
-
-    @property
-    def atr(self) -> bytes:
-        return self.inner.atr
-
-    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
-        self.count += 1
-        self.sent.append(bytes(apdu))
-        return self.inner.send_and_receive(apdu)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_reader_listed_and_atr_matches_the_card(pcsc_card: ServedCard) -> None:

@@ -21,6 +21,7 @@ from cardsvc.card.iso import Ins
 from cardsvc.card.pcsc import PcscConnection
 from cardsvc.card.pcscd import VPCD_PORTS, PcscdHandle, ensure_pcscd, wait_for_card_state
 from cardsvc.card.session import Iso7816Session
+from cardsvc.card.transport import CountingConnection
 
 BENCH_AID = bytes.fromhex("F05253425953494D01")  # the simulator's generic test application
 BENCH_EF = 0x0103  # its big EF, read/update ALWAYS
@@ -51,25 +52,6 @@ class Figure:
         digits = 0 if self.unit == "APDUs" else 3
         value = f"{self.value:>9.{digits}f} {self.unit:<6}"
         return f"  {self.name:<52} {value} ceiling {self.ceiling:>8.{digits}f} {self.unit:<6} {verdict}"
-
-
-class CountingConnection:
-    """Wraps a CardConnection and counts the APDUs that cross it."""
-
-    def __init__(self, inner: PcscConnection) -> None:
-        self.inner = inner
-        self.count = 0
-
-    @property
-    def atr(self) -> bytes:
-        return self.inner.atr
-
-    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
-        self.count += 1
-        return self.inner.send_and_receive(apdu)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @contextmanager

@@ -58,6 +58,30 @@ class CardConnection(Protocol):
         ...
 
 
+class CountingConnection:
+    """Wraps a CardConnection and counts (and keeps) the APDUs that cross it.
+
+    Why here: benchmarks and tests measure how many APDUs a read or a write costs; one wrapper serves both.
+    """
+
+    def __init__(self, inner: CardConnection) -> None:
+        self.inner = inner
+        self.count = 0
+        self.sent: list[bytes] = []
+
+    @property
+    def atr(self) -> bytes:
+        return bytes(getattr(self.inner, "atr", b""))
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        self.count += 1
+        self.sent.append(bytes(apdu))
+        return self.inner.send_and_receive(apdu)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 @runtime_checkable
 class SimulatedCardLike(Protocol):
     """What the in-process adapter needs from a simulated card (implemented in hardware_sims)."""
