@@ -1,5 +1,6 @@
 """Sync with central: upload the card records in signed batches (idempotent, resumable), download
-revocations, the package catalogue and authorisations. Days offline are normal: everything queues.
+revocations, the package catalogue and authorisations (kept in the journal; sync acknowledgements are
+presented to their card at its next insertion, services/authorisations.py). Days offline are normal.
 
 Idempotent and resumable by construction: records are frozen into a batch (its wire bytes kept in the
 journal) BEFORE the first upload attempt, so every retry sends byte-identical content; central keys batches
@@ -26,6 +27,7 @@ from point_of_service.errors import CatalogueError, SyncError
 from point_of_service.identity import TerminalIdentity
 from point_of_service.journal import Journal
 from point_of_service.reasons import Reason
+from point_of_service.services.authorisations import store_authorisations
 from point_of_service.trust import TrustState, utc
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,6 @@ API = "/api/v1"
 MAX_BATCH_ITEMS = 500
 _LAST_SYNC = "sync.last_success"
 _LAST_ATTEMPT = "sync.last_attempt"
-_AUTHORISATIONS = "sync.authorisations"
 _CENTRAL_PACKAGES = "sync.central_packages"
 
 
@@ -202,7 +203,8 @@ class SyncService:
             report.downloads.append("packages")
         status, payload = self._call("GET", "/authorisations")
         if status == 200 and isinstance(payload, dict):
-            self.journal.put(_AUTHORISATIONS, payload.get("authorisations", []))
+            items = payload.get("authorisations", [])
+            store_authorisations(self.journal, items if isinstance(items, list) else [])
             report.downloads.append("authorisations")
 
     # --- the whole sync ----------------------------------------------------------------------------

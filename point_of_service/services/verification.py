@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cardsvc.beneficiary.errors import BeneficiaryCardError
-from cardsvc.beneficiary.session import BeneficiarySession
+from cardsvc.beneficiary.session import BeneficiarySession, OfflineState
 from cardsvc.beneficiary.verify import (
     CardRefusedError,
     NoTemplateError,
@@ -41,6 +41,7 @@ from point_of_service.identity import TerminalIdentity
 from point_of_service.journal import Journal
 from point_of_service.probe import CaptureFn
 from point_of_service.reasons import Reason
+from point_of_service.services.authorisations import AppliedAuthorisations, apply_sync_acknowledgements
 from point_of_service.services.fallback import (
     Fallback,
     Override,
@@ -92,6 +93,17 @@ class CardVisit:
     attempts: VisitAttempts = field(default_factory=VisitAttempts)
     member: int | None = None
     member_verified_by: str | None = None  # "fingerprint" or "override"
+    #: central's sync acknowledgement presented at this insertion (limits renewed) and what was refused
+    authorisations: AppliedAuthorisations = field(default_factory=AppliedAuthorisations)
+
+    @property
+    def offline_limits(self) -> OfflineState:
+        """The card's offline limits now: after a renewal at this insertion, else as verification read."""
+        if self.authorisations.limits is not None:
+            return self.authorisations.limits
+        st = self.verified.status
+        return OfflineState(st.max_count, st.max_amount, st.since_sync_count, st.since_sync_amount,
+                            st.synced_counter, st.counter)  # fmt: skip
 
     @property
     def card_chr(self) -> str:
@@ -162,7 +174,14 @@ def verify_card(
                 "offline_limits": [verified.status.max_count, verified.status.max_amount],
             },
         )
-    return CardVisit(session, verified)
+    visit = CardVisit(session, verified)
+    if journal is not None:
+        # the card is genuine and this terminal authenticated: carry central's acknowledgement to it
+        visit.authorisations = apply_sync_acknowledgements(
+            session, journal, card_id=verified.card_number, status=verified.status, now=now,
+            operator=clerk.chr,
+        )  # fmt: skip
+    return visit
 
 
 def check_facility(identity: TerminalIdentity, trust: TrustState, clerk: Clerk, now: int) -> None:
