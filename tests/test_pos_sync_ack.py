@@ -1,0 +1,282 @@
+"""The offline-limit loop closed: a card at its offline debit limit is refused; the POS uploads its records
+to the real central app (Flask, SQLite in tmp_path), central signs a sync acknowledgement, the POS downloads
+it and presents it at the card's next insertion; the card debits again. Forged, other-card and older
+acknowledgements do not lift the limits."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Flask
+
+from cardsvc.beneficiary.protocol import AuthKind, Authorisation
+from cardsvc.beneficiary.session import sign_authorisation
+from cardsvc.card.inprocess import InProcessConnection
+from cardsvc.central.app import create_app
+from cardsvc.central.extensions import get_db
+from cardsvc.central.services.authorise import CardKind, held_counter, issue_card_authorisation
+from cardsvc.central.services.publish import CentralKey
+from cardsvc.central.services.terminals import add_facility, register_terminal
+from cardsvc.central.testing import FixedClock, SimCard, SimTerminal
+from cardsvc.formats.batch import BatchKind
+from cardsvc.formats.profile import card_chr
+from hardware_sims.card.cardos import SimulatedCard
+from point_of_service.catalogue import Catalogue, Package
+from point_of_service.errors import TransactionError
+from point_of_service.journal import Journal
+from point_of_service.reasons import Reason
+from point_of_service.services import paypoint
+from point_of_service.services.authorisations import (
+    StoredAuthorisation,
+    store_authorisations,
+    stored_authorisations,
+)
+from point_of_service.services.sync import SyncService
+from point_of_service.services.verification import CardVisit, verify_card, verify_member
+from tests.fixtures.beneficiary import SCHEME_HEALTH
+from tests.fixtures.pos import POS_CARD_NOW, POS_FACILITY_ID, PosWorld, capture_of
+
+NOW = POS_CARD_NOW
+DAY = 86_400
+OTHER_CARD = 0x0000_0000_0BAD_CA4D
+
+
+class Transport:
+    """The POS's HTTP exchange answered by the Flask test client of the real central app."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+        client = self.app.test_client()
+        resp = (
+            client.post(path, data=body, headers=headers)
+            if method == "POST"
+            else client.get(path, headers=headers)
+        )
+        return resp.status_code, resp.get_json()
+
+
+class Desk:
+    """One POS terminal (journal, trust, identity, clerk) and central (app, clock, its signing key)."""
+
+    def __init__(self, world: PosWorld, tmp: Path) -> None:
+        self.world = world
+        pki = world.pki
+        self.journal = Journal(tmp / "journal.sqlite")
+        self.trust = world.trust(self.journal)
+        self.identity = world.identity()
+        self.clerk = world.clerk()
+        self.rng = random.Random(11)
+        catalogue = Catalogue(
+            1, pki.district.chr, NOW - DAY, NOW - DAY, (Package(55, "Fever", 90_000, "general"),)
+        )
+        self.trust.install_catalogue(
+            catalogue.sign(pki.district.signer, [pki.district.cert]), now=datetime.fromtimestamp(NOW, UTC)
+        )
+        self.clock = FixedClock(float(NOW))
+        self.key = CentralKey(pki.district.signer, pki.district.chr, (pki.district.cert,))
+        self.app = create_app({"DATABASE_URL": f"sqlite:///{tmp / 'central.db'}", "CLOCK": self.clock,
+                               "TESTING": True, "CENTRAL_KEY": self.key})  # fmt: skip
+        self.camp = SimTerminal.new(0x5E_CA, random.Random(3))
+        point = ec.EllipticCurvePublicKey.from_encoded_point(
+            ec.SECP256R1(), self.identity.certificate.public_point
+        )
+        with get_db(self.app).sessions() as session:
+            add_facility(session, POS_FACILITY_ID, "Patna Hospital", pki.district.chr, 25.6, 85.1)
+            session.flush()
+            register_terminal(session, self.identity.terminal_id, point, NOW - DAY, POS_FACILITY_ID)
+            register_terminal(session, self.camp.terminal_id, self.camp.key.public_key(), NOW - DAY)
+            session.commit()
+        self.sync = SyncService(self.journal, self.identity, self.trust, Transport(self.app),
+                                now=lambda: int(self.clock()))  # fmt: skip
+
+    def register_card(self, card_id: int, card_key: bytes) -> None:
+        """The camp's upload: central knows the card (and its key) before it signs anything for it."""
+        sim = SimCard.new(card_id, random.Random(card_id & 0xFFFF))
+        camp = dataclasses.replace(
+            sim.camp_card(self.world.pki.district.chr, NOW - 100 * DAY, NOW + 265 * DAY, 0xF0),
+            card_key=card_key,
+        )
+        body = self.camp.batch(BatchKind.CAMP, [camp], int(self.clock()))
+        headers = self.camp.headers("POST", "/api/v1/batches", body, int(self.clock()))
+        resp = self.app.test_client().post("/api/v1/batches", data=body, headers=headers)
+        assert resp.status_code == 201, resp.get_json()
+
+    def issue_sync_ack(self, card_id: int) -> Authorisation:
+        """Central's step after ingest (it does not issue acknowledgements by itself)."""
+        with get_db(self.app).sessions() as db:
+            issued = issue_card_authorisation(
+                db, self.key, CardKind.SYNC_ACK, f"{card_id:016x}", now=int(self.clock())
+            )
+        return Authorisation.parse(issued.wire)
+
+    def held(self, card_id: int) -> int:
+        with get_db(self.app).sessions() as db:
+            return held_counter(db, f"{card_id:016x}")
+
+    def insert(self, card: SimulatedCard) -> CardVisit:
+        """A fresh insertion: power cycle, verify the card, then the member's finger."""
+        card.power_off()
+        visit = verify_card(
+            InProcessConnection(card),
+            identity=self.identity,
+            trust=self.trust,
+            clerk=self.clerk,
+            now=NOW,
+            journal=self.journal,
+            rng=self.rng.randbytes,
+        )
+        match = verify_member(visit, member=0, finger=2, capture=capture_of(3, 1), clerk=self.clerk, now=NOW,
+                              journal=self.journal)  # fmt: skip
+        assert match.matched
+        return visit
+
+    def pay(self, visit: CardVisit, at: int, amount: int = 1_000) -> None:
+        paypoint.disburse(visit, scheme_id=SCHEME_HEALTH, amount=amount, now=at, journal=self.journal,
+                          identity=self.identity, clerk=self.clerk, rng=self.rng.randbytes)  # fmt: skip
+
+    def pay_refused(self, visit: CardVisit, at: int) -> Reason:
+        with pytest.raises(TransactionError) as info:
+            self.pay(visit, at)
+        return info.value.reason
+
+    def auth_events(self, outcome: str | None = None) -> list[Any]:
+        return [
+            e for e in self.journal.events(kind="authorisation") if outcome is None or e.outcome == outcome
+        ]
+
+    def close(self) -> None:
+        self.journal.close()
+        get_db(self.app).dispose()
+
+
+@pytest.fixture
+def desk(pos_world: PosWorld, tmp_path: Path) -> Iterator[Desk]:
+    d = Desk(pos_world, tmp_path)
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def limited(desk: Desk, pos_world: PosWorld, tmp_path: Path) -> tuple[SimulatedCard, CardVisit]:
+    """A registered card with default limits (20 debits), used up and refused with the limit reason."""
+    card = pos_world.beneficiary_card(tmp_path / "card")
+    visit = desk.insert(card)
+    desk.register_card(visit.card_id, visit.card_key)
+    for i in range(20):
+        desk.pay(visit, NOW + i)
+    assert desk.pay_refused(visit, NOW + 50) is Reason.OFFLINE_LIMIT_REACHED
+    return card, visit
+
+
+def test_sync_ack_from_central_lifts_the_offline_limit(
+    desk: Desk, limited: tuple[SimulatedCard, CardVisit]
+) -> None:
+    card, first = limited
+    # still refused at the next insertion: nothing from central yet
+    again = desk.insert(card)
+    assert not again.authorisations.limits_renewed
+    assert again.offline_limits.debits_left == 0
+    assert desk.pay_refused(again, NOW + 60) is Reason.OFFLINE_LIMIT_REACHED
+
+    desk.clock.advance(600)
+    report = desk.sync.sync()
+    assert report.error is None and report.records_sent == 20, report
+    assert desk.held(first.card_id) == 20, "central holds every record up to the card's counter"
+    ack = desk.issue_sync_ack(first.card_id)
+    assert (ack.kind, ack.value, ack.card_id) == (AuthKind.SYNC_ACK, 20, first.card_chr)
+
+    desk.clock.advance(600)
+    assert desk.sync.sync().error is None
+    (kept,) = stored_authorisations(desk.journal)
+    assert (kept.kind, kept.card_id, kept.audience) == ("sync_ack", f"{first.card_id:016x}", "card")
+
+    renewed = desk.insert(card)
+    applied = renewed.authorisations
+    assert applied.limits_renewed and applied.refused == ()
+    assert applied.limits is not None
+    assert (applied.limits.count, applied.limits.amount, applied.limits.synced_counter) == (0, 0, 20)
+    assert renewed.offline_limits.debits_left == 20, "the clerk sees the refreshed limits"
+    (event,) = desk.auth_events("ok")
+    assert event.detail["synced_counter"] == 20 and event.detail["since_sync"] == [0, 0]
+    desk.pay(renewed, NOW + 70)
+    assert renewed.session.offline_limits().count == 1
+
+    # the next insertion does not present the used acknowledgement again
+    later = desk.insert(card)
+    assert not later.authorisations.limits_renewed and later.authorisations.refused == ()
+    assert len(desk.auth_events()) == 1
+
+
+def _forged(desk: Desk, card_id: int, serial: int, value: int) -> StoredAuthorisation:
+    """Signed by the POS terminal's own key: a compromised terminal trying to lift the limits."""
+    auth = sign_authorisation(
+        desk.world.pki.pos_terminal.signer,
+        Authorisation(AuthKind.SYNC_ACK, card_chr(card_id), serial, 1, value),
+    )
+    return _stored(f"forged{serial}", card_id, auth)
+
+
+def _stored(auth_id: str, card_id: int, auth: Authorisation) -> StoredAuthorisation:
+    return StoredAuthorisation(auth_id, "sync_ack", "card", f"{card_id:016x}", NOW - 60, NOW + 30 * DAY,
+                               auth.encode(), ())  # fmt: skip
+
+
+def _keep(desk: Desk, *items: StoredAuthorisation) -> None:
+    store_authorisations(desk.journal, [i.to_json() for i in items])
+
+
+def test_forged_and_other_card_acknowledgements_are_refused(
+    desk: Desk, limited: tuple[SimulatedCard, CardVisit]
+) -> None:
+    card, first = limited
+    desk.clock.advance(600)
+    assert desk.sync.sync().error is None
+    desk.register_card(OTHER_CARD, SimCard.new(OTHER_CARD, random.Random(9)).public_key)
+    other = desk.issue_sync_ack(OTHER_CARD)  # genuine, but for another card
+    listed_under_ours = _stored("other", first.card_id, other)
+    _keep(desk, _forged(desk, first.card_id, 40, 20), listed_under_ours)
+
+    visit = desk.insert(card)
+    assert not visit.authorisations.limits_renewed
+    refused = dict(visit.authorisations.refused)
+    assert "signed for" in refused["other"], "another card's acknowledgement is not even presented"
+    assert "the card refused it" in refused["forged40"], "the card checks central's signature itself"
+    assert {e.reason for e in desk.auth_events("refused")} == {"not-presented", "card-refused"}
+    assert desk.pay_refused(visit, NOW + 80) is Reason.OFFLINE_LIMIT_REACHED
+    assert visit.session.offline_limits().synced_counter == 0
+
+
+def test_older_or_impossible_counters_are_not_presented(
+    desk: Desk, limited: tuple[SimulatedCard, CardVisit]
+) -> None:
+    card, first = limited
+    desk.clock.advance(600)
+    assert desk.sync.sync().error is None
+    ack = desk.issue_sync_ack(first.card_id)
+    _keep(desk, _stored("real", first.card_id, ack))
+    visit = desk.insert(card)
+    assert visit.authorisations.limits_renewed
+    signer = desk.world.pki.district.signer
+    chain = desk.world.pki.district.cert
+    chr_ = first.card_chr
+    # central-signed, newer serials, but an older counter, and a counter the card never reached
+    older = sign_authorisation(signer, Authorisation(AuthKind.SYNC_ACK, chr_, ack.serial + 1, 1, 5), chain)
+    ahead = sign_authorisation(signer, Authorisation(AuthKind.SYNC_ACK, chr_, ack.serial + 2, 1, 999), chain)
+    _keep(desk, _stored("real", first.card_id, ack), _stored("older", first.card_id, older),
+          _stored("ahead", first.card_id, ahead))  # fmt: skip
+    later = desk.insert(card)
+    assert not later.authorisations.limits_renewed
+    assert [i for i, _ in later.authorisations.refused] == ["ahead"]
+    assert all(e.reason != "card-refused" for e in desk.auth_events("refused")), (
+        "nothing the card must refuse is sent"
+    )
+    assert later.session.offline_limits().synced_counter == 20
