@@ -29,6 +29,7 @@ from cardsvc.card.pcscd import VPCD_PORTS, PcscdHandle, ensure_pcscd, wait_for_c
 from cardsvc.card.session import Iso7816Session
 from cardsvc.demo_world import (
     CLERK_PIN,
+    DEDUP_PASSPHRASE,
     DISTRICT,
     DISTRICT_SECRET,
     FACILITY_ID,
@@ -59,6 +60,9 @@ from cardsvc.demo_world import (
 
 Echo = Callable[[str], None]
 
+#: Central's own coverage and use report is written here, inside the demo's report directory.
+CENTRAL_REPORT_SUBDIR = "central"
+
 #: The keys of the JSON summary every caller may rely on (docs/demo.md).
 SUMMARY_KEYS = (
     "households_requested",
@@ -82,6 +86,8 @@ SUMMARY_KEYS = (
     "report",
     "failed_stage",
     "settlement",
+    "duplicates_flagged",
+    "central_report",
 )
 
 
@@ -131,6 +137,12 @@ class Pilot:
     started: int = field(default_factory=lambda: int(time.time()))
     failed: str | None = None
     terminal: Any = None  # the POS terminal after the field stage (cardsvc.demo_field.Terminal)
+    report_dir: Path | None = None  # where central's report and the demo's page are written
+
+    @property
+    def dedup_key_file(self) -> Path:
+        """Central's de-duplication key, encrypted at rest (the station holds only its public point)."""
+        return self.root / "central" / "dedup.key"
 
 
 def run_demo(
@@ -150,9 +162,16 @@ def run_demo(
         root = Path(workdir) if workdir else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         _step(echo, "PC/SC: making sure pcscd runs with the vpcd readers")
+        out_dir = (
+            Path(report_dir)
+            if report_dir
+            else (
+                Path(json_path).resolve().parent / "demo-report" if json_path else Path.cwd() / "demo-report"
+            )
+        )
         with ensure_pcscd(on_wait=echo) as pcscd:
             summary.add("pcscd", f"pid {pcscd.pid} ({'started' if pcscd.started_here else 'reused'})")
-            pilot = Pilot(root, pcscd, echo, summary)
+            pilot = Pilot(root, pcscd, echo, summary, report_dir=out_dir)
             stages: list[tuple[str, Callable[[Pilot], None]]] = [
                 ("platform", _platform),
                 ("ceremony", _ceremony),
@@ -172,13 +191,6 @@ def run_demo(
                 finally:
                     pilot.stage_seconds[name] = round(time.perf_counter() - t0, 2)
         _finish(pilot)
-        out_dir = (
-            Path(report_dir)
-            if report_dir
-            else (
-                Path(json_path).resolve().parent / "demo-report" if json_path else Path.cwd() / "demo-report"
-            )
-        )
         summary.figures["report"] = _write_report(pilot, out_dir)
     _print_table(summary, echo)
     if json_path:
@@ -248,7 +260,7 @@ def _ceremony(p: Pilot) -> None:
     personalised through pcscd), a struck-off facility revoked, the list published, the trust bundle."""
     from cardsvc.pki.officer_card import OfficerCardSession
     from cardsvc.pki.rights import Right, Role
-    from cardsvc.pki.signer import ScryptCost
+    from cardsvc.pki.signer import FileSigner, ScryptCost
     from enrolment_station.fingers import FKO_FINGER_SEED
     from enrolment_station.keys import install as install_station
     from keymgmt.service import FileCustody, KeyManager
@@ -313,11 +325,14 @@ def _ceremony(p: Pilot) -> None:
         chain_file = p.root / f"{chr_}.chain"
         chain_file.write_bytes(b"".join(c.encode() for c in [km.store.root_certificate(), *km.chain(chr_)]))
         chains[chr_] = chain_file
+    # Central's de-duplication key: made once, encrypted at rest; the station gets only its public point.
+    FileSigner.create(p.dedup_key_file, DEDUP_PASSPHRASE, cost=ScryptCost(n=2**12))
     install_station(
         p.root / "station",
         key_file=km.store.holder_dir(STATION) / "key.enc",
         chain_file=chains[STATION],
         bundle_dir=bundle_dir,
+        dedup_point=FileSigner.stored_public_key(p.dedup_key_file),
     )
     install_pos(
         p.root / "pos",
@@ -327,7 +342,10 @@ def _ceremony(p: Pilot) -> None:
         facility_id=FACILITY_ID,
     )
     p.km, p.anchor = km, km.anchor()
-    p.summary.add("key ceremony", f"root, 1 district, 2 terminals, {len(officers)} officer cards, 1 revoked")
+    p.summary.add(
+        "key ceremony",
+        f"root, 1 district, 2 terminals, {len(officers)} officer cards, 1 revoked; central dedup key",
+    )
 
 
 @contextlib.contextmanager
@@ -443,7 +461,10 @@ def _central(p: Pilot) -> None:
     from sqlalchemy import func, select
 
     from cardsvc.central.models import FlagRow, TransactionRow
+    from cardsvc.central.services.dedup import deduplicate, load_dedup_key
     from cardsvc.central.services.reconcile import reconcile
+    from cardsvc.central.services.reports import build_report
+    from cardsvc.central.services.reports import write_report as write_central_report
     from cardsvc.central.services.terminals import add_facility, register_terminal
     from enrolment_station.journal import Journal as StationJournal
     from enrolment_station.keys import StationIdentity
@@ -473,6 +494,12 @@ def _central(p: Pilot) -> None:
         with StationJournal(p.root / "station" / "journal.sqlite", now=utc_now, operator="op-meera") as sj:
             receipts = send_pending(sj, station, central.url, now=utc_now)
         echo(f"    station: {len(receipts)} batch(es) accepted by central")
+        with central.session() as session:
+            dedup = deduplicate(session, load_dedup_key(p.dedup_key_file, DEDUP_PASSPHRASE), _now())
+        echo(
+            f"    de-duplication: {dedup.searched_cards} card(s) searched against "
+            f"{dedup.gallery_templates} sealed template(s); {dedup.new_flags} card(s) flagged"
+        )
         sync = SyncService(term.journal, term.identity, term.trust, HttpTransport(central.url), now=_now)
         report = sync.sync()
         if report.error:
@@ -516,6 +543,9 @@ def _central(p: Pilot) -> None:
                 for f in session.scalars(select(FlagRow)).all()
             ]
         settled = _settle(p, central)
+        with central.session() as session:
+            report_files = write_central_report(build_report(session, _now()), _central_report_dir(p))
+        echo(f"    central's coverage and use report: {report_files['report.html']}")
     p.summary.figures["central_reconcile"] = rec.to_json()
     p.summary.figures["settlement"] = settled
     # What the terminal holds is what the cards signed; central must hold each once, in an unflagged ledger.
@@ -533,11 +563,19 @@ def _central(p: Pilot) -> None:
             "unreconciled": unreconciled,
         }
     )
-    p.missing.append(
-        "central reports: cardsvc.central has no report service yet (issue 8); the demo writes "
-        "its own HTML report from the figures above"
-    )
+    p.summary.figures["dedup"] = dedup.to_json()
+    p.summary.figures["central_report"] = {name: str(path) for name, path in report_files.items()}
+    # Cards flagged duplicate_enrolment this run (a pair flags both cards); 0 for an honest camp.
+    p.summary.add("cards flagged as duplicate enrolments", dedup.new_flags, "duplicates_flagged")
     term.stop()
+    if dedup.unreadable:
+        raise DemoError(f"central could not open the sealed templates of cards {dedup.unreadable}")
+
+
+def _central_report_dir(p: Pilot) -> Path:
+    """Central's report goes into ``central/`` of the demo's report directory, linked from the demo's page."""
+    assert p.report_dir is not None, "run_demo sets the report directory before the stages"
+    return p.report_dir / CENTRAL_REPORT_SUBDIR
 
 
 def _settle(p: Pilot, central: CentralServer) -> dict[str, Any] | None:
@@ -617,7 +655,8 @@ def _finish(p: Pilot) -> None:
 def _write_report(p: Pilot, out_dir: Path) -> str:
     from cardsvc.demo_report import write_report
 
-    path = write_report(p.summary, out_dir)
+    central = p.summary.figures.get("central_report", {}).get("report.html")  # written by this run only
+    path = write_report(p.summary, out_dir, central_report=Path(central) if central else None)
     p.echo(f"HTML report: {path}")
     return str(path)
 

@@ -1,7 +1,9 @@
-"""The demo's HTML report: the summary table and three charts (matplotlib PNGs written beside the page).
+"""The demo's own HTML page: what central's report does not cover, linked to central's report.
 
-Central has no report service yet; when it has one, the demo should call it and this module shrinks to
-the demo's own figures (station time, attacks).
+Coverage and use (by district, scheme, gender, age band) are central's report
+(cardsvc.central.services.reports, written by the demo into ``central/``); this page holds only the demo's
+own figures: the summary table (attacks, recoveries, reconciliation, stage timings) and two charts
+(attacks refused or recovered, station time per household), with a link to central's page.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ def _bar(path: Path, title: str, labels: list[str], values: list[float], ylabel:
     plt.close(fig)
 
 
-def write_report(summary: _Summary, out_dir: Path) -> Path:
-    """Write ``index.html`` and its charts into ``out_dir``; returns the page's path."""
+def write_report(summary: _Summary, out_dir: Path, *, central_report: Path | None = None) -> Path:
+    """Write ``index.html`` and its charts into ``out_dir``; returns the page's path. ``central_report``:
+    central's coverage and use page, linked relative to ``out_dir`` (None: the page says it is absent)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     f = summary.figures
     charts: list[tuple[str, str]] = []
@@ -62,22 +65,20 @@ def write_report(summary: _Summary, out_dir: Path) -> Path:
             out_dir / "station.png", "Station time per household", list(station), list(station.values()), "s"
         )
         charts.append(("station.png", "Capture, personalisation, activation and hand-over per household"))
-    transactions: dict[str, int] = f.get("transactions", {})
-    if transactions:
-        _bar(
-            out_dir / "transactions.png",
-            "Card transactions",
-            list(transactions),
-            list(transactions.values()),
-            "records",
-        )
-        charts.append(("transactions.png", "Records the cards signed, all uploaded and reconciled"))
     rows = "\n".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in summary.rows)
     images = "\n".join(
         f'<figure><img src="{name}" alt="{html.escape(caption)}"><figcaption>'
         f"{html.escape(caption)}</figcaption></figure>"
         for name, caption in charts
     )
+    if central_report is not None:
+        href = html.escape(central_report.resolve().relative_to(out_dir.resolve()).as_posix())
+        link = (
+            f'<p>Coverage and use by district, scheme, gender and age band: <a href="{href}">central\'s '
+            "report</a> (with its CSV files beside it).</p>"
+        )
+    else:
+        link = "<p>Central's coverage and use report was not written (the central stage did not run).</p>"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>District pilot: demo report</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
@@ -86,6 +87,7 @@ figure{{display:inline-block;margin:1em}}</style></head>
 <body><h1>District pilot on simulated hardware</h1>
 <p>Key ceremony, enrolment camp, hospital and paypoint, attacks, upload and reconciliation, all through
 pcscd + vpcd + pyscard and the fingerprint sensor simulator.</p>
+{link}
 <table>{rows}</table>
 {images}
 </body></html>

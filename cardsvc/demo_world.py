@@ -33,6 +33,7 @@ ROOT_SECRET = "demo-root-secret"
 DISTRICT_SECRET = "demo-district-secret"
 STATION_PASSPHRASE = b"demo-station-passphrase"
 POS_PASSPHRASE = b"demo-pos-passphrase"
+DEDUP_PASSPHRASE = b"demo-central-dedup-passphrase"  # central's de-duplication key file
 FACILITY_ID = 17
 HOSPITAL_CLERK_FINGER = 9101
 PAYPOINT_CLERK_FINGER = 9102

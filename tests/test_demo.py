@@ -1,7 +1,8 @@
 """`cardsvc demo` as a new user runs it: a subprocess through the real PC/SC stack and the sensor simulator.
 
 Acceptance (issue 8): every attack attempted is refused (counted from the system's own refusal reasons),
-no double debit, every transaction the cards signed reconciled at central, the HTML report written.
+no double debit, every transaction the cards signed reconciled at central, every card de-duplicated
+without a flag, central's coverage and use report written and linked from the demo's page.
 One run (3 households: the smallest pilot with a hospital and a paypoint side) is shared by the tests.
 """
 
@@ -96,14 +97,35 @@ def test_every_discharge_settled_with_the_hospital(demo_run: Run) -> None:
     assert settlement["payable_count"] == summary["transactions"]["discharges"]
 
 
-def test_html_report_with_charts(demo_run: tuple[dict[str, Any], str, Path]) -> None:
+def test_html_report_links_centrals_coverage_and_use_report(demo_run: Run) -> None:
     summary, _, _ = demo_run
     report = Path(summary["report"])
     page = report.read_text()
     assert "District pilot" in page and "households enrolled" in page
-    for chart in ("attacks.png", "station.png", "transactions.png"):
+    for chart in ("attacks.png", "station.png"):  # the demo's own figures only
         assert chart in page
         assert (report.parent / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "transactions.png" not in page, "use by scheme is central's report, not a second chart here"
+    central = {name: Path(path) for name, path in summary["central_report"].items()}
+    assert central["report.html"].parent == report.parent / "central"
+    assert 'href="central/report.html"' in page, "the demo's page links central's report"
+    assert not any("central reports" in m for m in summary["missing"])
+    coverage = central["coverage.csv"].read_text().splitlines()
+    assert coverage[0].startswith("district,scheme_id,gender,age_band,households,persons")
+    households = sum(int(line.split(",")[4]) for line in coverage[1:])
+    assert households == HOUSEHOLDS, coverage  # every enrolled household, counted by central from the camp
+    use = central["use.csv"].read_text().splitlines()
+    assert sum(int(line.split(",")[4]) for line in use[1:]) == summary["transactions"]["admissions"], use
+    html_page = central["report.html"].read_text()
+    assert "data:image/png;base64," in html_page and "Coverage and use" in html_page
+
+
+def test_central_deduplicates_the_honest_camp_without_a_flag(demo_run: Run) -> None:
+    summary, _, _ = demo_run
+    dedup = summary["dedup"]
+    assert dedup["searched_cards"] == HOUSEHOLDS, "every card's templates arrived sealed and were searched"
+    assert dedup["gallery_templates"] >= HOUSEHOLDS and dedup["unreadable"] == []
+    assert summary["duplicates_flagged"] == 0 and dedup["pairs"] == []
 
 
 def test_a_failing_stage_is_named_and_the_summary_still_printed(
