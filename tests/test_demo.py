@@ -146,3 +146,18 @@ def test_a_failing_stage_is_named_and_the_summary_still_printed(
     assert summary["apdu_round_trip_ms"] > 0, "the stages before it ran and are reported"
     assert "households_enrolled" not in summary
     assert any("FAILED" in line for line in lines) and (tmp_path / "report" / "index.html").exists()
+
+
+def test_demo_page_links_centrals_report_only_when_this_run_wrote_it(tmp_path: Path) -> None:
+    from cardsvc.demo import DemoSummary
+    from cardsvc.demo_report import write_report
+
+    summary = DemoSummary()
+    summary.add("households enrolled", 2, "households_enrolled")
+    central = tmp_path / "central" / "report.html"
+    central.parent.mkdir()
+    central.write_text("<html></html>")
+    linked = write_report(summary, tmp_path, central_report=central).read_text()
+    assert 'href="central/report.html"' in linked
+    unlinked = write_report(summary, tmp_path / "failed").read_text()
+    assert "href=" not in unlinked and "was not written" in unlinked
