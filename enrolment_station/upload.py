@@ -3,13 +3,16 @@
 
 Batches are built once, stored in the journal with their content hash and sent until central answers;
 re-sending the same stored batch is idempotent on central's side (same content hash), and a card is put in
-one camp batch only (``upload_items``). Items carry no images and no templates (central de-duplication
-data would need a field the batch format does not have yet; see docs/station.md).
+one camp batch only (``upload_items``). Camp items carry what central's second phase consumes: the card's
+certificate chain (district, FKO, card), every scheme on the card with its cover, and the templates written
+to the card sealed to central's de-duplication key (never unsealed, never logged, never images). Without a
+de-duplication key installed the templates are left out and the journal says so (``upload.dedup_not_sent``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import urllib.error
 import urllib.request
@@ -17,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC as _UTC
 from datetime import date, datetime, time
+from typing import cast
 
 from cardsvc.formats.batch import (
     Batch,
@@ -25,13 +29,14 @@ from cardsvc.formats.batch import (
     FkoLedgerEntry,
     Gender,
     Member,
+    SchemeCover,
     SignedBatch,
     SignedLedger,
     b64encode,
     id_hex,
 )
 from cardsvc.formats.profile import HouseholdProfile, card_number, parse_templates, reference_id
-from cardsvc.formats.templates import CampTemplate, seal_templates
+from cardsvc.formats.templates import StoredTemplateLike, from_stored, seal_templates
 from cardsvc.pki import officer as fmt
 from cardsvc.pki.officer_card import VerifiedLedger
 from enrolment_station.errors import UploadError
@@ -46,9 +51,15 @@ def _unix(d: date, end: bool = False) -> int:
     return int(datetime.combine(d, time(23, 59, 59) if end else time(0, 0), tzinfo=_UTC).timestamp())
 
 
-def camp_items(journal: Journal, identity: StationIdentity | None = None) -> list[tuple[str, CampCard]]:
-    """Activated cards not yet put in a camp batch: with the card's certificate chain (district, FKO, card)
-    and, when central's de-duplication key is installed, the card's templates sealed to it."""
+DEDUP_NOT_SENT = "upload.dedup_not_sent"
+
+
+def camp_items(
+    journal: Journal, identity: StationIdentity | None = None, *, rng: Callable[[int], bytes] = os.urandom
+) -> list[tuple[str, CampCard]]:
+    """Activated cards not yet put in a camp batch: with the card's certificate chain (district, FKO, card),
+    every scheme on the card and, when central's de-duplication key is installed, the templates written to
+    the card sealed to it (``rng``: the sealing's ephemeral key and nonce)."""
     done = journal.uploaded_items(BatchKind.CAMP.value)
     dedup = identity.dedup_key() if identity is not None else None
     out = []
@@ -70,9 +81,9 @@ def camp_items(journal: Journal, identity: StationIdentity | None = None) -> lis
                     plain = identity.unseal(
                         bytes.fromhex(steps["templates"]["sealed"]), f"card-templates/{card_id}"
                     )
-                    camp_templates = [CampTemplate(t.member_index, t.finger_position, t.compact)
-                                      for t in parse_templates(plain)]  # fmt: skip
-                    sealed = seal_templates(dedup, card_number(card_id), camp_templates)
+                    # StoredTemplate is frozen; the Protocol's plain attributes read as writable to mypy
+                    stored = from_stored(cast("list[StoredTemplateLike]", list(parse_templates(plain))))
+                    sealed = seal_templates(dedup, card_number(card_id), stored, rng=rng)
             out.append((card_id, CampCard(
                 card_id=card_number(card_id), household_id=profile.household_id,
                 district=profile.district, scheme_id=profile.schemes[0].scheme_id,
@@ -81,6 +92,7 @@ def camp_items(journal: Journal, identity: StationIdentity | None = None) -> lis
                 fko_id=reference_id(profile.fko_id),
                 members=tuple(Member(Gender(chr(m.gender)), m.birth_year) for m in profile.members),
                 card_chain=chain, templates=sealed,
+                schemes=tuple(SchemeCover(s.scheme_id, s.cover_paise) for s in profile.schemes),
             )))  # fmt: skip
     out.sort(key=lambda item: item[0])
     return out
@@ -107,12 +119,25 @@ def _store(
     return signed
 
 
-def build_camp_batch(journal: Journal, identity: StationIdentity, *, now: datetime) -> SignedBatch | None:
-    """A signed batch of every activated card not yet batched (None when there is nothing new)."""
-    items = camp_items(journal, identity)
+def build_camp_batch(
+    journal: Journal, identity: StationIdentity, *, now: datetime, rng: Callable[[int], bytes] = os.urandom
+) -> SignedBatch | None:
+    """A signed batch of every activated card not yet batched (None when there is nothing new). Cards sent
+    without sealed templates are recorded (``upload.dedup_not_sent``): central cannot de-duplicate them."""
+    items = camp_items(journal, identity, rng=rng)
     if not items:
         return None
-    return _store(journal, identity, BatchKind.CAMP, list(items), now)
+    signed = _store(journal, identity, BatchKind.CAMP, list(items), now)
+    unsealed = [key for key, item in items if not item.templates]
+    if unsealed:
+        reason = (
+            "no de-duplication key installed (enrol install --dedup-key)"
+            if identity.dedup_key() is None
+            else "no templates recorded for the card"
+        )
+        with journal.transaction():
+            journal.event(DEDUP_NOT_SENT, str(signed.batch.seq), {"cards": unsealed, "reason": reason})
+    return signed
 
 
 def signed_ledger(fko: FkoSession, ledger: VerifiedLedger, challenge: bytes) -> SignedLedger:
