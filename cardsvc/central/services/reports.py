@@ -101,25 +101,30 @@ def build_report(session: Session, now: int) -> Report:
     """Coverage from the camps' cards and use from the verified records (one pass over each)."""
     year = datetime.fromtimestamp(now, UTC).year
     report = Report(now)
-    members: dict[str, tuple[str, int, list[tuple[str, str]]]] = {}
-    for card_id, district, scheme, people in session.execute(
-        select(Card.card_id, Card.district, Card.scheme_id, Card.members)
+    members: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    for card_id, district, scheme, schemes, people in session.execute(
+        select(Card.card_id, Card.district, Card.scheme_id, Card.schemes, Card.members)
     ):
         persons = [(str(m["gender"]), age_band(int(m["birth_year"]), year)) for m in people]
-        members[card_id] = (district, scheme, persons)
+        members[card_id] = (district, persons)
         head = persons[0]
-        report.households[(district, scheme, *head)] += 1
-        for person in persons:
-            report.persons[(district, scheme, *person)] += 1
-    query = select(TransactionRow.card_id, TransactionRow.record_type, TransactionRow.amount,
-                   TransactionRow.member_index)  # fmt: skip
-    for card_id, record_type, amount, member_index in session.execute(query):
+        # Coverage counts the household under every scheme the card carries (the camp's list when it sent
+        # one, else the card's single scheme).
+        card_schemes = sorted({int(x["scheme_id"]) for x in schemes or ()} or {scheme})
+        for card_scheme in card_schemes:
+            report.households[(district, card_scheme, *head)] += 1
+            for person in persons:
+                report.persons[(district, card_scheme, *person)] += 1
+    query = select(TransactionRow.card_id, TransactionRow.scheme_id, TransactionRow.record_type,
+                   TransactionRow.amount, TransactionRow.member_index)  # fmt: skip
+    for card_id, scheme, record_type, amount, member_index in session.execute(query):
         card = members.get(card_id)
         if card is None:
             report.unattributed_records += 1
             continue
-        district, scheme, persons = card
+        district, persons = card
         person = persons[member_index] if member_index < len(persons) else persons[0]
+        # Use is filed under the scheme the card debited (a pension payment under the pension scheme).
         use = report.use[(district, scheme, *person)]
         use.cards.add(card_id)
         if record_type == RecordType.BLOCK:
