@@ -112,10 +112,21 @@ def test_html_report_links_centrals_coverage_and_use_report(demo_run: Run) -> No
     assert not any("central reports" in m for m in summary["missing"])
     coverage = central["coverage.csv"].read_text().splitlines()
     assert coverage[0].startswith("district,scheme_id,gender,age_band,households,persons")
-    households = sum(int(line.split(",")[4]) for line in coverage[1:])
-    assert households == HOUSEHOLDS, coverage  # every enrolled household, counted by central from the camp
+    households_by_scheme: dict[str, int] = {}
+    for line in coverage[1:]:
+        cells = line.split(",")
+        households_by_scheme[cells[1]] = households_by_scheme.get(cells[1], 0) + int(cells[4])
+    # Every enrolled household is covered by the health scheme (1), counted by central from the camp; a
+    # household carrying the pension scheme (2) too is counted under that scheme as well.
+    assert households_by_scheme["1"] == HOUSEHOLDS, coverage
+    assert all(n <= HOUSEHOLDS for n in households_by_scheme.values()), coverage
     use = central["use.csv"].read_text().splitlines()
-    assert sum(int(line.split(",")[4]) for line in use[1:]) == summary["transactions"]["admissions"], use
+    columns = use[0].split(",")
+    rows = [dict(zip(columns, line.split(","), strict=True)) for line in use[1:]]
+    assert sum(int(r["admissions"]) for r in rows) == summary["transactions"]["admissions"], use
+    # Use is filed under the scheme the card debited: hospital admissions under health, cash under pension.
+    assert all(r["scheme_id"] == "1" for r in rows if int(r["admissions"])), use
+    assert all(r["scheme_id"] == "2" for r in rows if int(r["cash_payments"])), use
     html_page = central["report.html"].read_text()
     assert "data:image/png;base64," in html_page and "Coverage and use" in html_page
 
