@@ -18,6 +18,7 @@ from typing import Any
 
 from cardsvc.card.pcsc import PcscConnection
 from cardsvc.card.pcscd import VPCD_PORTS, PcscdHandle, wait_for_card_state
+from enrolment_station.eligibility import COLUMNS
 
 ROOT = "INROOT00001"
 DISTRICT = "INDKMA-PATNA1"
@@ -83,7 +84,7 @@ def household_id(i: int) -> str:
 
 def eligibility_csv(households: int) -> str:
     """The district's list: every household has a head; every third one a spouse as well."""
-    rows = ["household_id,village_code,member_no,name,gender,year_of_birth,relation"]
+    rows = [",".join(COLUMNS)]
     for i in range(1, households + 1):
         name = f"{NAMES[(i - 1) % len(NAMES)]} {'Yadav' if i <= len(NAMES) else 'Paswan'}"
         gender = "F" if i % 2 else "M"
