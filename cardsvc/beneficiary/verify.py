@@ -82,6 +82,10 @@ CLERK_MESSAGES = {
 }
 
 
+#: The steps of :func:`verify_card` in order, as ``on_step`` names them (1 to 8 of the module docstring).
+STEPS = ("present", "activated", "chain", "revocation", "policy", "challenge", "terminal-auth", "profile")
+
+
 class CardRefusedError(BeneficiaryCardError):
     """The card failed a verification step; ``reason`` for screens, ``detail`` for logs."""
 
@@ -171,12 +175,19 @@ def verify_card(
     terminal_signer: Signer,
     now: datetime,
     rng: Callable[[int], bytes] = os.urandom,
+    on_step: Callable[[str], None] | None = None,
 ) -> tuple[BeneficiarySession, VerifiedCard]:
-    """Verify a card offline (steps in the module docstring); returns the open session and the card."""
+    """Verify a card offline (steps in the module docstring); returns the open session and the card.
+
+    ``on_step(name)`` is called as each step PASSES, in order, with the names of :data:`STEPS` (screens
+    tick them one by one while the card is being checked)."""
+    step = on_step or (lambda name: None)
     session = open_session(connection)
+    step("present")
+    districts, chain = district_certificates, terminal_chain
     try:
         return session, _verify(
-            session, anchor, district_certificates, revocations, terminal_chain, terminal_signer, now, rng
+            session, anchor, districts, revocations, chain, terminal_signer, now, rng, step
         )
     except CardRemovedError as exc:
         raise CardRefusedError(RefusalReason.NO_CARD, str(exc)) from exc
@@ -193,12 +204,14 @@ def _verify(
     terminal_signer: Signer,
     now: datetime,
     rng: Callable[[int], bytes],
+    step: Callable[[str], None],
 ) -> VerifiedCard:
     status = session.status()  # step 2
     if status.lifecycle in (fmt.Lifecycle.BLOCKED, fmt.Lifecycle.SUPERSEDED):
         raise CardRefusedError(RefusalReason.CARD_BLOCKED, f"card is {status.lifecycle.name}")
     if status.lifecycle is not fmt.Lifecycle.ACTIVATED:
         raise CardRefusedError(RefusalReason.NOT_ACTIVATED, f"card is {status.lifecycle.name}")
+    step("activated")
     public = session.read_public(status)  # step 3
     card, fko = public.card_certificate, public.fko_certificate
     if card is None or fko is None:
@@ -219,6 +232,7 @@ def _verify(
         raise CardRefusedError(
             RefusalReason.CHAIN_INVALID, f"{getattr(exc, 'rule', 'invalid')}: {exc}"
         ) from exc
+    step("chain")
     if revocations is not None:  # step 4
         try:
             validate_chain(chain, anchor, now=at, revocations=revocations, signed_at=now)
@@ -228,10 +242,12 @@ def _verify(
             ) from exc
         except PkiError as exc:
             raise CardRefusedError(RefusalReason.CHAIN_INVALID, str(exc)) from exc
+    step("revocation")
     if now < card.not_before:  # step 5
         raise CardRefusedError(RefusalReason.POLICY_NOT_STARTED, f"policy starts {card.effective}")
     if now >= card.not_after:
         raise CardRefusedError(RefusalReason.POLICY_EXPIRED, f"policy ended {card.expiry}")
+    step("policy")
     try:  # step 6
         attestation = session.internal_authenticate(rng(16), card.chr, card.public_point)
     except (PkiError, ApduError) as exc:
@@ -240,10 +256,12 @@ def _verify(
         ) from exc
     if attestation.lifecycle is not fmt.Lifecycle.ACTIVATED:
         raise CardRefusedError(RefusalReason.NOT_ACTIVATED, f"the chip says {attestation.lifecycle.name}")
+    step("challenge")
     try:  # step 7
         session.terminal_authenticate(terminal_chain, terminal_signer, card.chr)
     except ApduError as exc:
         raise CardRefusedError(RefusalReason.TERMINAL_REFUSED, str(exc)) from exc
+    step("terminal-auth")
     try:  # step 8
         profile, raw = session.read_profile(status)
     except FormatError as exc:
@@ -262,6 +280,7 @@ def _verify(
         card.expiry,
     ):
         raise CardRefusedError(RefusalReason.PROFILE_TAMPERED, "profile names another card or policy period")
+    step("profile")
     return VerifiedCard(
         card_id=card.chr,
         card_number=profile.card_number,
@@ -325,6 +344,7 @@ def verify_member(
 
 __all__ = [
     "CLERK_MESSAGES",
+    "STEPS",
     "CardRefusedError",
     "NoTemplateError",
     "RefusalReason",

@@ -136,8 +136,12 @@ def verify_card(
     now: int,
     journal: Journal | None = None,
     rng: Callable[[int], bytes] = os.urandom,
+    on_step: Callable[[str], None] | None = None,
 ) -> CardVisit:
-    """Every card step; raises :class:`VerificationError` (reason + step); journals the outcome either way."""
+    """Every card step; raises :class:`VerificationError` (reason + step); journals the outcome either way.
+
+    ``on_step(name)`` is told each card step as it passes (``cardsvc.beneficiary.verify.STEPS``), so a
+    screen can tick them one by one; central's register is checked after the card's own steps."""
     try:
         check_facility(identity, trust, clerk, now)
         session, verified = check_card(
@@ -149,6 +153,7 @@ def verify_card(
             terminal_signer=identity.signer,
             now=datetime.fromtimestamp(now, UTC),
             rng=rng,
+            on_step=on_step,
         )
         blacklisted = trust.central_revoked_at("cards", f"{verified.card_number:016x}")
         if blacklisted is not None and blacklisted <= now:
