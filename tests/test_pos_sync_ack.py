@@ -1,7 +1,7 @@
 """The offline-limit loop closed: a card at its offline debit limit is refused; the POS uploads its records
-to the real central app (Flask, SQLite in tmp_path), central signs a sync acknowledgement, the POS downloads
-it and presents it at the card's next insertion; the card debits again. Forged, other-card and older
-acknowledgements do not lift the limits."""
+to the real central app (Flask, SQLite in tmp_path), central signs a sync acknowledgement by itself after
+ingest, the POS downloads it and presents it at the card's next insertion; the card debits again. Forged,
+other-card and older acknowledgements do not lift the limits."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ class Desk:
         assert resp.status_code == 201, resp.get_json()
 
     def issue_sync_ack(self, card_id: int) -> Authorisation:
-        """Central's step after ingest (it does not issue acknowledgements by itself)."""
+        """Central staff's explicit acknowledgement (``cardsvc central authorise sync_ack``)."""
         with get_db(self.app).sessions() as db:
             issued = issue_card_authorisation(
                 db, self.key, CardKind.SYNC_ACK, f"{card_id:016x}", now=int(self.clock())
@@ -191,13 +191,14 @@ def test_sync_ack_from_central_lifts_the_offline_limit(
     report = desk.sync.sync()
     assert report.error is None and report.records_sent == 20, report
     assert desk.held(first.card_id) == 20, "central holds every record up to the card's counter"
-    ack = desk.issue_sync_ack(first.card_id)
-    assert (ack.kind, ack.value, ack.card_id) == (AuthKind.SYNC_ACK, 20, first.card_chr)
-
-    desk.clock.advance(600)
-    assert desk.sync.sync().error is None
+    # central acknowledged by itself after ingest; the same sync downloaded it
     (kept,) = stored_authorisations(desk.journal)
     assert (kept.kind, kept.card_id, kept.audience) == ("sync_ack", f"{first.card_id:016x}", "card")
+    ack = Authorisation.parse(kept.wire)
+    assert (ack.kind, ack.value, ack.card_id) == (AuthKind.SYNC_ACK, 20, first.card_chr)
+    desk.clock.advance(600)
+    assert desk.sync.sync().error is None
+    assert len(stored_authorisations(desk.journal)) == 1, "nothing new uploaded: no second acknowledgement"
 
     renewed = desk.insert(card)
     applied = renewed.authorisations

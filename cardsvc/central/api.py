@@ -76,8 +76,24 @@ def upload_batch() -> tuple[Response, int]:
             session, _directory(session), body, terminal.id, clock(current_app), cards, anchor=anchor,
             revocations=current_app.config.get("REVOCATIONS"),
         )  # fmt: skip
+    _acknowledge_syncs(body, result.receipt.kind)
     status = 200 if result.duplicate else 201
     return jsonify(receipt=result.receipt.to_json(), duplicate=result.duplicate), status
+
+
+def _acknowledge_syncs(body: bytes, kind: str) -> None:
+    """With a CENTRAL_KEY: after a transactions batch, SYNC_ACKs for its cards (services/sync_acks.py).
+    The batch is stored whatever happens here; a card not acknowledged now is at its next upload."""
+    key = _central_key()
+    if key is None or kind != "transactions":
+        return
+    from cardsvc.central.services.sync_acks import acknowledge_batch
+
+    try:
+        with get_db().sessions() as session:
+            acknowledge_batch(session, key, body, now=clock(current_app))
+    except Exception:  # the upload succeeded: never turn it into an error; logged for central staff
+        current_app.logger.exception("sync acknowledgements after a transactions batch failed")
 
 
 def _central_key() -> CentralKey | None:
