@@ -13,7 +13,7 @@ from point_of_service.identity import TerminalIdentity
 from point_of_service.journal import Journal
 from point_of_service.reasons import Reason
 from point_of_service.services.signin import Clerk
-from point_of_service.services.transactions import AfterCard, Outcome, card_io, card_transaction, check_amount
+from point_of_service.services.transactions import AfterCard, Outcome, Till, card_io, check_amount
 from point_of_service.services.verification import CardVisit
 from point_of_service.trust import TrustState
 
@@ -36,20 +36,10 @@ def admit(
     """Block the package's rate (current catalogue) on the card; the BLOCK's counter is the admission id."""
     catalogue = trust.current_catalogue()
     package = catalogue.package(package_code)
-    return card_transaction(
-        visit,
-        journal=journal,
-        identity=identity,
-        clerk=clerk,
-        record_type=RecordType.BLOCK,
-        amount=package.rate_paise,
-        now=now,
-        scheme_id=scheme_id,
-        reference=package.code,
+    return Till(journal, identity, clerk, now, rng, after_card).transact(
+        visit, RecordType.BLOCK, package.rate_paise, scheme_id=scheme_id, reference=package.code,
         context={"catalogue_version": catalogue.version, "package": package.name},
-        rng=rng,
-        after_card=after_card,
-    )
+    )  # fmt: skip
 
 
 def _open_block(journal: Journal, visit: CardVisit, admission: int) -> int:
@@ -87,18 +77,8 @@ def discharge(
     if amount < 0:
         raise TransactionError(Reason.AMOUNT_INVALID, "admission made elsewhere: give the final amount")
     check_amount(amount)
-    return card_transaction(
-        visit,
-        journal=journal,
-        identity=identity,
-        clerk=clerk,
-        record_type=RecordType.SETTLE,
-        amount=amount,
-        now=now,
-        scheme_id=scheme_id,
-        reference=admission,
-        rng=rng,
-        after_card=after_card,
+    return Till(journal, identity, clerk, now, rng, after_card).transact(
+        visit, RecordType.SETTLE, amount, scheme_id=scheme_id, reference=admission
     )
 
 
@@ -116,16 +96,6 @@ def cancel(
 ) -> Outcome:
     """Release the whole block of admission ``admission`` (patient left, wrong package)."""
     _open_block(journal, visit, admission)
-    return card_transaction(
-        visit,
-        journal=journal,
-        identity=identity,
-        clerk=clerk,
-        record_type=RecordType.RELEASE,
-        amount=0,
-        now=now,
-        scheme_id=scheme_id,
-        reference=admission,
-        rng=rng,
-        after_card=after_card,
+    return Till(journal, identity, clerk, now, rng, after_card).transact(
+        visit, RecordType.RELEASE, 0, scheme_id=scheme_id, reference=admission
     )

@@ -12,7 +12,7 @@ from point_of_service.identity import TerminalIdentity
 from point_of_service.journal import Journal
 from point_of_service.reasons import Reason
 from point_of_service.services.signin import Clerk
-from point_of_service.services.transactions import AfterCard, Outcome, card_io, card_transaction, check_amount
+from point_of_service.services.transactions import AfterCard, Outcome, Till, card_io, check_amount
 from point_of_service.services.verification import CardVisit
 
 
@@ -42,18 +42,8 @@ def disburse(
     available = entitlement(visit, scheme_id)
     if amount > available:
         raise TransactionError(Reason.ENTITLEMENT_EXCEEDED, f"{amount} paise asked, {available} available")
-    return card_transaction(
-        visit,
-        journal=journal,
-        identity=identity,
-        clerk=clerk,
-        record_type=RecordType.CASH,
-        amount=amount,
-        now=now,
-        scheme_id=scheme_id,
-        rng=rng,
-        after_card=after_card,
-    )
+    till = Till(journal, identity, clerk, now, rng, after_card)
+    return till.transact(visit, RecordType.CASH, amount, scheme_id=scheme_id)
 
 
 def proof_of_life(
@@ -68,15 +58,5 @@ def proof_of_life(
     after_card: AfterCard | None = None,
 ) -> Outcome:
     entitlement(visit, scheme_id)
-    return card_transaction(
-        visit,
-        journal=journal,
-        identity=identity,
-        clerk=clerk,
-        record_type=RecordType.PROOF_OF_LIFE,
-        amount=0,
-        now=now,
-        scheme_id=scheme_id,
-        rng=rng,
-        after_card=after_card,
-    )
+    till = Till(journal, identity, clerk, now, rng, after_card)
+    return till.transact(visit, RecordType.PROOF_OF_LIFE, 0, scheme_id=scheme_id)

@@ -16,8 +16,10 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cardsvc.beneficiary.errors import BalanceError, BeneficiaryCardError, OfflineLimitError
+from cardsvc.beneficiary.protocol import Authorisation
 from cardsvc.beneficiary.session import BeneficiarySession
 from cardsvc.card.errors import ApduError
 from cardsvc.card.transport import CardRemovedError, TransportError
@@ -29,7 +31,9 @@ from point_of_service.identity import TerminalIdentity
 from point_of_service.journal import Intent, Journal
 from point_of_service.reasons import Reason
 from point_of_service.services.signin import Clerk
-from point_of_service.services.verification import CardVisit, require_member
+
+if TYPE_CHECKING:
+    from point_of_service.services.verification import CardVisit
 
 NONCE_BYTES = 16
 
@@ -158,6 +162,34 @@ def _apply_effects(journal: Journal, intent: Intent, record: TransactionRecord) 
 AfterCard = Callable[[TransactionRecord], None]
 
 
+@dataclass(frozen=True)
+class Till:
+    """Who makes card transactions, where and when: what every flow (hospital, paypoint) passes on."""
+
+    journal: Journal
+    identity: TerminalIdentity
+    clerk: Clerk
+    now: int
+    rng: Callable[[int], bytes] = os.urandom
+    after_card: AfterCard | None = None
+
+    def transact(
+        self,
+        visit: CardVisit,
+        record_type: RecordType,
+        amount: int,
+        *,
+        scheme_id: int,
+        reference: int = 0,
+        context: dict[str, object] | None = None,
+    ) -> Outcome:
+        return card_transaction(
+            visit, journal=self.journal, identity=self.identity, clerk=self.clerk, record_type=record_type,
+            amount=amount, now=self.now, scheme_id=scheme_id, reference=reference, context=context,
+            rng=self.rng, after_card=self.after_card,
+        )  # fmt: skip
+
+
 def card_transaction(
     visit: CardVisit,
     *,
@@ -174,33 +206,59 @@ def card_transaction(
     after_card: AfterCard | None = None,
 ) -> Outcome:
     """One card transaction for the visit's verified member; journalled before and after the card."""
+    from point_of_service.services.verification import require_member
+
     member = require_member(visit)
     needed = Right.PROOF_OF_LIFE if record_type is RecordType.PROOF_OF_LIFE else Right.DEBIT
     if not clerk.may(needed):
         raise TransactionError(Reason.MISSING_RIGHT, f"{clerk.chr} lacks {needed.name}")
+    return journalled_debit(
+        visit.session, journal=journal, identity=identity, clerk=clerk, card_id=visit.card_id,
+        card_key=visit.card_key, member=member, record_type=record_type, amount=amount, now=now,
+        scheme_id=scheme_id, reference=reference, context=context, rng=rng, after_card=after_card,
+        fallback="override" if visit.member_verified_by == "override" else None,
+    )  # fmt: skip
+
+
+def journalled_debit(
+    session: BeneficiarySession,
+    *,
+    journal: Journal,
+    identity: TerminalIdentity,
+    clerk: Clerk,
+    card_id: int,
+    card_key: bytes,
+    member: int,
+    record_type: RecordType,
+    amount: int,
+    now: int,
+    scheme_id: int = 1,
+    reference: int = 0,
+    context: dict[str, object] | None = None,
+    rng: Callable[[int], bytes] = os.urandom,
+    after_card: AfterCard | None = None,
+    authorisation: Authorisation | None = None,
+    fallback: str | None = None,
+) -> Outcome:
+    """The one write-ahead DEBIT: earlier interrupted intents of the card recovered first, the intent
+    committed, ONE card command (with central's ``authorisation`` for a TOP_UP), the record journalled."""
     recovered = 0
     with card_io():
-        if journal.pending_intents(visit.card_id):
-            r = recover_card(
-                visit.session,
-                journal,
-                card_id=visit.card_id,
-                card_key=visit.card_key,
-                terminal_id=_terminal_ref(identity),
-                now=now,
-            )
+        if journal.pending_intents(card_id):
+            r = recover_card(session, journal, card_id=card_id, card_key=card_key,
+                             terminal_id=_terminal_ref(identity), now=now)  # fmt: skip
             recovered = len(r.completed) + len(r.abandoned)
-            if journal.pending_intents(visit.card_id):
+            if journal.pending_intents(card_id):
                 raise TransactionError(
                     Reason.PENDING_RECOVERY, "an interrupted transaction could not be resolved"
                 )
-        status = visit.session.status()
+        status = session.status()
     nonce = rng(NONCE_BYTES)
     ctx = {"operator_id": clerk.operator_id, "scheme_id": scheme_id, **(context or {})}
     journal.add_intent(
         nonce=nonce.hex(),
         created=now,
-        card_id=visit.card_id,
+        card_id=card_id,
         record_type=record_type,
         amount=amount,
         reference=reference,
@@ -211,7 +269,7 @@ def card_transaction(
         context=ctx,
     )
     try:
-        record = visit.session.debit(
+        record = session.debit(
             record_type,
             scheme_id=scheme_id,
             amount=amount,
@@ -221,7 +279,8 @@ def card_transaction(
             reference=reference,
             member_index=member,
             nonce=nonce,
-            card_key=visit.card_key,
+            card_key=card_key,
+            authorisation=authorisation,
         )
     except (CardRemovedError, TransportError) as exc:
         # outcome unknown: the intent stays pending until the card comes back
@@ -230,7 +289,7 @@ def card_transaction(
             at=now,
             outcome="interrupted",
             operator=clerk.chr,
-            card_id=visit.card_id,
+            card_id=card_id,
             member=member,
             reason=Reason.CARD_REMOVED.value,
             detail={"nonce": nonce.hex()},
@@ -245,7 +304,7 @@ def card_transaction(
                 at=now,
                 outcome="refused",
                 operator=clerk.chr,
-                card_id=visit.card_id,
+                card_id=card_id,
                 member=member,
                 reason=reason.value,
                 detail={"type": record_type.name, "amount": amount, "why": str(exc)},
@@ -256,16 +315,16 @@ def card_transaction(
     intent = journal.intent(nonce.hex())
     assert intent is not None
     with journal.transaction():
-        journal.add_record(record, visit.card_key, intent=nonce.hex())
+        journal.add_record(record, card_key, intent=nonce.hex())
         _apply_effects(journal, intent, record)
         journal.resolve_intent(nonce.hex(), status="done", at=now, counter=record.counter)
         journal.log(
             "transaction",
             at=now,
             operator=clerk.chr,
-            card_id=visit.card_id,
+            card_id=card_id,
             member=member,
-            fallback="override" if visit.member_verified_by == "override" else None,
+            fallback=fallback,
             detail={
                 "type": record_type.name,
                 "amount": amount,

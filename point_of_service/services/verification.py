@@ -41,7 +41,11 @@ from point_of_service.identity import TerminalIdentity
 from point_of_service.journal import Journal
 from point_of_service.probe import CaptureFn
 from point_of_service.reasons import Reason
-from point_of_service.services.authorisations import AppliedAuthorisations, apply_sync_acknowledgements
+from point_of_service.services.authorisations import (
+    AppliedAuthorisations,
+    apply_card_authorisations,
+    present_supersede,
+)
 from point_of_service.services.fallback import (
     Fallback,
     Override,
@@ -155,6 +159,15 @@ def verify_card(
             rng=rng,
             on_step=on_step,
         )
+        if journal is not None:  # a replaced card learns it first, even if central blacklisted it
+            superseded = present_supersede(session, journal, card_id=verified.card_number,
+                                           status=verified.status, now=now, operator=clerk.chr)  # fmt: skip
+            if superseded.superseded:
+                raise VerificationError(
+                    Reason.CARD_BLOCKED,
+                    f"central superseded this card (replaced): authorisation {superseded.applied[0].id}",
+                    step="authorisation",
+                )
         blacklisted = trust.central_revoked_at("cards", f"{verified.card_number:016x}")
         if blacklisted is not None and blacklisted <= now:
             raise VerificationError(
@@ -181,10 +194,10 @@ def verify_card(
         )
     visit = CardVisit(session, verified)
     if journal is not None:
-        # the card is genuine and this terminal authenticated: carry central's acknowledgement to it
-        visit.authorisations = apply_sync_acknowledgements(
-            session, journal, card_id=verified.card_number, status=verified.status, now=now,
-            operator=clerk.chr,
+        # the card is genuine and this terminal authenticated: carry central's top-ups and acknowledgement
+        visit.authorisations = apply_card_authorisations(
+            session, journal, card_id=verified.card_number, card_key=verified.public_point,
+            status=verified.status, now=now, identity=identity, clerk=clerk, rng=rng,
         )  # fmt: skip
     return visit
 
