@@ -23,15 +23,19 @@ from cardsvc.central.app import create_app
 from cardsvc.central.extensions import get_db
 from cardsvc.central.services.authorise import CardKind, held_counter, issue_card_authorisation
 from cardsvc.central.services.publish import CentralKey
-from cardsvc.central.services.terminals import add_facility, register_terminal
+from cardsvc.central.services.reconcile import reconcile
+from cardsvc.central.services.terminals import add_facility, register_terminal, revoke_card
 from cardsvc.central.testing import FixedClock, SimCard, SimTerminal
 from cardsvc.formats.batch import BatchKind
 from cardsvc.formats.profile import card_chr
+from cardsvc.formats.transaction import RecordType
+from cardsvc.pki.rights import DEFAULT_RIGHTS, Right, Role
 from hardware_sims.card.cardos import SimulatedCard
 from point_of_service.catalogue import Catalogue, Package
-from point_of_service.errors import TransactionError
+from point_of_service.errors import TransactionError, VerificationError
+from point_of_service.identity import TerminalIdentity
 from point_of_service.journal import Journal
-from point_of_service.reasons import Reason
+from point_of_service.reasons import Reason, message_for
 from point_of_service.services import paypoint
 from point_of_service.services.authorisations import (
     StoredAuthorisation,
@@ -67,12 +71,12 @@ class Transport:
 class Desk:
     """One POS terminal (journal, trust, identity, clerk) and central (app, clock, its signing key)."""
 
-    def __init__(self, world: PosWorld, tmp: Path) -> None:
+    def __init__(self, world: PosWorld, tmp: Path, identity: TerminalIdentity | None = None) -> None:
         self.world = world
         pki = world.pki
         self.journal = Journal(tmp / "journal.sqlite")
         self.trust = world.trust(self.journal)
-        self.identity = world.identity()
+        self.identity = identity or world.identity()
         self.clerk = world.clerk()
         self.rng = random.Random(11)
         catalogue = Catalogue(
@@ -281,3 +285,112 @@ def test_older_or_impossible_counters_are_not_presented(
         "nothing the card must refuse is sent"
     )
     assert later.session.offline_limits().synced_counter == 20
+
+
+# --------------------------------------------------------------------------------- TOP_UP and SUPERSEDE
+def _issue(desk: Desk, kind: CardKind, card_id: int, **kwargs: Any) -> Authorisation:
+    with get_db(desk.app).sessions() as db:
+        issued = issue_card_authorisation(
+            db, desk.key, kind, f"{card_id:016x}", now=int(desk.clock()), **kwargs
+        )
+    return Authorisation.parse(issued.wire)
+
+
+@pytest.fixture
+def till(pos_world: PosWorld, tmp_path: Path) -> Iterator[Desk]:
+    """A POS terminal whose certificate holds the TOP_UP right (the card checks it on a TOP_UP DEBIT)."""
+    pki = pos_world.pki
+    holder = pki.issue(
+        pki.district,
+        "INTRM-POS-TOPUP",
+        Role.POS_TERMINAL,
+        rights=DEFAULT_RIGHTS[Role.POS_TERMINAL] | Right.TOP_UP,
+    )
+    identity = dataclasses.replace(pos_world.identity(), chr=holder.cert.chr,
+                                   chain=tuple(pki.chain_of(holder)), signer=holder.signer)  # fmt: skip
+    d = Desk(pos_world, tmp_path, identity)
+    yield d
+    d.close()
+
+
+def _balance(visit: CardVisit) -> int:
+    return visit.session.status().wallet(SCHEME_HEALTH).balance
+
+
+def test_top_up_and_sync_ack_presented_in_serial_order_at_one_insertion(
+    till: Desk, pos_world: PosWorld, tmp_path: Path
+) -> None:
+    card = pos_world.beneficiary_card(tmp_path / "card")
+    visit = till.insert(card)
+    till.register_card(visit.card_id, visit.card_key)
+    for i in range(20):
+        till.pay(visit, NOW + i)
+    before = _balance(visit)
+    till.clock.advance(600)
+    assert till.sync.sync().error is None  # records up; central's SYNC_ACK (serial 1) down
+    top_up = _issue(till, CardKind.TOP_UP, visit.card_id, value=7_500, scheme_id=SCHEME_HEALTH)
+    assert top_up.serial == 2
+    assert till.sync.sync().error is None
+
+    renewed = till.insert(card)
+    applied = renewed.authorisations
+    assert [a.kind for a in applied.applied] == ["sync_ack", "top_up"], "increasing serial order"
+    assert applied.limits_renewed and applied.refused == ()
+    (record,) = applied.top_ups
+    assert (record.record_type, record.amount, record.reference) == (RecordType.TOP_UP, 7_500, 2)
+    assert record.balance_after == before + 7_500 == _balance(renewed)
+    assert renewed.offline_limits.debits_left == 20, "a top-up does not count against the limits"
+    assert till.journal.last_record(visit.card_id) == record, "journalled like every card record"
+    events = till.auth_events("ok")
+    assert [e.detail["kind"] for e in events] == ["sync_ack", "top_up"]
+    assert events[1].detail["amount"] == 7_500 and events[1].detail["counter"] == record.counter
+
+    again = till.insert(card)
+    assert again.authorisations.applied == () and _balance(again) == before + 7_500, "never twice"
+    till.clock.advance(600)
+    assert till.sync.sync().records_sent == 1, "the TOP_UP record goes to central"
+    with get_db(till.app).sessions() as db:
+        assert held_counter(db, f"{visit.card_id:016x}") == 21
+        report = reconcile(db, int(till.clock()))
+    assert "balance_mismatch" not in report.flags, "central's ledger follows the top-up"
+
+
+def test_top_up_not_presented_by_a_terminal_without_the_right(desk: Desk, pos_world: PosWorld,
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    card = pos_world.beneficiary_card(tmp_path / "card")
+    visit = desk.insert(card)
+    desk.register_card(visit.card_id, visit.card_key)
+    before = _balance(visit)
+    _issue(desk, CardKind.TOP_UP, visit.card_id, value=1_000, scheme_id=SCHEME_HEALTH)
+    assert desk.sync.sync().error is None
+    later = desk.insert(card)
+    ((_, why),) = later.authorisations.refused
+    assert "does not hold the TOP_UP right" in why and later.authorisations.top_ups == ()
+    assert _balance(later) == before
+    assert [e.reason for e in desk.auth_events("refused")] == ["not-presented"]
+
+
+def test_superseded_card_is_refused_with_a_clear_reason(
+    desk: Desk, pos_world: PosWorld, tmp_path: Path
+) -> None:
+    card = pos_world.beneficiary_card(tmp_path / "card")
+    visit = desk.insert(card)
+    desk.register_card(visit.card_id, visit.card_key)
+    _issue(desk, CardKind.SUPERSEDE, visit.card_id)
+    with get_db(desk.app).sessions() as db:  # replaced: central also blacklists it
+        revoke_card(db, visit.card_id, int(desk.clock()))
+        db.commit()
+    assert desk.sync.sync().error is None
+    card.power_off()
+    with pytest.raises(VerificationError) as info:
+        verify_card(InProcessConnection(card), identity=desk.identity, trust=desk.trust, clerk=desk.clerk,
+                    now=NOW, journal=desk.journal, rng=desk.rng.randbytes)  # fmt: skip
+    assert info.value.reason is Reason.CARD_BLOCKED and "superseded" in info.value.detail
+    (event,) = desk.auth_events("ok")
+    assert event.detail["kind"] == "supersede" and event.detail["lifecycle"] == "superseded"
+    card.power_off()
+    with pytest.raises(VerificationError) as again:  # the card itself now says so, at step 1
+        verify_card(InProcessConnection(card), identity=desk.identity, trust=desk.trust, clerk=desk.clerk,
+                    now=NOW, journal=desk.journal, rng=desk.rng.randbytes)  # fmt: skip
+    assert again.value.reason is Reason.CARD_BLOCKED and again.value.step == "activated"
+    assert message_for(Reason.CARD_BLOCKED).problem.startswith("This card has been blocked or replaced")
