@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ class Central:
     def now(self) -> int:
         return int(self.clock())
 
-    def upload(self, kind: BatchKind, items: list[Item], seq: int | None = None) -> int:
+    def upload(self, kind: BatchKind, items: Sequence[Item], seq: int | None = None) -> int:
         body = self.terminal.batch(kind, items, self.now, seq)
         headers = self.terminal.headers("POST", "/api/v1/batches", body, self.now)
         response = self.app.test_client().post("/api/v1/batches", data=body, headers=headers)
