@@ -71,7 +71,9 @@ class Transport:
 class Desk:
     """One POS terminal (journal, trust, identity, clerk) and central (app, clock, its signing key)."""
 
-    def __init__(self, world: PosWorld, tmp: Path, identity: TerminalIdentity | None = None) -> None:
+    def __init__(
+        self, world: PosWorld, tmp: Path, identity: TerminalIdentity | None = None, database_url: str = ""
+    ) -> None:
         self.world = world
         pki = world.pki
         self.journal = Journal(tmp / "journal.sqlite")
@@ -87,7 +89,8 @@ class Desk:
         )
         self.clock = FixedClock(float(NOW))
         self.key = CentralKey(pki.district.signer, pki.district.chr, (pki.district.cert,))
-        self.app = create_app({"DATABASE_URL": f"sqlite:///{tmp / 'central.db'}", "CLOCK": self.clock,
+        url = database_url or f"sqlite:///{tmp / 'central.db'}"
+        self.app = create_app({"DATABASE_URL": url, "CLOCK": self.clock,
                                "TESTING": True, "CENTRAL_KEY": self.key})  # fmt: skip
         self.camp = SimTerminal.new(0x5E_CA, random.Random(3))
         point = ec.EllipticCurvePublicKey.from_encoded_point(
