@@ -18,11 +18,14 @@ from cardsvc.central.app import create_app
 from cardsvc.central.dashboard import init_dashboard
 from cardsvc.central.dashboard.users import Role, UserError, UserStore
 from cardsvc.central.extensions import get_db
-from cardsvc.central.services.reconcile import reconcile
+from cardsvc.central.services.dedup import record_flags
+from cardsvc.central.services.publish import CentralKey
+from cardsvc.central.services.reconcile import Flag, FlagKind, reconcile
 from cardsvc.central.services.terminals import add_facility, register_terminal
-from cardsvc.central.testing import FixedClock, SimCard, SimTerminal
+from cardsvc.central.testing import FixedClock, SimCard, SimTerminal, p256_key
 from cardsvc.formats.batch import BatchKind
 from cardsvc.formats.transaction import RecordType
+from cardsvc.pki.signer import SoftwareSigner
 from tests.fixtures.screens import LiveServer, Screens, serve_app
 
 pytestmark = pytest.mark.slow
@@ -32,16 +35,22 @@ NOW = 1_800_000_000
 STAFF_PASSWORD = "Central-Staff-2026"
 AUDITOR_PASSWORD = "Auditor-Reads-2026"
 DISTRICT_PASSWORD = "Patna-Officer-2026"
+ROOT_CHR = "INROOT00001"
 
 
 @dataclass
 class Dashboard:
-    server: LiveServer
+    server: LiveServer | None
     app: Flask
     clock: FixedClock
-    card_id: str
+    card_id: str  # a cloned card (Jaipur): duplicate_counter
+    clean_card: str  # Jaipur, one admission and discharge at facility 1: a payable claim
+    twins: tuple[str, str]  # two Jaipur cards flagged duplicate_enrolment (the same finger on both)
+    patna_card: str  # Patna: a counter gap, for the district officer
+    key: CentralKey
 
     def url(self, path: str) -> str:
+        assert self.server is not None
         return self.server.url + path
 
 
@@ -52,14 +61,16 @@ def upload(app: Flask, terminal: SimTerminal, kind: BatchKind, items: list, now:
     assert response.status_code == 201, response.get_json()
 
 
-@pytest.fixture
-def dashboard(sqlite_url: str, tmp_path: Path) -> Iterator[Dashboard]:
+def build_dashboard(sqlite_url: str, tmp_path: Path) -> Dashboard:
+    """Central (SQLite) with the dashboard, three users, a signing key, and records uploaded through the
+    signed API: a cloned card, a clean stay, a possible duplicate enrolment and a Patna card with a gap."""
     from tests.fixtures.db import _empty_all_tables
 
     _empty_all_tables(sqlite_url)
     clock = FixedClock(float(NOW))
+    key = CentralKey(SoftwareSigner(p256_key(random.Random(30))), ROOT_CHR)
     app = create_app({
-        "DATABASE_URL": sqlite_url, "CLOCK": clock, "SECRET_KEY": b"dashboard-test",
+        "DATABASE_URL": sqlite_url, "CLOCK": clock, "SECRET_KEY": b"dashboard-test", "CENTRAL_KEY": key,
         "DASHBOARD_USERS": str(tmp_path / "users.json"), "DASHBOARD_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
     })  # fmt: skip
     if "dashboard" not in app.blueprints:  # until central's create_app registers it
@@ -72,24 +83,49 @@ def dashboard(sqlite_url: str, tmp_path: Path) -> Iterator[Dashboard]:
     with get_db(app).sessions() as session:
         add_facility(session, 1, "District Hospital Jaipur", "Jaipur", 26.91, 75.79)
         add_facility(session, 2, "Sawai Clinic", "Jaipur", 26.85, 75.80)
+        add_facility(session, 3, "Patna Medical College", "Patna", 25.61, 85.14)
         session.flush()
         register_terminal(session, terminal.terminal_id, terminal.key.public_key(), NOW - 365 * DAY)
         session.commit()
-    card = SimCard.new(0xC001, random.Random(21))
-    upload(app, terminal, BatchKind.CAMP, [card.camp_card("Jaipur", NOW - 100 * DAY, NOW + 265 * DAY, 0xF0)],
-           NOW)  # fmt: skip
+    card, clean = SimCard.new(0xC001, random.Random(21)), SimCard.new(0xC002, random.Random(22))
+    twins = [SimCard.new(0xC003, random.Random(23)), SimCard.new(0xC004, random.Random(24))]
+    patna = SimCard.new(0xD001, random.Random(25))
+    policy = (NOW - 100 * DAY, NOW + 265 * DAY)
+    camp = [c.camp_card("Jaipur", *policy, 0xF0) for c in (card, clean, *twins)]
+    upload(app, terminal, BatchKind.CAMP, [*camp, patna.camp_card("Patna", *policy, 0xF1)], NOW)
     tid = terminal.terminal_id
     card.transact(RecordType.CASH, 10_000, NOW - 5 * DAY, tid, 0x0E, 1)
     clone = copy.deepcopy(card)  # same key and state on another chip: a clone
     card.transact(RecordType.CASH, 20_000, NOW - 4 * DAY, tid, 0x0E, 1)
     clone.transact(RecordType.CASH, 30_000, NOW - 4 * DAY + 7200, tid, 0x0E, 2)
-    upload(app, terminal, BatchKind.TRANSACTIONS, card.items() + clone.items(clone.log[1:]), NOW)
+    block = clean.transact(RecordType.BLOCK, 1_500_000, NOW - 6 * DAY, tid, 0x0E, 1, reference=301)
+    clean.transact(RecordType.SETTLE, 1_234_500, NOW - 3 * DAY, tid, 0x0E, 1, reference=block.counter)
+    for i in range(3):
+        patna.transact(RecordType.CASH, 5_000, NOW - (9 - i) * DAY, tid, 0x0F, 3)
+    gap = [patna.log[0], patna.log[2]]  # counter 2 withheld: a gap
+    items = card.items() + clone.items(clone.log[1:]) + clean.items() + patna.items(gap)
+    upload(app, terminal, BatchKind.TRANSACTIONS, items, NOW)
+    a, b = (f"{t.card_id:016x}" for t in twins)
     with get_db(app).sessions() as session:
         reconcile(session, NOW)
-    server = serve_app(lambda: app)
-    yield Dashboard(server, app, clock, f"{card.card_id:016x}")
-    server.stop()
-    get_db(app).dispose()
+        record_flags(session, [
+            Flag(FlagKind.DUPLICATE_ENROLMENT, {"other_card": other, "household": f"HH-{mine[-4:]}",
+                 "other_household": f"HH-{other[-4:]}", "score": 41.5, "matches": [[0, 2, 1, 7, 41.5]]},
+                 card_id=mine)
+            for mine, other in ((a, b), (b, a))
+        ], NOW)  # fmt: skip
+        session.commit()
+    return Dashboard(None, app, clock, f"{card.card_id:016x}", f"{clean.card_id:016x}", (a, b),
+                     f"{patna.card_id:016x}", key)  # fmt: skip
+
+
+@pytest.fixture
+def dashboard(sqlite_url: str, tmp_path: Path) -> Iterator[Dashboard]:
+    d = build_dashboard(sqlite_url, tmp_path)
+    d.server = serve_app(lambda: d.app)
+    yield d
+    d.server.stop()
+    get_db(d.app).dispose()
 
 
 def login(d: Dashboard, screens: Screens, lang: str, name: str, password: str) -> None:
@@ -98,6 +134,14 @@ def login(d: Dashboard, screens: Screens, lang: str, name: str, password: str) -
     page.fill("#username", name)
     page.fill("#password", password)
     page.click("#login")
+
+
+def actions(screens: Screens) -> list[str]:
+    """The audit log's actions, newest first (the codes behind the words shown)."""
+    return [
+        str(a)
+        for a in screens.page.locator("#audit tbody tr").evaluate_all("rs => rs.map(r => r.dataset.action)")
+    ]
 
 
 @pytest.mark.parametrize("lang", ["en", "hi"])
@@ -114,33 +158,78 @@ def test_flag_followed_to_the_card_ledger_and_facility(
     page.wait_for_selector("#flags")
     row = page.locator("#flags tr[data-kind=duplicate_counter]")
     assert row.count() == 1
+    assert page.locator("#flags tr[data-kind=duplicate_enrolment] a.button").count() == 2, (
+        "review, not resolve"
+    )
     screens.shot(lang, "dashboard-flags")
     row.locator("a.card-link").click()
     page.wait_for_selector("#ledger")
     assert page.locator("#ledger tbody tr").count() == 3, "both versions of counter 2 are in the ledger"
     assert page.locator("#ledger tr.flagged").count() == 2
     assert d.card_id in page.inner_text("h1")
+    assert "₹\u00a030,000.00" in page.inner_text("#card-info"), "the cover in rupees, local format"
     screens.shot(lang, "dashboard-card-ledger")
     page.locator("#ledger tr.flagged a").last.click()
     page.wait_for_selector("#facility-flags")
     screens.shot(lang, "dashboard-facility")
-    page.goto(d.url("/dashboard/settlement?facility=1&start=2026-12-01&end=2027-01-31"))
+    page.click("#nav-settlement")
+    page.select_option("#facility", "1")
+    page.fill("#start", "2026-12-01")
+    page.fill("#end", "2027-01-31")
+    page.click("#preview")
     page.wait_for_selector("#settlement-result")
+    assert page.locator("#claims tr[data-status=payable]").count() == 1
+    assert "₹\u00a012,345.00" in page.inner_text("#settlement-result")
+    page.click("#run-settlement")
+    page.wait_for_selector(".flash.ok")
     screens.shot(lang, "dashboard-settlement")
     page.click("#nav-reports")
     page.wait_for_selector("#use")
+    assert page.locator("#charts svg.chart").count() == 3
     screens.shot(lang, "dashboard-reports")
+
+
+@pytest.mark.parametrize("lang", ["en", "hi"])
+def test_revocation_published_authorisation_issued_duplicate_reviewed(
+    dashboard: Dashboard, screens: Screens, lang: str
+) -> None:
+    d, page = dashboard, screens.page
+    login(d, screens, lang, "anita", STAFF_PASSWORD)
+    page.wait_for_selector("#flags")
     page.click("#nav-revocations")
     page.select_option("#kind", "card")
     page.fill("#rid", d.card_id)
     page.fill("#reason", "cloned card seized at facility 2")
     page.click("#revoke")
     page.wait_for_selector(f"#revoked-cards a:text('{d.card_id}')")
+    page.click("#publish")
+    page.wait_for_selector("#published tbody tr")
+    assert page.locator("#published tbody tr").count() == 1
     screens.shot(lang, "dashboard-revocations")
+    page.click("#nav-authorisations")
+    page.select_option("#auth-kind", "top_up")
+    page.fill("#auth-card", d.twins[0])
+    page.fill("#auth-amount", "1500")
+    page.click("#authorise")
+    page.wait_for_selector("#authorise-refused")  # a possible duplicate is open: refused
+    page.click("#nav-dedup")
+    pair = page.locator(f"#pair-{d.twins[0]}")
+    assert d.twins[1] in pair.inner_text()
+    screens.shot(lang, "dashboard-dedup")
+    pair.locator("input[value=different]").check()
+    pair.locator("input[name=note]").fill("two brothers; ration cards seen")
+    pair.locator("button.review").click()
+    page.wait_for_selector("#no-pairs")
+    page.click("#nav-authorisations")
+    page.select_option("#auth-kind", "top_up")
+    page.fill("#auth-card", d.twins[0])
+    page.fill("#auth-amount", "1500")
+    page.click("#authorise")
+    page.wait_for_selector("#issued tr[data-kind=top_up]")
+    screens.shot(lang, "dashboard-authorisations")
     page.click("#nav-audit")
     page.wait_for_selector("#chain-ok")
-    actions = page.locator("#audit tbody td:nth-child(4)").all_inner_texts()
-    assert actions[:2] == ["revoke", "login"] and "login-refused" in actions
+    assert actions(screens) == ["authorise", "review-duplicate", "publish-revocations", "revoke", "login"]
     screens.shot(lang, "dashboard-audit")
 
 
@@ -165,12 +254,20 @@ def test_district_officer_sees_only_their_district(dashboard: Dashboard, screens
     d, page = dashboard, screens.page
     login(d, screens, "en", "priya", DISTRICT_PASSWORD)
     page.wait_for_selector("#flags")
-    assert page.locator("#flags tr[data-kind]").count() == 0, "a Jaipur card's flag is not shown in Patna"
+    kinds = page.locator("#flags tr[data-kind]")
+    assert kinds.count() == 1, "only the Patna card's gap; no Jaipur flag is shown in Patna"
+    assert d.patna_card in kinds.inner_text()
+    kinds.locator("input[name=note]").fill("counter 2 seen on the card; upload pending")
+    kinds.locator("button").click()
+    page.wait_for_selector(".flash.ok")
+    assert page.locator("#flags tr[data-kind]").count() == 0
     page.goto(d.url(f"/dashboard/cards/{d.card_id}"))
     page.wait_for_selector("#flags")
     assert "not in your district" in page.inner_text(".flash")
     page.goto(d.url("/dashboard/facilities/1"))
     assert "not in your district" in page.inner_text(".flash")
+    page.goto(d.url("/dashboard/audit"))
+    assert page.locator("#forbidden").count() == 1 and page.locator("#nav-audit").count() == 0
 
 
 def test_weak_passwords_and_unknown_users_refused(tmp_path: Path) -> None:
@@ -180,7 +277,8 @@ def test_weak_passwords_and_unknown_users_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="district"):
         store.add("d", "District-Officer-1", Role.DISTRICT)
     store.add("d", "District-Officer-1", Role.DISTRICT, "Jaipur")
-    assert store.check("d", "District-Officer-1").district == "Jaipur"
+    officer = store.check("d", "District-Officer-1")
+    assert officer is not None and officer.district == "Jaipur"
     assert store.check("d", "district-officer-1") is None
     assert store.check("nobody", "District-Officer-1") is None
     assert "District-Officer-1" not in (tmp_path / "u.json").read_text()

@@ -1,11 +1,11 @@
-"""Dashboard views: thin over cardsvc.central.services (flags, settlement, reports, terminals). Each view
-checks the signed-in user's role; every change (sign-in, resolution, revocation, settlement) is appended
-to the dashboard's audit log (a hash chain, keymgmt.audit's format)."""
+"""Dashboard views: thin over cardsvc.central.services (flags, settlement, reports, terminals; the signed
+lists, authorisations and de-duplication review are in lists.py). Every route's roles are in ``ACCESS``,
+checked before any view runs; every change (sign-in, resolution, revocation, settlement, publication,
+authorisation, duplicate review) is appended to the dashboard's audit log (a hash chain, keymgmt.audit's
+format)."""
 
 from __future__ import annotations
 
-import base64
-import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,47 +13,57 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers.response import Response as WResponse
 
 from cardsvc.central.app import clock
+from cardsvc.central.dashboard import labels
+from cardsvc.central.dashboard.charts import Series, bar_chart
 from cardsvc.central.dashboard.users import Role, User, UserStore
 from cardsvc.central.errors import ServiceError
 from cardsvc.central.extensions import get_db
-from cardsvc.central.models import Card, Facility, TransactionRow
+from cardsvc.central.models import Card, Facility, FlagRow, TransactionRow
 from cardsvc.central.services import flags as flag_service
 from cardsvc.central.services import settlement as settle_service
-from cardsvc.central.services import terminals as terminal_service
-from cardsvc.formats.transaction import RecordType
+from cardsvc.web.i18n import money, number
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates")
 F = TypeVar("F", bound=Callable[..., Any])
+FLAG_LABELS, RECORD_LABELS, ROLE_LABELS = labels.FLAG_LABELS, labels.RECORD_LABELS, labels.ROLE_LABELS
 
-FLAG_LABELS: dict[str, Any] = {
-    "duplicate_counter": _l("Same counter twice: cloned card or replay"),
-    "counter_gap": _l("Records missing (counter gap)"),
-    "balance_mismatch": _l("Balance does not add up"),
-    "chain_break": _l("Record chain broken"),
-    "outside_policy": _l("Used outside the policy year"),
-    "impossible_travel": _l("Impossible travel between facilities"),
-    "package_mix_outlier": _l("Unusual package mix at a facility"),
-    "revoked_terminal": _l("Used by a revoked terminal"),
-    "revoked_operator": _l("Used by a revoked operator"),
-    "fko_count_mismatch": _l("FKO ledger differs from uploaded camps"),
-    "unregistered_card": _l("Card no camp has reported"),
-    "forged_record": _l("Record not signed by the card's key"),
-    "duplicate_enrolment": _l("Same finger on two cards"),
+#: Who may do what, per (endpoint, method). A route not listed is refused to everyone (deny by default);
+#: the sign-in page and the status poll are the only routes open before sign-in. District officers are
+#: further limited, in the views, to what touches their district.
+ALL: frozenset[Role] = frozenset(Role)
+STAFF: frozenset[Role] = frozenset({Role.CENTRAL})
+REVIEWERS: frozenset[Role] = frozenset({Role.CENTRAL, Role.DISTRICT})
+AUDIT_READERS: frozenset[Role] = frozenset({Role.CENTRAL, Role.AUDITOR})
+PUBLIC = frozenset({"dashboard.login", "dashboard.status"})
+ACCESS: dict[tuple[str, str], frozenset[Role]] = {
+    ("dashboard.logout", "POST"): ALL,
+    ("dashboard.index", "GET"): ALL,
+    ("dashboard.flags", "GET"): ALL,
+    ("dashboard.resolve", "POST"): REVIEWERS,
+    ("dashboard.card", "GET"): ALL,
+    ("dashboard.facility", "GET"): ALL,
+    ("dashboard.settlement", "GET"): ALL,
+    ("dashboard.settlement", "POST"): STAFF,
+    ("dashboard.reports", "GET"): ALL,
+    ("dashboard.revocations", "GET"): ALL,
+    ("dashboard.revoke", "POST"): REVIEWERS,
+    ("dashboard.publish_revocations", "POST"): STAFF,
+    ("dashboard.authorisations", "GET"): ALL,
+    ("dashboard.authorise", "POST"): STAFF,
+    ("dashboard.dedup", "GET"): ALL,
+    ("dashboard.review_duplicate", "POST"): REVIEWERS,
+    ("dashboard.audit_log", "GET"): AUDIT_READERS,
 }
-RECORD_LABELS: dict[int, Any] = {
-    RecordType.BLOCK: _l("Admission (block)"), RecordType.SETTLE: _l("Discharge (settle)"),
-    RecordType.RELEASE: _l("Cancellation (release)"), RecordType.CASH: _l("Cash payment"),
-    RecordType.PROOF_OF_LIFE: _l("Proof of life"), RecordType.TOP_UP: _l("Top-up"),
-    RecordType.RENEWAL: _l("Renewal"),
-}  # fmt: skip
-ROLE_LABELS = {Role.CENTRAL: _l("Central staff"), Role.DISTRICT: _l("District officer"),
-               Role.AUDITOR: _l("Auditor")}  # fmt: skip
+
+
+def may(user: User | None, endpoint: str, method: str = "GET") -> bool:
+    """Whether ``user`` may use ``endpoint`` (templates use it to show only the controls a role may use)."""
+    return user is not None and user.role in ACCESS.get((endpoint, method), frozenset())
 
 
 def users() -> UserStore:
@@ -89,11 +99,12 @@ def _close(_exc: BaseException | None) -> None:
 
 
 @bp.before_request
-def _guard() -> WResponse | None:
-    """CSRF on every form; sign-in required; idle time-out (sessions end after DASHBOARD_IDLE_SECONDS)."""
+def _guard() -> WResponse | str | tuple[str, int] | None:
+    """CSRF on every form; sign-in required; idle time-out (sessions end after DASHBOARD_IDLE_SECONDS);
+    then the role table (``ACCESS``): a role not listed for the route gets 403."""
     if request.method == "POST":
         current_app.extensions["dashboard_csrf"].protect()
-    if request.endpoint in ("dashboard.login", "dashboard.status"):
+    if request.endpoint in PUBLIC:
         return None
     name, seen = session.get("user"), session.get("seen", 0)
     user = users().get(name) if name else None
@@ -104,26 +115,16 @@ def _guard() -> WResponse | None:
         return redirect(url_for("dashboard.login", next=request.path))
     session["seen"] = now()
     g.user = user
+    method = "POST" if request.method == "POST" else "GET"
+    if not may(user, request.endpoint or "", method):
+        return page("dashboard/forbidden.html"), 403
     return None
 
 
-def needs(*roles: Role) -> Callable[[F], F]:
-    def wrap(view: F) -> F:
-        @functools.wraps(view)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            if g.user.role not in roles:
-                flash(_("Your role may not do this."), "error")
-                return redirect(url_for("dashboard.flags"))
-            return view(*args, **kwargs)
-
-        return inner  # type: ignore[return-value]
-
-    return wrap
-
-
 def page(template: str, **kw: Any) -> str:
-    return render_template(template, user=g.get("user"), role_labels=ROLE_LABELS, flag_labels=FLAG_LABELS,
-                           Role=Role, **kw)  # fmt: skip
+    user = g.get("user")
+    return render_template(template, user=user, Role=Role, may=lambda e, m="GET": may(user, e, m),
+                           **labels.template_helpers(), **kw)  # fmt: skip
 
 
 def _in_district(card_id: str | None, facility_id: int | None) -> bool:
@@ -195,13 +196,21 @@ def flags() -> str:
 
 
 @bp.post("/flags/<int:flag_id>/resolve")
-@needs(Role.CENTRAL)
 def resolve(flag_id: int) -> WResponse:
     note = request.form.get("note", "")
+    row = db().get(FlagRow, flag_id)
+    if row is not None and not _in_district(row.card_id, row.facility_id):
+        flash(_("This flag is not in your district."), "error")
+        return redirect(url_for("dashboard.flags"))
+    if row is not None and row.kind == "duplicate_enrolment":
+        flash(
+            _("A duplicate enrolment is reviewed on the de-duplication screen: same person or not."), "error"
+        )
+        return redirect(url_for("dashboard.dedup"))
     try:
         flag_service.resolve_flag(db(), flag_id, by=g.user.name, note=note, now=now())
     except ServiceError as exc:
-        flash(_("Not resolved: %(why)s", why=exc.reason), "error")
+        flash(_("Not resolved: %(why)s", why=labels.refusal(exc.code, exc.reason)), "error")
     else:
         audit("resolve-flag", str(flag_id), {"note": note.strip()[:200]})
         flash(_("Flag resolved."), "ok")
@@ -226,7 +235,7 @@ def card(card_id: str) -> str | WResponse:
     card_flags = flag_service.open_flags(db(), card_ids=[card_id])
     flagged = {f.details.get("counter") for f in card_flags}
     return page("dashboard/card.html", card=row, card_id=card_id, ledger=ledger, flags=card_flags,
-                flagged=flagged, record_labels=RECORD_LABELS)  # fmt: skip
+                flagged=flagged)  # fmt: skip
 
 
 @bp.get("/facilities/<int:facility_id>")
@@ -246,7 +255,7 @@ def facility(facility_id: int) -> str | WResponse:
     ]  # fmt: skip
     runs = settle_service.settlement_runs(db(), facility_id)
     return page("dashboard/facility.html", facility=row, facility_id=facility_id, recent=recent,
-                flags=facility_flags, runs=runs, record_labels=RECORD_LABELS)  # fmt: skip
+                flags=facility_flags, runs=runs)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ settlement
@@ -264,16 +273,15 @@ def settlement() -> str | WResponse:
         try:
             fid, start, end = int(form["facility"]), _day(form["start"]), _day(form["end"]) + 86_400
             if request.method == "POST":
-                if g.user.role is not Role.CENTRAL:
-                    flash(_("Your role may not do this."), "error")
-                    return redirect(url_for("dashboard.settlement"))
                 result, new = settle_service.run_settlement(db(), fid, start, end, now=now())
                 audit("settle", str(fid), {"start": start, "end": end, "payable_paise": result.payable_paise})
                 flash(_("Settlement recorded.") if new else _("This period was already settled."), "ok")
             else:
                 result = settle_service.compute_settlement(db(), fid, start, end)
-        except (ValueError, ServiceError) as exc:
-            problem = getattr(exc, "reason", str(exc))
+        except ServiceError as exc:
+            problem = labels.refusal(exc.code, exc.reason)
+        except ValueError:
+            problem = _("Choose a facility and give both dates.")
     return page("dashboard/settlement.html", facilities=facilities, result=result, problem=problem,
                 form=form)  # fmt: skip
 
@@ -281,7 +289,7 @@ def settlement() -> str | WResponse:
 # ------------------------------------------------------------------------------------------ reports
 @bp.get("/reports")
 def reports() -> str:
-    from cardsvc.central.services.reports import build_report
+    from cardsvc.central.services.reports import AGE_BANDS, GENDERS, build_report
 
     report = build_report(db(), now())
     district = g.user.district if g.user.role is Role.DISTRICT else None
@@ -292,61 +300,37 @@ def reports() -> str:
     for r in coverage:
         by_gender[str(r[2])] = by_gender.get(str(r[2]), 0) + int(r[5])
         by_age[str(r[3])] = by_age.get(str(r[3]), 0) + int(r[5])
-    chart = None
+    charts = []
     if coverage or use:
-        from cardsvc.central.services.reports import charts
-
-        pngs = charts(report)
-        chart = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in pngs.items()}
+        districts = sorted({str(r[0]) for r in coverage} | {str(r[0]) for r in use})
+        households = [sum(int(r[4]) for r in coverage if r[0] == d) for d in districts]
+        persons = [sum(int(r[5]) for r in coverage if r[0] == d) for d in districts]
+        charts.append(bar_chart(
+            _("Coverage by district"), districts,
+            [Series(_("Households"), households), Series(_("Persons"), persons)], number,
+            chart_id="chart-coverage",
+        ))  # fmt: skip
+        bands = [b[2] for b in AGE_BANDS]
+        by_band = [
+            Series(labels.label(labels.GENDER_LABELS, gender),
+                   [sum(int(r[5]) for r in coverage if r[2] == gender and r[3] == band) for band in bands])
+            for gender in GENDERS if any(r[2] == gender for r in coverage)
+        ]  # fmt: skip
+        charts.append(bar_chart(_("Persons covered by age band and gender"), bands, by_band, number,
+                                chart_id="chart-age-gender"))  # fmt: skip
+        claimed = [sum(int(r[6]) for r in use if r[0] == d) for d in districts]
+        cash = [sum(int(r[8]) for r in use if r[0] == d) for d in districts]
+        charts.append(bar_chart(
+            _("Use by district"), districts,
+            [Series(_("Claimed"), claimed), Series(_("Cash paid"), cash)], lambda v: money(int(v)),
+            chart_id="chart-use",
+        ))  # fmt: skip
     return page("dashboard/reports.html", coverage=coverage, use=use, by_gender=by_gender, by_age=by_age,
-                charts=chart)  # fmt: skip
-
-
-# ------------------------------------------------------------------------------------------ revocations
-@bp.get("/revocations")
-def revocations() -> str:
-    listing = terminal_service.revocation_list(db())
-    return page("dashboard/revocations.html", listing=listing)
-
-
-@bp.post("/revocations")
-@needs(Role.CENTRAL, Role.DISTRICT)
-def revoke() -> WResponse:
-    kind, ident = request.form.get("kind", ""), request.form.get("id", "").strip().lower()
-    reason = request.form.get("reason", "").strip()
-    try:
-        number = int(ident, 16)
-    except ValueError:
-        flash(_("Give the id as 16 hexadecimal digits."), "error")
-        return redirect(url_for("dashboard.revocations"))
-    if len(reason) < 5:
-        flash(_("Say why, in a few words."), "error")
-        return redirect(url_for("dashboard.revocations"))
-    if g.user.role is Role.DISTRICT and (kind != "card" or not _in_district(f"{number:016x}", None)):
-        flash(_("Your role may not do this."), "error")
-        return redirect(url_for("dashboard.revocations"))
-    try:
-        if kind == "card":
-            terminal_service.revoke_card(db(), number, now())
-        elif kind == "terminal":
-            terminal_service.revoke_terminal(db(), number, now())
-        elif kind == "operator":
-            terminal_service.revoke_operator(db(), number, now())
-        else:
-            raise ValueError(kind)
-        db().commit()
-    except (ServiceError, ValueError) as exc:
-        db().rollback()
-        flash(_("Not revoked: %(why)s", why=getattr(exc, "reason", str(exc))), "error")
-        return redirect(url_for("dashboard.revocations"))
-    audit("revoke", f"{kind}:{number:016x}", {"reason": reason[:200]})
-    flash(_("Revoked. Terminals refuse it after their next sync."), "ok")
-    return redirect(url_for("dashboard.revocations"))
+                charts=charts)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ audit log
 @bp.get("/audit")
-@needs(Role.CENTRAL, Role.AUDITOR)
 def audit_log() -> str:
     from cardsvc.pki.errors import AuditTamperedError
     from keymgmt.audit import AuditLog, verify_log
@@ -356,5 +340,12 @@ def audit_log() -> str:
         count, intact = verify_log(log), True
     except AuditTamperedError:
         count, intact = 0, False
-    entries = list(log.entries())[-200:]
+    entries = list(log.entries())[-200:] if intact else []
+    for e in entries:
+        try:
+            e["ts"] = int(
+                datetime.strptime(str(e.get("time")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+            )
+        except ValueError:
+            e["ts"] = None
     return page("dashboard/audit.html", entries=list(reversed(entries)), count=count, intact=intact)
