@@ -118,7 +118,10 @@ def hold_reason(text: str) -> str:
     kind = text.split(" ", 1)[0]
     words = label(HOLD_LABELS, kind)
     match = _FLAG_NO.search(text)
-    return f"{words} ({_('flag no. %(n)s', n=match.group(1))})" if match else words
+    if match is None:
+        return words
+    flag = _("flag no. %(n)s", n=match.group(1))
+    return f"{words} ({flag})"
 
 
 def refusal(code: str, fallback: str) -> str:
