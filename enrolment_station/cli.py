@@ -111,8 +111,11 @@ def main(ctx: click.Context, home: Path | None, operator: str | None, camp_id: s
     required=True,
     help="keymgmt export-bundle output.",
 )
-@click.option("--dedup-key", default=None,
-              help="Central's de-duplication public key (65-byte point, hex): uploads seal templates to it.")
+@click.option(
+    "--dedup-key",
+    default=None,
+    help="Central's de-duplication public key (65-byte point, hex): uploads seal templates to it.",
+)
 @click.pass_obj
 def install(obj: Ctx, key_file: Path, chain: Path, bundle: Path, dedup_key: str | None) -> None:
     """Install the station's terminal key, chain and trust bundle into the station home."""
@@ -372,7 +375,7 @@ def ledger(obj: Ctx, sensor_port: str, sensor_control: str | None, fko_reader: s
     "auth_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     required=True,
-    help="Central's RENEWAL authorisation for this card (binary, docs/card-layout.md).",
+    help="Central's RENEW_POLICY card authorisation for this card (binary, docs/card-layout.md).",
 )
 @click.option(
     "--station-authorisation",
@@ -381,23 +384,41 @@ def ledger(obj: Ctx, sensor_port: str, sensor_control: str | None, fko_reader: s
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Central's RENEW for this station (JSON), when central issued one.",
 )
+@sensor_options
 @click.pass_obj
-def renew(obj: Ctx, reader: str, auth_file: Path, station_file: Path | None) -> None:
-    """Renew the card in the reader for a new policy year (central authorisation checked offline)."""
-    from cardsvc.beneficiary.protocol import Authorisation
+def renew(obj: Ctx, reader: str, auth_file: Path, station_file: Path | None, sensor_port: str,
+          sensor_control: str | None, fko_reader: str) -> None:  # fmt: skip
+    """Renew the card in the reader for a new policy year: new profile, FKO-certified, new cover."""
     from cardsvc.card.pcsc import PcscConnection
     from enrolment_station.authorisation import SignedAuthorisation
-    from enrolment_station.reissue import renew as do_renew
+    from enrolment_station.reissue import renew_until_done
 
-    with _refusals(), obj.camp() as camp:
-        try:
-            auth = Authorisation.parse(auth_file.read_bytes())
-        except ValueError as exc:
-            _fail("authorisation", f"{auth_file} is not a card authorisation: {exc}")
+    with _refusals():
+        auth = _card_authorisation(auth_file)
         station = SignedAuthorisation.parse(station_file.read_bytes()) if station_file else None
-        with PcscConnection(reader, exclusive=True, wait=30) as conn:
-            record = do_renew(camp.personaliser, conn, auth, now=camp.now(), station_authorisation=station)
-    click.echo(f"{auth.card_id} renewed: balance {record.balance_after / 100:.2f} (record {record.counter})")
+        sensor, fingers = _sensor_reader(sensor_port, sensor_control)
+        try:
+            with obj.camp(fingers) as camp:
+                _open_session(camp, fko_reader, fingers)
+                with PcscConnection(reader, exclusive=True, wait=30) as conn:
+                    result = renew_until_done(
+                        camp.personaliser, conn, auth, now=camp.now(), fko=camp.session(),
+                        station_authorisation=station,
+                    )  # fmt: skip
+        finally:
+            sensor.close()
+    p = result.profile
+    cover = ", ".join(f"scheme {s.scheme_id}: {s.cover_paise / 100:.2f}" for s in p.schemes)
+    click.echo(f"{result.card_id} renewed for {p.policy_start} to {p.policy_end} ({cover})")
+
+
+def _card_authorisation(path: Path) -> Any:
+    from cardsvc.beneficiary.protocol import Authorisation
+
+    try:
+        return Authorisation.parse(path.read_bytes())
+    except ValueError as exc:
+        _fail("authorisation", f"{path} is not a card authorisation: {exc}")
 
 
 def _reissue(
@@ -409,21 +430,31 @@ def _reissue(
     sensor_control: str | None,
     fko_reader: str,
     reader: str,
+    lowering_files: tuple[Path, ...] = (),
 ) -> None:
     from cardsvc.card.pcsc import PcscConnection
     from enrolment_station.authorisation import AuthKind, SignedAuthorisation
-    from enrolment_station.reissue import issue_authorised
+    from enrolment_station.reissue import issue_authorised, lower_original
 
     with _refusals():
         signed = SignedAuthorisation.parse(auth_file.read_bytes())
+        lowering = [_card_authorisation(f) for f in lowering_files]
         sensor, fingers = _sensor_reader(sensor_port, sensor_control)
         try:
             with obj.camp(fingers) as camp:
                 _open_session(camp, fko_reader, fingers)
+                if AuthKind(kind) is AuthKind.SPLIT:
+                    click.echo(f"insert the original card {card_id}: its cover is lowered first")
+                    with PcscConnection(reader, exclusive=True, wait=60) as original:
+                        lower_original(
+                            camp.personaliser, original, signed.authorisation, lowering, now=camp.now()
+                        )
+                    click.echo("remove the original card and insert the blank card")
                 with PcscConnection(reader, exclusive=True, wait=60) as conn:
                     result = issue_authorised(
-                        camp.personaliser, conn, signed, AuthKind(kind), card_id, now=camp.now(), fko=camp.fko
-                    )
+                        camp.personaliser, conn, signed, AuthKind(kind), card_id, now=camp.now(),
+                        fko=camp.fko, lowering=lowering,
+                    )  # fmt: skip
                 camp.hand_over(result.card_id)
         finally:
             sensor.close()
@@ -444,11 +475,26 @@ def _reissue_command(kind: str, doc: str) -> None:
     @click.option("--reader", required=True, help="PC/SC reader holding the new blank card.")
     @click.pass_obj
     def command(obj: Ctx, card_id: str, auth_file: Path, sensor_port: str, sensor_control: str | None,
-                fko_reader: str, reader: str) -> None:  # fmt: skip
-        _reissue(obj, kind, card_id, auth_file, sensor_port, sensor_control, fko_reader, reader)
+                fko_reader: str, reader: str, **extra: Any) -> None:  # fmt: skip
+        _reissue(obj, kind, card_id, auth_file, sensor_port, sensor_control, fko_reader, reader,
+                 tuple(extra.get("lowering_files", ())))  # fmt: skip
+
+    if kind == "split":
+        click.option(
+            "--card-authorisation",
+            "lowering_files",
+            multiple=True,
+            required=True,
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Central's SPLIT card authorisation lowering the original card (one per scheme; binary).",
+        )(command)
 
 
-_reissue_command("split", "Issue a split card (part of the cover, some members) for CARD_ID's household.")
+_reissue_command(
+    "split",
+    "Issue a split card (part of the cover, some members) for CARD_ID's household; the original card's "
+    "cover is lowered on its chip first (insert it when asked).",
+)
 _reissue_command("replace", "Issue a replacement for the lost card CARD_ID (it is recorded as superseded).")
 
 

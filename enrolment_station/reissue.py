@@ -3,28 +3,41 @@ policy year, a split card for a migrant member carrying part of the cover, a rep
 
 * Split and replacement issue a NEW card (the blank card in the reader) through the same step machine as a
   first issue, with the members and cover the authorisation grants (:mod:`enrolment_station.authorisation`).
-  A replacement records the lost card as superseded in the journal (central blacklists it).
-* Renewal presents central's RENEWAL authorisation (the card application's own format,
-  ``cardsvc.beneficiary.protocol.Authorisation``) to the card in a RENEWAL record: the card checks it too and
-  sets the new year's balance. The station checks it first, offline, so the operator hears why it is refused.
+  A split first LOWERS the original card's cover on its chip, under central's SPLIT card authorisations
+  (one per scheme, checked by the card): a card-signed balance-setting record per scheme that central sees
+  in the card's ledger; the split is refused when the original card is not presented or does not carry the
+  cover. A replacement records the lost card as superseded in the journal (central blacklists it).
+* Renewal rewrites the card in the reader for a new policy year under central's RENEW_POLICY card
+  authorisation (``cardsvc.beneficiary.protocol.Authorisation``; the card checks it): AUTHORISE opens the
+  renewal, the station stages the new profile (new period and cover), the FKO card certifies it (a new card
+  certificate with the new content digest, on the FKO ledger), and COMMIT RENEWAL swaps profile,
+  certificate, committed hashes and wallet in ONE card transaction. Every step is journaled (card_steps
+  ``renewal.<serial>.<step>``) so a tear at any APDU resumes: the card is the old valid card or the new
+  valid card, never a mixture a terminal accepts. The station checks everything first, offline, so the
+  operator hears why it is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from cardsvc.beneficiary import protocol as ben
 from cardsvc.beneficiary.session import BeneficiarySession
-from cardsvc.card.transport import CardConnection
-from cardsvc.formats.profile import HouseholdProfile, OfflineLimits, SchemeCover
+from cardsvc.card.transport import CardConnection, CardRemovedError
+from cardsvc.formats.profile import ContentHashes, HouseholdProfile, OfflineLimits, SchemeCover
 from cardsvc.formats.transaction import RecordType, TransactionRecord
 from cardsvc.pki.chain import validate_chain
-from cardsvc.pki.cvc import CvCertificate
+from cardsvc.pki.cvc import CvCertificate, build_body
 from cardsvc.pki.errors import PkiError
-from cardsvc.pki.rights import Role
+from cardsvc.pki.rights import Right, Role
 from cardsvc.pki.signer import verify_signature
-from enrolment_station.authorisation import AuthKind, SignedAuthorisation
-from enrolment_station.errors import AuthorisationError, HouseholdError
+from enrolment_station.authorisation import AuthKind, SignedAuthorisation, StationAuthorisation
+from enrolment_station.errors import AuthorisationError, CardMismatchError, HouseholdError
+from enrolment_station.fko import FkoSession
 from enrolment_station.journal import CardState
 from enrolment_station.keys import chr_id
 from enrolment_station.personalise import CardKind, CardPlan, CardResult, PersonalisationService
@@ -91,14 +104,24 @@ def issue_authorised(
     now: datetime,
     fko: object,
     reinsert_wait: float = 60.0,
+    original: CardConnection | None = None,
+    lowering: Sequence[ben.Authorisation] = (),
 ) -> CardResult:
-    """A split or replacement card on the blank card in the reader; the authorisation is used once."""
+    """A split or replacement card on the blank card in the reader; the authorisation is used once.
+
+    A split needs the ORIGINAL card (``original``, e.g. the same reader before the blank card goes in) and
+    central's SPLIT card authorisations for it (``lowering``: one per scheme the station authorisation
+    grants, value = the cover moved): its cover is lowered on its chip first, then the new card is issued.
+    """
     if kind is AuthKind.RENEW:
         raise AuthorisationError("renewal rewrites the existing card: use renew()")
     plan, _ = _authorised_plan(service, signed, kind, card_id, now=now)
-    from enrolment_station.fko import FkoSession
-
     assert isinstance(fko, FkoSession)
+    lowered: list[TransactionRecord] = []
+    if kind is AuthKind.SPLIT:
+        lowered = lower_original(service, original, signed.authorisation, lowering, now=now)
+    if BeneficiarySession(connection).status().card_id == card_id:
+        raise AuthorisationError(f"the reader still holds card {card_id}: insert the blank card")
     result = service.personalise_until_done(
         connection, plan.household_id, fko, plan=plan, reinsert_wait=reinsert_wait
     )
@@ -112,12 +135,91 @@ def issue_authorised(
                 "authorisation": signed.authorisation.auth_id,
                 "of": card_id,
                 "members": list(plan.member_numbers),
+                "original_lowered": [[r.scheme_id, r.counter, r.balance_after] for r in lowered],
             },
         )
         if kind is AuthKind.REPLACE:
             journal.db.execute("UPDATE cards SET state = ? WHERE card_id = ?", (CardState.ABANDONED, card_id))
             journal.event("card.superseded", card_id, {"by": result.card_id, "reason": "lost"})
     return result
+
+
+def lower_original(
+    service: PersonalisationService,
+    original: CardConnection | None,
+    grant: StationAuthorisation,
+    lowering: Sequence[ben.Authorisation],
+    *,
+    now: datetime,
+) -> list[TransactionRecord]:
+    """Lower the original card's cover by what the split card carries, on its chip, under central's SPLIT
+    card authorisations; journaled (``split.<auth id>.lowered``) so a re-run after a tear or crash does not
+    lower it twice. Every check is made before the first record, so a refusal leaves the card unchanged."""
+    card_id, journal = grant.card_id, service.journal
+    step = f"split.{grant.auth_id}.lowered"
+    done = journal.steps(card_id).get(step)
+    if done is not None:
+        return [TransactionRecord.parse(bytes.fromhex(r)) for r in done["records"]]
+    if original is None:
+        raise AuthorisationError(
+            f"a split lowers the cover of card {card_id} on its chip: present that card first"
+        )
+    wanted = sorted((g.scheme_id, g.cover_paise) for g in grant.schemes)
+    if sorted((a.scheme_id, a.value) for a in lowering) != wanted:
+        raise AuthorisationError(
+            f"central's SPLIT card authorisations must lower exactly what the split card carries: {wanted}"
+        )
+    for auth in lowering:
+        if auth.kind is not ben.AuthKind.SPLIT or auth.card_id != card_id:
+            raise AuthorisationError(
+                f"a {auth.kind.name} authorisation for {auth.card_id} is not a SPLIT of {card_id}"
+            )
+        verify_card_authorisation(service, auth, now=now)
+    try:
+        session = BeneficiarySession(original)
+        status = session.status()
+    except CardRemovedError:
+        raise AuthorisationError(f"no card in the reader: present card {card_id} first") from None
+    if status.card_id != card_id:
+        raise AuthorisationError(f"the reader holds card {status.card_id}, the split lowers {card_id}")
+    if status.lifecycle is not ben.Lifecycle.ACTIVATED:
+        raise AuthorisationError(f"card {card_id} is {status.lifecycle.name}: its cover cannot be split")
+    pending = [a for a in sorted(lowering, key=lambda a: a.serial) if a.serial > status.auth_serial]
+    for auth in pending:
+        try:
+            balance = status.wallet(auth.scheme_id).balance
+        except KeyError:
+            raise AuthorisationError(f"card {card_id} carries no scheme {auth.scheme_id}") from None
+        if balance < auth.value:
+            raise AuthorisationError(
+                f"card {card_id} carries {balance} paise of scheme {auth.scheme_id}, the split moves "
+                f"{auth.value}: refused"
+            )
+    identity = service.identity
+    session.terminal_authenticate(identity.chain, identity.terminal, card_id)
+    public = session.read_public(status)
+    key = public.card_certificate.public_point if public.card_certificate else None
+    records: list[TransactionRecord] = []
+    for auth in sorted(lowering, key=lambda a: a.serial):
+        if auth.serial <= status.auth_serial:  # made before a tear: the card's log has it
+            found = [r for r in session.read_log(1, card_key=key)
+                     if r.record_type is RecordType.RENEWAL and r.reference == auth.serial]  # fmt: skip
+            if not found:
+                raise AuthorisationError(f"serial {auth.serial} was already used on card {card_id}")
+            records.append(found[-1])
+            continue
+        records.append(session.split_cover(
+            auth, time=int(now.timestamp()), operator_id=chr_id(identity.chr), card_key=key,
+        ))  # fmt: skip
+    with journal.transaction():
+        journal.event(
+            "card.split.lowered",
+            card_id,
+            {"authorisation": grant.auth_id,
+             "records": [[r.scheme_id, r.counter, r.balance_after] for r in records]},
+        )  # fmt: skip
+    journal.step_done(card_id, step, {"records": [r.encode().hex() for r in records]})
+    return records
 
 
 def verify_card_authorisation(
@@ -140,8 +242,22 @@ def verify_card_authorisation(
         verify_signature(point, auth.signed_bytes(), auth.signature, subject=auth.card_id)
     except PkiError:
         raise AuthorisationError(
-            "the renewal authorisation's signature does not verify (forged or altered)"
+            f"the {auth.kind.name} authorisation's signature does not verify (forged or altered)"
         ) from None
+
+
+# ---------------------------------------------------------------------------------------------- renewal
+@dataclass
+class RenewalResult:
+    card_id: str
+    certificate: CvCertificate
+    profile: HouseholdProfile
+    records: list[TransactionRecord]
+    recovered: str = ""  # "", "resumed", "completed"
+
+
+def _step(serial: int, name: str) -> str:
+    return f"renewal.{serial}.{name}"
 
 
 def renew(
@@ -150,58 +266,206 @@ def renew(
     auth: ben.Authorisation,
     *,
     now: datetime,
+    fko: FkoSession,
     station_authorisation: SignedAuthorisation | None = None,
-) -> TransactionRecord:
-    """Renew the card in the reader for a new policy year: the RENEWAL record sets the new balance.
+    rng: Callable[[int], bytes] = os.urandom,
+) -> RenewalResult:
+    """Renew the card in the reader for a new policy year (central's RENEW_POLICY, checked here and by the
+    card); call again after a tear (:func:`renew_until_done`): the journal and the card decide.
 
     ``station_authorisation``: central's RENEW for this station (JSON, checked offline and used once) when
-    central issued one beside the card's RENEWAL; it must grant the cover the card's RENEWAL sets.
+    central issued one beside the card's RENEW_POLICY; it must grant the same period and cover.
     """
-    if auth.kind is not ben.AuthKind.RENEWAL:
-        raise AuthorisationError(f"a {auth.kind.name} authorisation is not a renewal")
+    if auth.kind is not ben.AuthKind.RENEW_POLICY or auth.policy is None:
+        raise AuthorisationError(f"a {auth.kind.name} authorisation does not renew a card's policy year")
     verify_card_authorisation(service, auth, now=now)
+    journal, identity = service.journal, service.identity
     session = BeneficiarySession(connection)
     status = session.status()
-    if auth.card_id != status.card_id:
-        raise AuthorisationError(f"the renewal is for card {auth.card_id}, the reader holds {status.card_id}")
-    if station_authorisation is not None:
-        row = service.journal.card(status.card_id)
-        stated = station_authorisation.authorisation.household_id
-        household = row["household_id"] if row is not None else stated
-        granted = station_authorisation.verify(
-            service.identity.anchor, now=now, revocations=service.identity.revocations, kind=AuthKind.RENEW,
-            card_id=status.card_id, household_id=household,
-        )  # fmt: skip
-        if service.journal.authorisation_used(granted.auth_id):
-            raise AuthorisationError(f"authorisation {granted.auth_id} was already used")
-        if (auth.scheme_id, auth.value) not in {(g.scheme_id, g.cover_paise) for g in granted.schemes}:
-            raise AuthorisationError("the card's RENEWAL and the station's RENEW grant different cover")
-    if auth.serial <= status.auth_serial:
-        raise AuthorisationError(f"renewal serial {auth.serial} was already used on this card")
+    card_id, (start, end) = status.card_id, auth.policy
+    if auth.card_id != card_id:
+        raise AuthorisationError(f"the renewal is for card {auth.card_id}, the reader holds {card_id}")
+    steps = journal.steps(card_id)
+    done = steps.get(_step(auth.serial, "committed"))
+    if done is not None:
+        return _renewal_result(card_id, done, "already renewed")
+    opened_on_card = status.renewal_open == auth.serial
+    if status.auth_serial >= auth.serial and not opened_on_card:
+        certified = steps.get(_step(auth.serial, "certified"))
+        if certified is None or (status.policy_start, status.policy_end) != (start, end):
+            raise AuthorisationError(f"renewal serial {auth.serial} was already used on this card")
+        session.terminal_authenticate(identity.chain, identity.terminal, card_id)  # committed, answer lost
+        public = session.read_public(status)
+        if (
+            public.card_certificate is None
+            or public.card_certificate.encode().hex() != certified["certificate"]
+        ):
+            raise CardMismatchError(f"card {card_id} holds a renewal certificate this journal did not record")
+        first = int(steps[_step(auth.serial, "opened")]["counter"]) + 1
+        records = [r for r in session.read_log(first, card_key=public.card_certificate.public_point)
+                   if r.record_type is RecordType.RENEWAL and r.reference == auth.serial]  # fmt: skip
+        return _commit_done(service, card_id, auth, station_authorisation, certified, records, "completed")
     if status.lifecycle is not ben.Lifecycle.ACTIVATED:
+        raise AuthorisationError(f"card {card_id} is {status.lifecycle.name}: only an activated card renews")
+    if not opened_on_card and any(w.held for w in status.wallets):
         raise AuthorisationError(
-            f"card {status.card_id} is {status.lifecycle.name}: only an activated card renews"
+            f"card {card_id} has an open admission (held cover): discharge or release it before the renewal"
         )
-    identity = service.identity
-    session.terminal_authenticate(identity.chain, identity.terminal, status.card_id)
+    if start > now.date():
+        raise AuthorisationError(
+            f"the new policy year starts {start}: renew on or after that day "
+            "(an FKO certifies no future period)"
+        )
+    session.terminal_authenticate(identity.chain, identity.terminal, card_id)
+    old, _ = session.read_profile(status)
+    if station_authorisation is not None:
+        _check_station_renew(service, station_authorisation, auth, old, now=now)
     public = session.read_public(status)
-    record = session.debit(
-        RecordType.RENEWAL, scheme_id=auth.scheme_id, amount=auth.value, time=int(now.timestamp()),
-        operator_id=chr_id(identity.chr), facility_id=0, authorisation=auth,
-        card_key=public.card_certificate.public_point if public.card_certificate else None,
+    if public.card_certificate is None:
+        raise AuthorisationError(f"card {card_id} holds no certificate")
+    point = public.card_certificate.public_point
+    recovered = "resumed" if any(k.startswith(_step(auth.serial, "")) for k in steps) else ""
+    if not opened_on_card:
+        session.open_renewal(auth)
+        journal.step_done(card_id, _step(auth.serial, "opened"), {"counter": status.counter})
+    elif _step(auth.serial, "opened") not in steps:  # opened, answer lost before the journal heard it
+        journal.step_done(card_id, _step(auth.serial, "opened"), {"counter": status.counter})
+    total = sum(c for _, c in auth.covers)
+    new = replace(
+        old, district=fko.officer_cert.car, fko_id=fko.fko_chr, policy_start=start, policy_end=end,
+        schemes=tuple(SchemeCover(s, c) for s, c in auth.covers),
+        limits=OfflineLimits(old.limits.max_count, min(old.limits.max_amount, total)),
     )  # fmt: skip
-    journal = service.journal
-    with journal.transaction():
-        if station_authorisation is not None:
-            journal.use_authorisation(station_authorisation.authorisation.auth_id, status.card_id)
-        journal.event(
-            "card.renew",
-            status.card_id,
-            {
-                "serial": auth.serial,
-                "scheme": auth.scheme_id,
-                "balance": auth.value,
-                "counter": record.counter,
-            },
+    raw = new.encode()
+    session.write_next_profile(new)
+    journal.step_done(card_id, _step(auth.serial, "staged"), {"sha256": _h(raw), "profile": raw.hex()})
+    attested = session.internal_authenticate(rng(16), card_id, point)
+    digest = ContentHashes(hashlib.sha256(raw).digest(), attested.hashes.templates, attested.hashes.photos)
+    certified = journal.steps(card_id).get(_step(auth.serial, "certified"))
+    if certified is None or certified["profile_sha256"] != _h(raw):
+        requested = journal.steps(card_id).get(_step(auth.serial, "requested"))
+        if requested is not None:  # an FKO signature that will never reach the card: the ledger has it
+            with journal.transaction():
+                journal.event("card.activation.void", card_id, {
+                    "body_sha256": requested["body_sha256"], "why": "renewal profile changed before commit",
+                })  # fmt: skip
+        body = build_body(
+            car=fko.fko_chr, chr=card_id, public_point=point, role=Role.BENEFICIARY_CARD, rights=Right.NONE,
+            effective=start, expiry=end, content_digest=digest.digest(),
+        )  # fmt: skip
+        journal.step_done(
+            card_id, _step(auth.serial, "requested"), {"body_sha256": _h(body), "fko": fko.fko_chr}
         )
-    return record
+        cert = fko.activate(body)
+        certified = {
+            "certificate": cert.encode().hex(), "fko_certificate": fko.officer_cert.encode().hex(),
+            "body_sha256": _h(body), "profile_sha256": _h(raw), "profile": raw.hex(),
+        }  # fmt: skip
+        journal.step_done(card_id, _step(auth.serial, "certified"), certified)
+    records = session.commit_renewal(
+        CvCertificate.parse(bytes.fromhex(certified["certificate"])),
+        CvCertificate.parse(bytes.fromhex(certified["fko_certificate"])),
+        time=int(now.timestamp()), operator_id=chr_id(identity.chr),
+    )  # fmt: skip
+    return _commit_done(service, card_id, auth, station_authorisation, certified, records, recovered)
+
+
+def _check_station_renew(
+    service: PersonalisationService,
+    signed: SignedAuthorisation,
+    auth: ben.Authorisation,
+    profile: HouseholdProfile,
+    *,
+    now: datetime,
+) -> StationAuthorisation:
+    granted = signed.verify(
+        service.identity.anchor, now=now, revocations=service.identity.revocations, kind=AuthKind.RENEW,
+        card_id=auth.card_id, household_id=profile.household_id,
+    )  # fmt: skip
+    if service.journal.authorisation_used(granted.auth_id):
+        raise AuthorisationError(f"authorisation {granted.auth_id} was already used")
+    covers = tuple(sorted((g.scheme_id, g.cover_paise) for g in granted.schemes))
+    if (granted.policy_start, granted.policy_end, covers) != (*(auth.policy or (None, None)), auth.covers):
+        raise AuthorisationError(
+            "the card's RENEW_POLICY and the station's RENEW grant a different period or cover"
+        )
+    return granted
+
+
+def _commit_done(
+    service: PersonalisationService,
+    card_id: str,
+    auth: ben.Authorisation,
+    station_authorisation: SignedAuthorisation | None,
+    certified: dict[str, str],
+    records: Sequence[TransactionRecord],
+    recovered: str,
+) -> RenewalResult:
+    """Journal the committed renewal: the card row takes the new certificate, profile, period and cover."""
+    journal = service.journal
+    profile = HouseholdProfile.parse(bytes.fromhex(certified["profile"]))
+    details = {"certificate": certified["certificate"], "profile": certified["profile"],
+               "records": [r.encode().hex() for r in records]}  # fmt: skip
+    journal.step_done(card_id, _step(auth.serial, "committed"), details)
+    with journal.transaction() as db:
+        if station_authorisation is not None:
+            journal.use_authorisation(station_authorisation.authorisation.auth_id, card_id)
+        db.execute(
+            "UPDATE cards SET certificate = ?, profile = ?, policy_start = ?, policy_end = ?,"
+            " cover_paise = ?, scheme_id = ?, fko_chr = ? WHERE card_id = ?",
+            (bytes.fromhex(certified["certificate"]), bytes.fromhex(certified["profile"]),
+             profile.policy_start.isoformat(), profile.policy_end.isoformat(),
+             sum(s.cover_paise for s in profile.schemes), profile.schemes[0].scheme_id, profile.fko_id,
+             card_id),
+        )  # fmt: skip
+        journal.event("card.renew", card_id, {
+            "serial": auth.serial,
+            "policy": [profile.policy_start.isoformat(), profile.policy_end.isoformat()],
+            "cover": [[s.scheme_id, s.cover_paise] for s in profile.schemes],
+            "records": [[r.scheme_id, r.counter, r.balance_after] for r in records], "recovered": recovered,
+        })  # fmt: skip
+    return _renewal_result(card_id, details, recovered)
+
+
+def _renewal_result(card_id: str, committed: Mapping[str, object], recovered: str) -> RenewalResult:
+    records = committed["records"]
+    assert isinstance(records, list)
+    return RenewalResult(
+        card_id,
+        CvCertificate.parse(bytes.fromhex(str(committed["certificate"]))),
+        HouseholdProfile.parse(bytes.fromhex(str(committed["profile"]))),
+        [TransactionRecord.parse(bytes.fromhex(r)) for r in records],
+        recovered,
+    )
+
+
+def renew_until_done(
+    service: PersonalisationService,
+    connection: CardConnection,
+    auth: ben.Authorisation,
+    *,
+    now: datetime,
+    fko: FkoSession,
+    station_authorisation: SignedAuthorisation | None = None,
+    reinsert_wait: float = 60.0,
+    attempts: int = 5,
+) -> RenewalResult:
+    """Renew; when the card is pulled, wait for it to come back and resume from the journal and the card."""
+    for _ in range(attempts):
+        try:
+            result = renew(
+                service, connection, auth, now=now, fko=fko, station_authorisation=station_authorisation
+            )
+        except CardRemovedError:
+            service.progress("card removed: put the same card back in the reader")
+            reconnect = getattr(connection, "reconnect", None)
+            if reconnect is None:
+                raise
+            reconnect(wait=reinsert_wait)
+            continue
+        return result
+    raise AuthorisationError(f"the card was pulled {attempts} times; renewal {auth.serial} not finished")
+
+
+def _h(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -205,7 +205,9 @@ def check_ledger(journal: Journal, ledger: VerifiedLedger) -> LedgerCheck:
     """Match ledger entries to the journal by the SHA-256 of the certified body (what the FKO card hashed)."""
     fko = ledger.officer.chr
     certified: dict[str, str] = {}
-    for row in journal.db.execute("SELECT card_id, details FROM card_steps WHERE step = 'requested'"):
+    for row in journal.db.execute(  # first activations and renewals (step renewal.<serial>.requested)
+        "SELECT card_id, details FROM card_steps WHERE step = 'requested' OR step LIKE 'renewal.%.requested'"
+    ):
         d = json.loads(row["details"])
         if d.get("fko") == fko:
             certified[d["body_sha256"]] = row["card_id"]

@@ -1,16 +1,20 @@
-"""Renewal, split card and replacement: each only with a central authorisation the station checks offline
-(forged, expired, wrong-card and re-used authorisations refused, saying why)."""
+"""Split card and replacement: each only with a central authorisation the station checks offline (forged,
+expired, wrong-card and re-used authorisations refused, saying why); a split lowers the original card's
+cover on its chip under central's SPLIT card authorisation. Renewal: tests/test_station_renewal.py."""
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from cardsvc.beneficiary import protocol as ben
+from cardsvc.beneficiary.session import BeneficiarySession
 from cardsvc.beneficiary.session import sign_authorisation as sign_card_authorisation
 from cardsvc.card.inprocess import InProcessConnection
+from cardsvc.formats.transaction import RecordType
 from cardsvc.pki.signer import SoftwareSigner
 from enrolment_station.authorisation import (
     AuthKind,
@@ -22,7 +26,7 @@ from enrolment_station.authorisation import (
 from enrolment_station.camp import Camp
 from enrolment_station.errors import AuthorisationError
 from enrolment_station.journal import CardState
-from enrolment_station.reissue import issue_authorised, renew
+from enrolment_station.reissue import issue_authorised
 from tests.fixtures.station import (
     DISTRICT,
     DISTRICT_SECRET,
@@ -34,7 +38,7 @@ from tests.fixtures.station import (
 )
 
 
-def _enrolled(camp: Camp, world: StationWorld) -> tuple[str, object]:
+def _enrolled(camp: Camp, world: StationWorld) -> tuple[str, Any]:
     card = world.blank_card()
     result = camp.enrol_household("HH-0001", InProcessConnection(card))
     return result.card_id, card
@@ -49,6 +53,7 @@ def _auth(
     by_root: bool = False,
     valid_for: timedelta = timedelta(days=7),
     auth_id: str = "a1b2c3d4e5f60718",
+    cover: int = 1_000_000,
 ) -> SignedAuthorisation:
     now = world.now()
     start = now.date()
@@ -56,7 +61,7 @@ def _auth(
         auth_id=auth_id, kind=kind, household_id="HH-0001", card_id=card_id, issued=int(now.timestamp()),
         not_after=int((now + valid_for).timestamp()), policy_start=start,
         policy_end=start.replace(year=start.year + 1) - timedelta(days=1),
-        schemes=(SchemeGrant(1, 1_000_000),), members=members, signer=ROOT if by_root else DISTRICT,
+        schemes=(SchemeGrant(1, cover),), members=members, signer=ROOT if by_root else DISTRICT,
     )  # fmt: skip
     if by_root:
         return sign_authorisation(auth, world.km.load_signer(ROOT, ROOT_SECRET))
@@ -65,10 +70,21 @@ def _auth(
     )
 
 
-def test_split_card_for_a_migrant_member(station_camp: OpenCamp, station_world: StationWorld) -> None:
+def _lowering(world: StationWorld, card_id: str, value: int, serial: int = 1) -> ben.Authorisation:
+    """Central's SPLIT card authorisation: lower scheme 1 of the original card by ``value``."""
+    return sign_card_authorisation(
+        world.km.load_signer(DISTRICT, DISTRICT_SECRET),
+        ben.Authorisation(ben.AuthKind.SPLIT, card_id, serial, 1, value),
+        world.km.store.certificate(DISTRICT),
+    )
+
+
+def test_split_card_for_a_migrant_member_lowers_the_original_on_its_chip(
+    station_camp: OpenCamp, station_world: StationWorld
+) -> None:
     camp = station_camp.camp
     assert isinstance(camp, Camp)
-    card_id, _ = _enrolled(camp, station_world)
+    card_id, original = _enrolled(camp, station_world)
     signed = _auth(station_world, AuthKind.SPLIT, card_id, members=(1,))
     split_card = station_world.blank_card()
     result = issue_authorised(
@@ -79,11 +95,25 @@ def test_split_card_for_a_migrant_member(station_camp: OpenCamp, station_world: 
         card_id,
         now=station_world.now(),
         fko=camp.fko,
+        original=InProcessConnection(original),
+        lowering=[_lowering(station_world, card_id, 1_000_000)],
     )
     assert [m.name for m in result.profile.members] == ["Sita Devi"]
     assert result.profile.schemes[0].cover_paise == 1_000_000
     with InProcessConnection(split_card) as c:
         assert verify_issued(station_world, c).card_id == result.card_id  # type: ignore[attr-defined]
+    with InProcessConnection(original) as c:  # the original carries 1,000,000 less, by a card-signed record
+        verified = verify_issued(station_world, c)
+        assert verified.status.wallet(1).balance == 3_000_000 - 1_000_000  # type: ignore[attr-defined]
+        session = BeneficiarySession(c)
+        identity = station_world.identity()
+        session.terminal_authenticate(identity.chain, identity.terminal, card_id)
+        [record] = session.read_log(1)  # verified with the card key
+    assert (record.record_type, record.amount, record.balance_after, record.reference) == (
+        RecordType.RENEWAL, 2_000_000, 2_000_000, 1,
+    )  # fmt: skip
+    lowered = camp.journal.events("card.split.lowered")
+    assert [e["subject"] for e in lowered] == [card_id]
     with pytest.raises(AuthorisationError, match="already used"):  # one authorisation, one card
         issue_authorised(
             camp.personaliser,
@@ -93,8 +123,51 @@ def test_split_card_for_a_migrant_member(station_camp: OpenCamp, station_world: 
             card_id,
             now=station_world.now(),
             fko=camp.fko,
+            original=InProcessConnection(original),
+            lowering=[_lowering(station_world, card_id, 1_000_000)],
         )
     assert camp.ledger().matches
+
+
+@pytest.mark.parametrize("fault", ["absent", "not-enough", "other-card", "unsigned", "other-amount"])
+def test_split_is_refused_unless_the_original_card_carries_the_cover(
+    station_camp: OpenCamp, station_world: StationWorld, fault: str
+) -> None:
+    camp = station_camp.camp
+    assert isinstance(camp, Camp)
+    card_id, original = _enrolled(camp, station_world)
+    grant, value = 1_000_000, 1_000_000
+    presented: Any = original
+    lowering = [_lowering(station_world, card_id, value)]
+    expected = {"absent": "present that card", "not-enough": "carries 3000000 paise",
+                "other-card": "reader holds", "unsigned": "does not verify",
+                "other-amount": "exactly what the split card carries"}[fault]  # fmt: skip
+    if fault == "absent":
+        presented = None
+    elif fault == "not-enough":
+        grant = value = 5_000_000
+        lowering = [_lowering(station_world, card_id, value)]
+    elif fault == "other-card":
+        presented = station_world.blank_card()
+        camp.enrol_household("HH-0002", InProcessConnection(presented))
+    elif fault == "unsigned":
+        lowering = [sign_card_authorisation(SoftwareSigner.generate(), lowering[0])]
+    elif fault == "other-amount":
+        lowering = [_lowering(station_world, card_id, 10)]
+    signed = _auth(station_world, AuthKind.SPLIT, card_id, members=(1,), cover=grant)
+    blank = station_world.blank_card()
+    with pytest.raises(AuthorisationError, match=expected):
+        issue_authorised(
+            camp.personaliser, InProcessConnection(blank), signed, AuthKind.SPLIT, card_id,
+            now=station_world.now(), fko=camp.fko,
+            original=None if presented is None else InProcessConnection(presented), lowering=lowering,
+        )  # fmt: skip
+    with InProcessConnection(original) as c:  # nothing happened to the original card
+        status = BeneficiarySession(c).status()
+    assert (status.counter, status.wallet(1).balance) == (0, 3_000_000)
+    with InProcessConnection(blank) as c:  # and the blank card is still blank
+        assert BeneficiarySession(c).status().lifecycle is ben.Lifecycle.BLANK
+    assert camp.journal.events("card.split") == []
 
 
 def test_replacement_of_a_lost_card_supersedes_it(
@@ -161,56 +234,3 @@ def test_bad_authorisations_are_refused(
             fko=camp.fko,
         )
     assert camp.journal.events("card.split") == []
-
-
-def test_renewal_sets_the_new_year_balance_only_with_a_central_authorisation(
-    station_camp: OpenCamp, station_world: StationWorld
-) -> None:
-    camp = station_camp.camp
-    assert isinstance(camp, Camp)
-    card_id, card = _enrolled(camp, station_world)
-    auth = ben.Authorisation(ben.AuthKind.RENEWAL, card_id, 1, 1, 3_000_000)
-    forged = sign_card_authorisation(SoftwareSigner.generate(), auth)
-    with pytest.raises(AuthorisationError, match="does not verify"):
-        renew(camp.personaliser, InProcessConnection(card), forged, now=station_world.now())
-    wrong = sign_card_authorisation(
-        station_world.km.load_signer(ROOT, ROOT_SECRET), dataclasses.replace(auth, card_id="CARD-12")
-    )
-    with pytest.raises(AuthorisationError, match="reader holds"):
-        renew(camp.personaliser, InProcessConnection(card), wrong, now=station_world.now())
-    good = sign_card_authorisation(station_world.km.load_signer(ROOT, ROOT_SECRET), auth)
-    record = renew(camp.personaliser, InProcessConnection(card), good, now=station_world.now())
-    assert record.balance_after == 3_000_000 and record.counter == 1
-    with pytest.raises(AuthorisationError, match="already used"):
-        renew(camp.personaliser, InProcessConnection(card), good, now=station_world.now())
-
-
-def test_renewal_with_centrals_station_renew_is_checked_and_used_once(
-    station_camp: OpenCamp, station_world: StationWorld
-) -> None:
-    camp = station_camp.camp
-    assert isinstance(camp, Camp)
-    card_id, card = _enrolled(camp, station_world)
-    root = station_world.km.load_signer(ROOT, ROOT_SECRET)
-    station = _auth(station_world, AuthKind.RENEW, card_id, members=(0, 1), by_root=True)
-    mismatched = sign_card_authorisation(
-        root, ben.Authorisation(ben.AuthKind.RENEWAL, card_id, 1, 1, 3_000_000)
-    )
-    with pytest.raises(AuthorisationError, match="different cover"):  # the station RENEW grants 1,000,000
-        renew(
-            camp.personaliser,
-            InProcessConnection(card),
-            mismatched,
-            now=station_world.now(),
-            station_authorisation=station,
-        )
-    good = sign_card_authorisation(root, ben.Authorisation(ben.AuthKind.RENEWAL, card_id, 1, 1, 1_000_000))
-    record = renew(
-        camp.personaliser,
-        InProcessConnection(card),
-        good,
-        now=station_world.now(),
-        station_authorisation=station,
-    )
-    assert record.balance_after == 1_000_000
-    assert camp.journal.authorisation_used(station.authorisation.auth_id)

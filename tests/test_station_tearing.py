@@ -123,5 +123,5 @@ def test_tear_at_every_apdu_of_personalisation(captured: Camp, station_world: St
     # every torn card ended complete; both recovery paths were exercised
     assert sum(outcomes.values()) == 2 * total
     assert any("wiped" in k for k in outcomes) and any("completed" in k for k in outcomes), outcomes
-    check = camp.ledger()
-    assert check.matches, check.describe()
+    ledger = camp.ledger()
+    assert ledger.matches, ledger.describe()

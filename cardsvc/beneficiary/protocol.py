@@ -41,7 +41,8 @@ class BenIns(IntEnum):
     GENERATE_KEY = 0x46
     WIPE = 0x4E
     PUT_CERTIFICATE = 0x50  # activation
-    AUTHORISE = 0x70  # central-signed authorisation: sync acknowledgement, supersede
+    COMMIT_RENEWAL = 0x52  # renewal: staged profile + the FKO's new certificate replace the old at once
+    AUTHORISE = 0x70  # central-signed authorisation: sync acknowledgement, supersede, renewal opening
     EXTERNAL_AUTHENTICATE = 0x82
     INTERNAL_AUTHENTICATE = 0x88
     READ_LOG = 0xB2  # P1P2 = first counter
@@ -61,6 +62,7 @@ class ObjectId(IntEnum):
     PROFILE = 1
     TEMPLATES = 2
     PHOTOS = 3
+    NEXT_PROFILE = 4  # renewal: the new year's profile, staged until COMMIT RENEWAL
 
 
 class FileId(IntEnum):
@@ -71,12 +73,14 @@ class FileId(IntEnum):
     TEMPLATES = 0x0103  # length (2) || template set              READ READ_TEMPLATES
     PHOTOS = 0x0104  # length (2) || photo set (created on demand) READ READ_PROFILE or ENROL
     LOG = 0x0105  # LOG_CAPACITY x 124-byte records (cyclic)    READ NEVER (READ LOG)
+    NEXT_PROFILE = 0x0106  # length (2) || staged profile (only while a renewal is open)  READ ENROL
 
 
 OBJECT_FILES = {
     ObjectId.PROFILE: FileId.PROFILE,
     ObjectId.TEMPLATES: FileId.TEMPLATES,
     ObjectId.PHOTOS: FileId.PHOTOS,
+    ObjectId.NEXT_PROFILE: FileId.NEXT_PROFILE,
 }
 FILE_SIZES = {FileId.CERTIFICATES: 640, FileId.PROFILE: 1024, FileId.TEMPLATES: 2600}
 
@@ -109,6 +113,7 @@ class StatusTag(IntEnum):
     KEY_GENERATED = 0x8A
     AUTH_SERIAL = 0x8B
     WALLETS = 0xA0  # 30 { 80 scheme | 81 balance (4) | 82 held (4) }
+    RENEWAL_OPEN = 0x8C  # serial (4) of the RENEW_POLICY authorisation awaiting COMMIT RENEWAL (absent: none)
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,7 @@ class CardStatus:
     key_generated: bool
     auth_serial: int
     wallets: tuple[Wallet, ...] = field(default=())
+    renewal_open: int = 0  # serial of an open renewal (AUTHORISE RENEW_POLICY done, not yet committed)
 
     def wallet(self, scheme_id: int) -> Wallet:
         for w in self.wallets:
@@ -169,10 +175,21 @@ class CardStatus:
             + tlv(StatusTag.KEY_GENERATED, bytes([self.key_generated]))
             + tlv(StatusTag.AUTH_SERIAL, self.auth_serial.to_bytes(4, "big"))
             + tlv(StatusTag.WALLETS, wallets)
+            + self._renewal_tlv()
         )
+
+    def _renewal_tlv(self) -> bytes:
+        return tlv(StatusTag.RENEWAL_OPEN, self.renewal_open.to_bytes(4, "big")) if self.renewal_open else b""
 
     @classmethod
     def parse(cls, data: bytes) -> CardStatus:
+        items = split_tlvs(data, "status")
+        renewal_open = 0
+        if items and items[-1][0] == StatusTag.RENEWAL_OPEN:  # optional, last
+            value = items.pop()[1]
+            if len(value) != 4:
+                raise ProfileFormatError("status renewal serial must be 4 bytes")
+            renewal_open = int.from_bytes(value, "big")
         (
             lc,
             cid,
@@ -187,7 +204,7 @@ class CardStatus:
             keygen,
             serial,
             wallets,
-        ) = expect_tags(split_tlvs(data, "status"), list(StatusTag), "status")
+        ) = expect_tags(items, [t for t in StatusTag if t is not StatusTag.RENEWAL_OPEN], "status")
         try:
             usable, free = struct.unpack(">II", memory)
             max_count, max_amount = struct.unpack(">HI", limits)
@@ -223,6 +240,7 @@ class CardStatus:
                 key_generated=bool(keygen[0]),
                 auth_serial=int.from_bytes(serial, "big"),
                 wallets=tuple(out),
+                renewal_open=renewal_open,
             )
         except (struct.error, ValueError, IndexError, UnicodeDecodeError) as exc:
             raise ProfileFormatError(f"malformed status: {exc}") from None
@@ -345,6 +363,8 @@ class AuthKind(IntEnum):
     SUPERSEDE = 2  # the card was replaced (lost, split, renewal on a new chip): SUPERSEDED for good
     TOP_UP = 3  # value = paise added to scheme
     RENEWAL = 4  # value = new balance of scheme
+    SPLIT = 5  # value = paise of scheme moved to a split card: the balance is lowered (a RENEWAL record)
+    RENEW_POLICY = 6  # opens a renewal: new policy period and cover per scheme (tags 85, A1); scheme, value 0
 
 
 class AuthTag(IntEnum):
@@ -355,12 +375,40 @@ class AuthTag(IntEnum):
     SERIAL = 0x82
     SCHEME = 0x83
     VALUE = 0x84
+    POLICY = 0x85  # RENEW_POLICY only: start YYYYMMDD | end YYYYMMDD (inclusive)
+    COVERS = 0xA1  # RENEW_POLICY only: 1-4 x 30 { 80 scheme (1) | 81 cover paise (4) }, ascending schemes
     SIGNATURE = 0x5F37
+
+
+_BASE_TAGS = [AuthTag.KIND, AuthTag.CARD_ID, AuthTag.SERIAL, AuthTag.SCHEME, AuthTag.VALUE]
+
+
+def _yyyymmdd(d: date) -> bytes:
+    return d.strftime("%Y%m%d").encode("ascii")
+
+
+def parse_policy(raw: bytes) -> tuple[date, date]:
+    """16 ASCII digits YYYYMMDD YYYYMMDD -> (start, end); ProfileFormatError otherwise."""
+    try:
+        text = raw.decode("ascii")
+        if len(text) != 16 or not text.isdigit():
+            raise ValueError("not 16 digits")
+        start = date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+        end = date(int(text[8:12]), int(text[12:14]), int(text[14:16]))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProfileFormatError(f"authorisation policy period malformed: {exc}") from None
+    if end < start:
+        raise ProfileFormatError(f"authorisation policy ends {end} before it starts {start}")
+    return start, end
 
 
 @dataclass(frozen=True)
 class Authorisation:
-    """A central decision about one card. ``serial`` strictly increases per card (no replay)."""
+    """A central decision about one card. ``serial`` strictly increases per card (no replay).
+
+    RENEW_POLICY carries the new policy period (``policy``) and the cover of every scheme (``covers``,
+    ascending scheme ids); every other kind carries neither.
+    """
 
     kind: AuthKind
     card_id: str
@@ -369,15 +417,35 @@ class Authorisation:
     value: int
     chain: bytes = b""
     signature: bytes = b""
+    policy: tuple[date, date] | None = None
+    covers: tuple[tuple[int, int], ...] = ()
 
     def body(self) -> bytes:
+        renewal = self.kind is AuthKind.RENEW_POLICY
+        if renewal != (self.policy is not None) or renewal != bool(self.covers):
+            raise ProfileFormatError("a RENEW_POLICY authorisation, and only it, carries a policy and covers")
+        extra = b""
+        if self.policy is not None:
+            ids = [s for s, _ in self.covers]
+            if ids != sorted(set(ids)) or len(ids) > 4:
+                raise ProfileFormatError("authorisation covers: 1-4 schemes in ascending order, once each")
+            try:
+                covers = b"".join(
+                    tlv(0x30, tlv(0x80, bytes([s])) + tlv(0x81, c.to_bytes(4, "big"))) for s, c in self.covers
+                )
+            except (ValueError, OverflowError) as exc:
+                raise ProfileFormatError(f"authorisation cover out of range: {exc}") from None
+            extra = tlv(AuthTag.POLICY, _yyyymmdd(self.policy[0]) + _yyyymmdd(self.policy[1])) + tlv(
+                AuthTag.COVERS, covers
+            )
         return tlv(
             AuthTag.BODY,
             tlv(AuthTag.KIND, bytes([self.kind]))
             + tlv(AuthTag.CARD_ID, self.card_id.encode("ascii"))
             + tlv(AuthTag.SERIAL, self.serial.to_bytes(4, "big"))
             + tlv(AuthTag.SCHEME, bytes([self.scheme_id]))
-            + tlv(AuthTag.VALUE, self.value.to_bytes(4, "big")),
+            + tlv(AuthTag.VALUE, self.value.to_bytes(4, "big"))
+            + extra,
         )
 
     def signed_bytes(self) -> bytes:
@@ -393,19 +461,52 @@ class Authorisation:
             [AuthTag.CHAIN, AuthTag.BODY, AuthTag.SIGNATURE],
             "authorisation",
         )
-        kind, cid, serial, scheme, value = expect_tags(
-            split_tlvs(body, "authorisation body"),
-            [AuthTag.KIND, AuthTag.CARD_ID, AuthTag.SERIAL, AuthTag.SCHEME, AuthTag.VALUE],
-            "authorisation body",
-        )
+        items = split_tlvs(body, "authorisation body")
+        kind = items[0][1] if items and items[0][0] == AuthTag.KIND else b""
+        renewal = kind == bytes([AuthKind.RENEW_POLICY])
+        tags = [*_BASE_TAGS, AuthTag.POLICY, AuthTag.COVERS] if renewal else _BASE_TAGS
+        values = expect_tags(items, tags, "authorisation body")
+        kind, cid, serial, scheme, value = values[:5]
         if len(kind) != 1 or len(serial) != 4 or len(scheme) != 1 or len(value) != 4 or len(sig) != 64:
             raise ProfileFormatError("authorisation field of a wrong length")
         try:
             k = AuthKind(kind[0])
         except ValueError:
             raise ProfileFormatError(f"unknown authorisation kind {kind[0]}") from None
+        policy: tuple[date, date] | None = None
+        covers: list[tuple[int, int]] = []
+        if renewal:
+            policy = parse_policy(values[5])
+            for tag, entry in split_tlvs(values[6], "authorisation covers"):
+                sid, cover = expect_tags(split_tlvs(entry, "cover"), [0x80, 0x81], "cover")
+                if tag != 0x30 or len(sid) != 1 or len(cover) != 4:
+                    raise ProfileFormatError("malformed authorisation cover")
+                covers.append((sid[0], int.from_bytes(cover, "big")))
+            ids = [s for s, _ in covers]
+            if not covers or len(covers) > 4 or ids != sorted(set(ids)):
+                raise ProfileFormatError("authorisation covers: 1-4 schemes in ascending order, once each")
         return cls(k, cid.decode("ascii", "replace"), int.from_bytes(serial, "big"), scheme[0],
-                   int.from_bytes(value, "big"), chain, sig)  # fmt: skip
+                   int.from_bytes(value, "big"), chain, sig, policy, tuple(covers))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ renewal commit
+_COMMIT = struct.Struct(">IQ")
+COMMIT_HEAD_LENGTH = _COMMIT.size  # 12
+
+
+def commit_renewal_data(time: int, operator_id: int, certificates: bytes) -> bytes:
+    """COMMIT RENEWAL data: terminal time (4) || operator id (8) || card CVC || FKO CVC [|| district CVC]."""
+    try:
+        return _COMMIT.pack(time, operator_id) + certificates
+    except struct.error as exc:
+        raise ProfileFormatError(f"renewal commit field out of range: {exc}") from None
+
+
+def parse_commit_renewal(data: bytes) -> tuple[int, int, bytes]:
+    if len(data) <= COMMIT_HEAD_LENGTH:
+        raise ProfileFormatError("COMMIT RENEWAL data = time (4) || operator (8) || certificates")
+    time, operator = _COMMIT.unpack(data[:COMMIT_HEAD_LENGTH])
+    return time, operator, bytes(data[COMMIT_HEAD_LENGTH:])
 
 
 __all__ = [
@@ -421,4 +522,7 @@ __all__ = [
     "ObjectId",
     "Wallet",
     "attestation_message",
+    "commit_renewal_data",
+    "parse_commit_renewal",
+    "parse_policy",
 ]

@@ -323,8 +323,78 @@ class BeneficiarySession(ApplicationSession):
                             st.synced_counter, st.counter)  # fmt: skip
 
     def authorise(self, authorisation: fmt.Authorisation) -> None:
-        """Present a central-signed authorisation (sync acknowledgement, supersede)."""
+        """Present a central-signed authorisation (sync acknowledgement, supersede, renewal opening)."""
         self._cmd(fmt.BenIns.AUTHORISE, authorisation.encode())
+
+    # --- renewal and split (enrolment station, terminal authenticated with ENROL and RENEW) -----------
+    def open_renewal(self, authorisation: fmt.Authorisation) -> None:
+        """AUTHORISE RENEW_POLICY: the card notes the new period and cover and makes room for the staged
+        profile; it stays ACTIVATED with the old year's data until :meth:`commit_renewal`."""
+        if authorisation.kind is not fmt.AuthKind.RENEW_POLICY:
+            raise ValueError("open_renewal takes a RENEW_POLICY authorisation")
+        self.authorise(authorisation)
+
+    def write_next_profile(self, profile: HouseholdProfile) -> None:
+        """Stage the new year's profile (ENROL; only while a renewal is open)."""
+        self._write(fmt.ObjectId.NEXT_PROFILE, profile.encode())
+
+    def commit_renewal(
+        self,
+        card_certificate: CvCertificate,
+        fko_certificate: CvCertificate,
+        district_certificate: CvCertificate | None = None,
+        *,
+        time: int,
+        operator_id: int,
+    ) -> list[TransactionRecord]:
+        """COMMIT RENEWAL (RENEW): the card checks the new certificate against the staged profile and the
+        authorised period and cover, then in one transaction replaces profile and certificate and sets
+        each wallet; the RENEWAL records it made (one per scheme) are returned, each verified."""
+        certs = card_certificate.encode() + fko_certificate.encode()
+        if district_certificate is not None:
+            certs += district_certificate.encode()
+        raw = self._cmd(
+            fmt.BenIns.COMMIT_RENEWAL, fmt.commit_renewal_data(time, operator_id, certs), le=self._le
+        )
+        if not raw or len(raw) % RECORD_LENGTH:
+            raise BeneficiaryCardError(f"COMMIT RENEWAL answered {len(raw)} bytes, not whole records")
+        key = _public_key(card_certificate.public_point)
+        records = [
+            TransactionRecord.parse(raw[i : i + RECORD_LENGTH]) for i in range(0, len(raw), RECORD_LENGTH)
+        ]
+        for record in records:
+            record.verify(key)
+            if record.record_type is not RecordType.RENEWAL or record.time != time:
+                raise RecordMismatchError("the card's renewal record does not match the request")
+        self.card_certificate = card_certificate
+        return records
+
+    def split_cover(
+        self,
+        authorisation: fmt.Authorisation,
+        *,
+        time: int,
+        operator_id: int,
+        nonce: bytes | None = None,
+        card_key: bytes | None = None,
+    ) -> TransactionRecord:
+        """Lower this card's balance of the authorisation's scheme by its value (cover moved to a split
+        card): a card-signed balance-setting record (RENEWAL type, amount = the new balance). Raises
+        :class:`BalanceError` when the balance does not carry the split."""
+        if authorisation.kind is not fmt.AuthKind.SPLIT:
+            raise ValueError("split_cover takes a SPLIT authorisation")
+        wallet = self.status().wallet(authorisation.scheme_id)
+        if wallet.balance < authorisation.value:
+            raise BalanceError(
+                f"balance {wallet.balance} of scheme {authorisation.scheme_id} does not carry the split "
+                f"of {authorisation.value}"
+            )
+        left = wallet.balance - authorisation.value
+        return self.debit(
+            RecordType.RENEWAL, scheme_id=authorisation.scheme_id, amount=left, time=time,
+            operator_id=operator_id, facility_id=0, reference=authorisation.serial, nonce=nonce,
+            authorisation=authorisation, card_key=card_key,
+        )  # fmt: skip
 
     def acknowledge_sync(self, authorisation: fmt.Authorisation) -> None:
         """Reset the offline counters: central acknowledges holding every record up to a counter."""

@@ -6,7 +6,13 @@ Two audiences, each with its format's one home (reused, not redefined here):
   issue a SPLIT card for a migrant member, REPLACE a lost card;
 - cards (``cardsvc.beneficiary.protocol.Authorisation``, TLV, checked by the card itself): TOP_UP a scheme,
   RENEWAL (new balance), SUPERSEDE (the card was replaced), SYNC_ACK (central holds every record up to a
-  counter: the card resets its offline limits). ``serial`` strictly increases per card.
+  counter: the card resets its offline limits), SPLIT (lower a scheme's balance by the cover a split card
+  takes), RENEW_POLICY (open the card's profile and certificate for a new policy period and cover).
+  ``serial`` strictly increases per card.
+
+A renewal or a split is one station authorisation plus the card authorisations the chip itself checks:
+:func:`issue_renewal` (station RENEW + card RENEW_POLICY, the same period and cover) and :func:`issue_split`
+(station SPLIT + one card SPLIT per scheme, lowering the original card by what the split card carries).
 
 Signed with :class:`~cardsvc.central.services.publish.CentralKey`. Open findings reach the card's next
 authorisation: an open ``duplicate_enrolment`` flag (the person may be enrolled twice) BLOCKS every
@@ -58,6 +64,8 @@ class CardKind(StrEnum):
     RENEWAL = "renewal"
     SUPERSEDE = "supersede"
     SYNC_ACK = "sync_ack"
+    SPLIT = "split"
+    RENEW_POLICY = "renew_policy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,19 +198,29 @@ def issue_card_authorisation(
     scheme_id: int | None = None,
     value: int | None = None,
     validity: int = DEFAULT_VALIDITY,
+    policy: tuple[int, int] | None = None,
+    covers: Sequence[tuple[int, int]] | None = None,
 ) -> IssuedAuthorisation:
     """Sign an authorisation the card itself checks (TOP_UP: ``value`` paise added; RENEWAL: ``value`` the
-    new balance; SUPERSEDE; SYNC_ACK: the counter central holds, computed here)."""
+    new balance; SUPERSEDE; SYNC_ACK: the counter central holds, computed here; SPLIT: ``value`` paise of
+    ``scheme_id`` moved to a split card; RENEW_POLICY: ``policy`` (unix start, end exclusive; default the
+    next year) and ``covers`` (scheme, paise; default every scheme of the card at its camp cover))."""
     from cardsvc.beneficiary.protocol import AuthKind, Authorisation
     from cardsvc.beneficiary.session import sign_authorisation
 
     card = _card(session, card_id)
     marks = _gate(session, card_id, f"{kind.value} authorisation", blockable=kind is not CardKind.SUPERSEDE)
     scheme = card.scheme_id if scheme_id is None else scheme_id
+    period: tuple[date, date] | None = None
+    granted: tuple[tuple[int, int], ...] = ()
     if kind is CardKind.SYNC_ACK:
         value = held_counter(session, card_id)
     elif kind is CardKind.SUPERSEDE:
         value = 0
+    elif kind is CardKind.RENEW_POLICY:
+        start, end = policy or _next_year(card)
+        period, granted = (_day(start), _day(end - 1)), _covers(card, covers)
+        scheme, value = 0, 0
     elif value is None or not 0 < value <= 0xFFFF_FFFF:
         raise MalformedError("bad_value", f"a {kind.value} needs a value of 1..2^32-1 paise, got {value}")
     last = session.execute(
@@ -211,13 +229,106 @@ def issue_card_authorisation(
         )
     ).scalar_one()
     serial = (last or 0) + 1
-    unsigned = Authorisation(AuthKind[kind.name], card_chr(int(card_id, 16)), serial, scheme, value)
+    unsigned = Authorisation(
+        AuthKind[kind.name], card_chr(int(card_id, 16)), serial, scheme, value, policy=period, covers=granted
+    )
     signed = sign_authorisation(key.signer, unsigned, key.chain[0] if key.chain else None)
     auth_id = hashlib.sha256(f"card-auth:{card_id}:{serial}".encode()).hexdigest()[:16]
     issued = IssuedAuthorisation(
         auth_id, kind.value, Audience.CARD, card_id, now, now + validity, signed.encode(), marks
     )
     return _store(session, issued, card.district, serial)
+
+
+def _next_year(card: Card) -> tuple[int, int]:
+    return card.policy_end, card.policy_end + (card.policy_end - card.policy_start)
+
+
+def _card_covers(card: Card) -> list[tuple[int, int]]:
+    if card.schemes:
+        return [(int(s["scheme_id"]), int(s["cover_paise"])) for s in card.schemes]
+    return [(card.scheme_id, card.cover_paise)]
+
+
+def _covers(card: Card, covers: Sequence[tuple[int, int]] | None) -> tuple[tuple[int, int], ...]:
+    out = tuple(sorted(covers if covers is not None else _card_covers(card)))
+    ids = [s for s, _ in out]
+    if not out or len(out) > 4 or len(set(ids)) != len(ids) or any(not 0 < c <= 0xFFFF_FFFF for _, c in out):
+        raise MalformedError("bad_covers", f"covers {list(out)}: 1-4 schemes, once each, 1..2^32-1 paise")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReissueAuthorisations:
+    """A renewal or a split: the station's authorisation and the card authorisations its chip checks."""
+
+    station: IssuedAuthorisation
+    cards: tuple[IssuedAuthorisation, ...]
+
+
+def issue_renewal(
+    session: Session,
+    key: CentralKey,
+    card_id: str,
+    *,
+    now: int,
+    policy: tuple[int, int] | None = None,
+    covers: Sequence[tuple[int, int]] | None = None,
+    validity: int = DEFAULT_VALIDITY,
+    rng: Callable[[int], bytes] = os.urandom,
+) -> ReissueAuthorisations:
+    """Renew ``card_id`` for a new policy year (default: the year after its current one, every scheme at
+    its camp cover): the station RENEW and the card RENEW_POLICY grant the same period and cover."""
+    card = _card(session, card_id)
+    period = policy or _next_year(card)
+    granted = _covers(card, covers)
+    station = issue_station_authorisation(
+        session, key, StationKind.RENEW, card_id, now=now, policy=period, schemes=granted, validity=validity,
+        rng=rng,
+    )  # fmt: skip
+    chip = issue_card_authorisation(
+        session,
+        key,
+        CardKind.RENEW_POLICY,
+        card_id,
+        now=now,
+        policy=period,
+        covers=granted,
+        validity=validity,
+    )
+    return ReissueAuthorisations(station, (chip,))
+
+
+def issue_split(
+    session: Session,
+    key: CentralKey,
+    card_id: str,
+    *,
+    now: int,
+    members: Sequence[int],
+    covers: Sequence[tuple[int, int]] | None = None,
+    validity: int = DEFAULT_VALIDITY,
+    rng: Callable[[int], bytes] = os.urandom,
+) -> ReissueAuthorisations:
+    """A split card for ``members`` of ``card_id`` carrying ``covers`` (default: each scheme's camp cover in
+    proportion to the members moved), and one card SPLIT per scheme lowering the original card by as much."""
+    card = _card(session, card_id)
+    moved = covers
+    if moved is None:
+        share = len(members), max(1, len(card.members))
+        moved = [(s, c * share[0] // share[1]) for s, c in _card_covers(card)]
+    granted = _covers(card, moved)
+    station = issue_station_authorisation(
+        session, key, StationKind.SPLIT, card_id, now=now, members=members, schemes=granted,
+        validity=validity, rng=rng,
+    )  # fmt: skip
+    chips = tuple(
+        issue_card_authorisation(
+            session, key, CardKind.SPLIT, card_id, now=now, scheme_id=s, value=c, validity=validity
+        )
+        for s, c in granted
+    )
+    return ReissueAuthorisations(station, chips)
 
 
 def authorisations_for(
@@ -252,6 +363,7 @@ def authorisations_for(
 
 
 __all__ = [
-    "Audience", "CardKind", "IssuedAuthorisation", "StationKind", "authorisations_for", "held_counter",
-    "id_hex", "issue_card_authorisation", "issue_station_authorisation",
+    "Audience", "CardKind", "IssuedAuthorisation", "ReissueAuthorisations", "StationKind",
+    "authorisations_for", "held_counter", "id_hex", "issue_card_authorisation", "issue_renewal",
+    "issue_split", "issue_station_authorisation",
 ]  # fmt: skip

@@ -74,6 +74,7 @@ class CardState:
     policy: str = ""
     lengths: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     debited: dict[str, int] = field(default_factory=dict)  # counter -> amount debited (for re-sync)
+    renewal: dict[str, Any] = field(default_factory=dict)  # open renewal: serial, policy, covers
 
     def encode(self) -> bytes:
         return json.dumps(self.__dict__, separators=(",", ":"), sort_keys=True).encode()
@@ -174,6 +175,7 @@ class BeneficiaryApplication(Application):
             fmt.BenIns.ALLOCATE_PHOTOS: self._allocate_photos,
             fmt.BenIns.WIPE: self._wipe,
             fmt.BenIns.PUT_CERTIFICATE: self._put_certificate,
+            fmt.BenIns.COMMIT_RENEWAL: self._commit_renewal,
             fmt.BenIns.INTERNAL_AUTHENTICATE: self._internal_authenticate,
             fmt.BenIns.DEBIT: self._debit,
             fmt.BenIns.READ_LOG: self._read_log,
@@ -211,6 +213,7 @@ class BeneficiaryApplication(Application):
             log_capacity=self.log_capacity, policy_start=start, policy_end=end,
             object_lengths=(lengths[0], lengths[1], lengths[2], lengths[3]),
             key_generated=self._key_generated(card), auth_serial=state.auth_serial, wallets=wallets,
+            renewal_open=int(state.renewal.get("serial", 0)),
         )  # fmt: skip
 
     def _get_status(self, apdu: CommandApdu, card: CardServices) -> Response:
@@ -277,12 +280,19 @@ class BeneficiaryApplication(Application):
 
     def _write_object(self, apdu: CommandApdu, card: CardServices) -> Response:
         state = self._state(card)
-        self._lifecycle(state, fmt.Lifecycle.BLANK, fmt.Lifecycle.PERSONALISING, what="WRITE OBJECT")
-        card.require(_ENROL, card.app_df(self), "WRITE OBJECT")
         try:
             fid = fmt.OBJECT_FILES[fmt.ObjectId(apdu.p1)]
         except ValueError:
             raise IsoError(SW.INCORRECT_P1P2, f"unknown object {apdu.p1:02X}") from None
+        if fid == fmt.FileId.NEXT_PROFILE:  # the renewal's staged profile: only while a renewal is open
+            self._lifecycle(state, fmt.Lifecycle.ACTIVATED, what="WRITE OBJECT (next profile)")
+            if not state.renewal:
+                raise IsoError(
+                    SW.CONDITIONS_NOT_SATISFIED, "no renewal is open (AUTHORISE RENEW_POLICY first)"
+                )
+        else:
+            self._lifecycle(state, fmt.Lifecycle.BLANK, fmt.Lifecycle.PERSONALISING, what="WRITE OBJECT")
+        card.require(_ENROL, card.app_df(self), "WRITE OBJECT")
         if len(apdu.data) < 3:
             raise IsoError(SW.WRONG_LENGTH, "WRITE OBJECT data = offset (2) || bytes")
         offset = int.from_bytes(apdu.data[:2], "big")
@@ -290,7 +300,7 @@ class BeneficiaryApplication(Application):
             raise IsoError(SW.FILE_NOT_FOUND, "ALLOCATE PHOTOS first")
         with card.transaction():
             card.write_file(self, fid, offset, apdu.data[2:])
-            if state.lifecycle == fmt.Lifecycle.BLANK:
+            if state.lifecycle == fmt.Lifecycle.BLANK and fid != fmt.FileId.NEXT_PROFILE:
                 state.lifecycle = fmt.Lifecycle.PERSONALISING
                 self._put_state(card, state)
         return b"", SW.OK
@@ -331,18 +341,39 @@ class BeneficiaryApplication(Application):
         state = self._state(card)
         self._lifecycle(state, fmt.Lifecycle.PERSONALISING, what="PUT CERTIFICATE")
         card.require(_ENROL, card.app_df(self), "PUT CERTIFICATE")
-        parts = split_tlvs(apdu.data, "certificates")
+        profile_raw = self._object(card, fmt.FileId.PROFILE)
+        templates_raw = self._object(card, fmt.FileId.TEMPLATES)
+        photos_raw = self._object(card, fmt.FileId.PHOTOS)
+        card_raw, fko_raw, profile, hashes = self._check_certificates(
+            card, apdu.data, profile_raw, templates_raw, photos_raw
+        )
+        with card.transaction():
+            blob = card_raw + fko_raw  # the district certificate comes from the verifier's trust bundle
+            card.write_file(self, fmt.FileId.CERTIFICATES, 0, len(blob).to_bytes(2, "big") + blob)
+            card.checkpoint("certificate written")
+            state.lifecycle = fmt.Lifecycle.ACTIVATED
+            state.hashes = [h.hex() for h in (hashes.profile, hashes.templates, hashes.photos)]
+            state.policy = profile.policy_start.strftime("%Y%m%d") + profile.policy_end.strftime("%Y%m%d")
+            state.balances = {str(s.scheme_id): s.cover_paise for s in profile.schemes}
+            state.max_count, state.max_amount = profile.limits.max_count, profile.limits.max_amount
+            self._put_state(card, state)
+        return b"", SW.OK
+
+    def _check_certificates(
+        self, card: CardServices, data: bytes, profile_raw: bytes, templates_raw: bytes, photos_raw: bytes
+    ) -> tuple[bytes, bytes, HouseholdProfile, ContentHashes]:
+        """PUT CERTIFICATE's and COMMIT RENEWAL's checks of ``card CVC || FKO CVC [|| district CVC]`` against
+        the objects given: key, id, role, issuer, policy period, content digest, FKO signature (and chain)."""
+        parts = split_tlvs(data, "certificates")
         if len(parts) not in (2, 3) or any(tag != 0x7F21 for tag, _ in parts):
-            raise IsoError(
-                SW.WRONG_DATA, "PUT CERTIFICATE takes the card CVC, the FKO CVC [, the district CVC]"
-            )
+            raise IsoError(SW.WRONG_DATA, "certificates = the card CVC, the FKO CVC [, the district CVC]")
         sizes = [_tlv_len(value) for _, value in parts]
-        card_raw = apdu.data[: sizes[0]]
-        fko_raw = apdu.data[sizes[0] : sizes[0] + sizes[1]]
+        card_raw = data[: sizes[0]]
+        fko_raw = data[sizes[0] : sizes[0] + sizes[1]]
         cert = CvCertificate.parse(card_raw)
         fko = CvCertificate.parse(fko_raw)
         if len(parts) == 3:  # the whole chain to the root, checked at the card's clock
-            district = CvCertificate.parse(apdu.data[sizes[0] + sizes[1] :])
+            district = CvCertificate.parse(data[sizes[0] + sizes[1] :])
             now = datetime.fromtimestamp(card.now(), tz=UTC)
             try:
                 validate_chain([district, fko, cert], self.anchor, now=now)
@@ -350,9 +381,6 @@ class BeneficiaryApplication(Application):
                 raise IsoError(SW.WRONG_DATA, f"certificate chain refused: {exc}") from None
         if not self._key_generated(card) or cert.public_point != card.public_key(self, fmt.CARD_KEY_REF):
             raise IsoError(SW.WRONG_DATA, "certificate does not carry this card's key")
-        profile_raw = self._object(card, fmt.FileId.PROFILE)
-        templates_raw = self._object(card, fmt.FileId.TEMPLATES)
-        photos_raw = self._object(card, fmt.FileId.PHOTOS)
         try:
             profile = HouseholdProfile.parse(profile_raw)
             templates = parse_templates(templates_raw)
@@ -379,20 +407,107 @@ class BeneficiaryApplication(Application):
         except PkiError as exc:
             raise IsoError(SW.WRONG_DATA, f"certificate refused: {exc}") from None
         if not hmac.compare_digest(cert.content_digest or b"", hashes.digest()):
+            raise IsoError(SW.WRONG_DATA, "the FKO-certified content digest differs from the stored objects")
+        return card_raw, fko_raw, profile, hashes
+
+    # ------------------------------------------------------------------ renewal
+    def _open_renewal(self, card: CardServices, state: CardState, auth: fmt.Authorisation) -> None:
+        """AUTHORISE RENEW_POLICY: note the new period and cover and make room for the staged profile. The
+        card stays ACTIVATED with the old year's profile, certificate, hashes and wallet until COMMIT."""
+        assert auth.policy is not None
+        self._lifecycle(state, fmt.Lifecycle.ACTIVATED, what="AUTHORISE RENEW_POLICY")
+        start, end = auth.policy
+        if state.policy and end.strftime("%Y%m%d") <= state.policy[8:]:
             raise IsoError(
-                SW.WRONG_DATA, "the FKO-certified content digest differs from the stored objects"
+                SW.WRONG_DATA, f"renewal to {end} does not extend the policy (ends {state.policy[8:]})"
             )
+        scope = card.app_df(self)
+        size = fmt.FILE_SIZES[fmt.FileId.PROFILE]
+        if card.fs.child(scope, fmt.FileId.NEXT_PROFILE) is None:  # 6A84 from the store when the card is full
+            rules: dict[Op, AccessCondition] = {Op.READ: _ENROL, Op.UPDATE: NEVER}
+            card.create_ef(self, fmt.FileId.NEXT_PROFILE, size, rules)
+        else:
+            card.write_file(
+                self, fmt.FileId.NEXT_PROFILE, 0, bytes(card.file(self, fmt.FileId.NEXT_PROFILE).size)
+            )
+        state.renewal = {
+            "serial": auth.serial,
+            "policy": start.strftime("%Y%m%d") + end.strftime("%Y%m%d"),
+            "covers": [[s, c] for s, c in auth.covers],
+        }
+
+    def _commit_renewal(self, apdu: CommandApdu, card: CardServices) -> Response:
+        """The staged profile and the FKO's new certificate replace the old ones, the wallet takes the new
+        cover (one signed RENEWAL record per scheme, answered), all in ONE transaction."""
+        state = self._state(card)
+        self._lifecycle(state, fmt.Lifecycle.ACTIVATED, what="COMMIT RENEWAL")
+        card.require(_right(Right.RENEW), card.app_df(self), "COMMIT RENEWAL")
+        if not state.renewal:
+            raise IsoError(SW.CONDITIONS_NOT_SATISFIED, "no renewal is open (AUTHORISE RENEW_POLICY first)")
+        if state.blocks:
+            raise IsoError(
+                SW.CONDITIONS_NOT_SATISFIED,
+                f"{len(state.blocks)} open block(s): settle or release them before the renewal",
+            )
+        time, operator, certificates = fmt.parse_commit_renewal(apdu.data)
+        terminal = self._terminal_chr(card)
+        old = HouseholdProfile.parse(self._object(card, fmt.FileId.PROFILE))
+        new_raw = self._object(card, fmt.FileId.NEXT_PROFILE)
+        templates_raw = self._object(card, fmt.FileId.TEMPLATES)
+        photos_raw = self._object(card, fmt.FileId.PHOTOS)
+        card_raw, fko_raw, new, hashes = self._check_certificates(
+            card, certificates, new_raw, templates_raw, photos_raw
+        )
+        granted = state.renewal
+        policy = new.policy_start.strftime("%Y%m%d") + new.policy_end.strftime("%Y%m%d")
+        if policy != granted["policy"]:
+            raise IsoError(SW.WRONG_DATA, f"the new profile's policy {policy} is not the authorised one")
+        covers = [[s.scheme_id, s.cover_paise] for s in new.schemes]
+        if covers != granted["covers"]:
+            raise IsoError(SW.WRONG_DATA, "the new profile's cover is not the authorised one")
+        if (new.household_id, new.members) != (old.household_id, old.members):
+            raise IsoError(SW.WRONG_DATA, "a renewal keeps the household and its members")
+        number, reference = _card_number(self.card_id), int(granted["serial"])
+        wallet = {key: 0 for key in state.balances}
+        wallet.update((str(sid), cover) for sid, cover in covers)
+        records: list[bytes] = []
+        link = bytes.fromhex(state.last_link)
+        for key in sorted(wallet, key=int):  # every scheme, those left out of the new cover set to 0
+            after = wallet[key]
+            record = TransactionRecord(
+                record_type=RecordType.RENEWAL, card_id=number, counter=state.counter + len(records) + 1,
+                scheme_id=int(key), amount=after, balance_after=after, time=time,
+                terminal_id=reference_id(terminal), operator_id=operator, facility_id=0, reference=reference,
+                member_index=0, prev_hash=link,
+            )  # fmt: skip
+            raw = record.signed_part() + card.sign(self, fmt.CARD_KEY_REF, record.signed_part())
+            records.append(raw)
+            link = chain_hash(raw)
         with card.transaction():
-            blob = card_raw + fko_raw  # the district certificate comes from the verifier's trust bundle
+            card.write_file(self, fmt.FileId.PROFILE, 0, len(new_raw).to_bytes(2, "big") + new_raw)
+            old_size = card.file(self, fmt.FileId.PROFILE).size
+            tail = old_size - 2 - len(new_raw)
+            if tail > 0:  # no byte of the old profile stays behind the new one
+                card.write_file(self, fmt.FileId.PROFILE, 2 + len(new_raw), bytes(tail))
+            blob = card_raw + fko_raw
             card.write_file(self, fmt.FileId.CERTIFICATES, 0, len(blob).to_bytes(2, "big") + blob)
-            card.checkpoint("certificate written")
-            state.lifecycle = fmt.Lifecycle.ACTIVATED
+            card.checkpoint("renewal profile and certificate written")
+            for raw in records:
+                slot = (int.from_bytes(raw[10:14], "big") - 1) % self.log_capacity
+                card.write_file(self, fmt.FileId.LOG, slot * RECORD_LENGTH, raw)
+            card.checkpoint("renewal records written")
+            staged = card.fs.child(card.app_df(self), fmt.FileId.NEXT_PROFILE)
+            if staged is not None:
+                card.fs.delete(staged.path)
+            state.counter += len(records)
+            state.last_link = link.hex()
             state.hashes = [h.hex() for h in (hashes.profile, hashes.templates, hashes.photos)]
-            state.policy = profile.policy_start.strftime("%Y%m%d") + profile.policy_end.strftime("%Y%m%d")
-            state.balances = {str(s.scheme_id): s.cover_paise for s in profile.schemes}
-            state.max_count, state.max_amount = profile.limits.max_count, profile.limits.max_amount
+            state.policy = policy
+            state.balances = {str(sid): cover for sid, cover in covers}
+            state.max_count, state.max_amount = new.limits.max_count, new.limits.max_amount
+            state.renewal = {}
             self._put_state(card, state)
-        return b"", SW.OK
+        return b"".join(records), SW.OK
 
     # ------------------------------------------------------------------ clone check
     def _internal_authenticate(self, apdu: CommandApdu, card: CardServices) -> Response:
@@ -498,6 +613,21 @@ class BeneficiaryApplication(Application):
             return before, blocks
         # TOP_UP / RENEWAL: only with a central authorisation naming this card, scheme and amount
         auth = self._check_authorisation(req.authorisation, card, state)
+        if rt is RecordType.RENEWAL and auth.kind is fmt.AuthKind.SPLIT:
+            # part of the cover moved to a split card: the balance is SET lower (a balance-setting record,
+            # amount = the new balance), never below zero
+            if auth.scheme_id != req.scheme_id or auth.value == 0:
+                raise IsoError(SW.WRONG_DATA, f"the authorisation is not a SPLIT of scheme {req.scheme_id}")
+            if auth.value > before:
+                raise IsoError(
+                    SW.COMMAND_NOT_ALLOWED, f"balance {before} does not cover the split {auth.value}"
+                )
+            if req.amount != before - auth.value:
+                raise IsoError(
+                    SW.WRONG_DATA, f"a split of {auth.value} leaves {before - auth.value}, not {req.amount}"
+                )
+            state.auth_serial = auth.serial
+            return req.amount, blocks
         wanted = fmt.AuthKind.TOP_UP if rt is RecordType.TOP_UP else fmt.AuthKind.RENEWAL
         if auth.kind is not wanted or auth.scheme_id != req.scheme_id or auth.value != req.amount:
             raise IsoError(
@@ -574,10 +704,13 @@ class BeneficiaryApplication(Application):
             state.since_count, state.since_amount = len(left), sum(left.values())
         elif auth.kind is fmt.AuthKind.SUPERSEDE:
             state.lifecycle = fmt.Lifecycle.SUPERSEDED
-        else:
+            state.renewal = {}
+        elif auth.kind is not fmt.AuthKind.RENEW_POLICY:
             raise IsoError(SW.WRONG_DATA, f"{auth.kind.name} travels with DEBIT, not AUTHORISE")
         state.auth_serial = auth.serial
         with card.transaction():
+            if auth.kind is fmt.AuthKind.RENEW_POLICY:
+                self._open_renewal(card, state, auth)
             self._put_state(card, state)
         return b"", SW.OK
 
