@@ -1,10 +1,16 @@
 """What the terminal trusts offline, persisted in the journal's key/value table so it survives restarts:
 district certificates, the newest signed revocation list of each issuer (a rollback stays refused after a
-restart), central's register of revoked cards, operators and terminals, and the package catalogue."""
+restart), central's register of revoked cards, operators and terminals, central's own signed revocation list
+(cards, certified terminals and facility operators by their record id), and the package catalogue.
+
+Central signs its list with the root's or a district's key, but numbers its versions apart from the DKMA's
+lists of the same issuer: it is kept in a store of its own (``central_lists``), which the main store
+consults, so every check that takes ``trust.store`` sees central's revocations too."""
 
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +31,9 @@ _DISTRICTS = "trust.districts"
 _CENTRAL = "trust.central_revocations"
 _CATALOGUE = "trust.catalogue"
 _CATALOGUE_HISTORY = "trust.catalogue_versions"
+_CENTRAL_LIST = "trust.central_list"
+
+log = logging.getLogger(__name__)
 
 
 def _b64(data: bytes) -> str:
@@ -41,6 +50,14 @@ class TrustState:
     districts: dict[str, CvCertificate] = field(default_factory=dict)
     central: dict[str, dict[str, int]] = field(default_factory=dict)
     catalogue: Catalogue | None = None
+    #: the revocation list central signed (GET /revocations ``signed_list``), consulted by ``store``
+    central_lists: RevocationStore | None = None
+
+    def __post_init__(self) -> None:
+        if self.central_lists is None:
+            self.central_lists = RevocationStore(self.anchor)
+        if self.central_lists not in self.store.also:
+            self.store.also.append(self.central_lists)
 
     @classmethod
     def load(
@@ -58,7 +75,12 @@ class TrustState:
         catalogue = None
         if catalogue_wire is not None:
             catalogue = Catalogue.from_body(catalogue_wire)
-        return cls(journal, anchor, store, known, journal.get(_CENTRAL, {}), catalogue)
+        central_lists = RevocationStore(anchor)
+        central_wire = journal.get(_CENTRAL_LIST)
+        if central_wire is not None:
+            rl = RevocationList.parse(base64.b64decode(central_wire))
+            central_lists.lists[rl.issuer] = rl  # verified when it was installed
+        return cls(journal, anchor, store, known, journal.get(_CENTRAL, {}), catalogue, central_lists)
 
     # --- signed lists (trust bundle from the district) ---------------------------------------------
     def apply_bundle(self, bundle: TrustBundle, *, now: datetime) -> list[str]:
@@ -82,13 +104,55 @@ class TrustState:
             self.journal.put(_DISTRICTS, {c: _b64(cert.encode()) for c, cert in self.districts.items()})
 
     # --- central's register (GET /revocations) -----------------------------------------------------
-    def set_central_revocations(self, payload: Mapping[str, Any]) -> None:
+    def set_central_revocations(self, payload: Mapping[str, Any], *, now: datetime | None = None) -> None:
+        """Keep central's register; with ``signed_list`` in it, verify and install central's signed list.
+
+        A signed list that does not verify (or rolls back) is refused and journalled; the one held stays.
+        """
         central = {
             kind: {str(e["id"]): int(e["revoked_at"]) for e in payload.get(kind, [])}
             for kind in ("terminals", "operators", "cards")
         }
         self.central = central
         self.journal.put(_CENTRAL, central)
+        signed = payload.get("signed_list")
+        if isinstance(signed, str):
+            try:
+                self.install_central_list(base64.b64decode(signed), now=now)
+            except (PkiError, TerminalSetupError, ValueError) as exc:
+                why = f"{exc.rule}: {exc}" if isinstance(exc, PkiError) else str(exc)
+                log.warning("central's signed revocation list refused: %s", why)
+                self.journal.log(
+                    "trust.central_list", at=int(payload.get("issued_at") or 0), outcome="refused",
+                    detail={"why": why},
+                )  # fmt: skip
+
+    def install_central_list(self, wire: bytes, *, now: datetime | None = None) -> bool:
+        """Verify central's signed revocation list (root key, or a district key whose certificate this
+        terminal holds) and keep it; False when it is the list already held. ``now``: when to check the
+        signer's certificate (default: the list's own signed issue time). Raises PkiError (bad signature,
+        rollback) or TerminalSetupError (signed by a district this terminal does not know)."""
+        rl = RevocationList.parse(wire)
+        chain: list[CvCertificate] = []
+        if rl.issuer != self.anchor.chr:
+            district = self.districts.get(rl.issuer)
+            if district is None:
+                raise TerminalSetupError(
+                    Reason.TERMINAL_NOT_SET_UP,
+                    f"central's list is signed by {rl.issuer}, a district not held",
+                )
+            chain = [district]
+        assert self.central_lists is not None
+        if not self.central_lists.offer(rl, now=now or rl.issued_at, issuer_chain=chain):
+            return False
+        self.central_lists.lists = {rl.issuer: rl}  # central signs with one key: its newest list is the list
+        self.journal.put(_CENTRAL_LIST, _b64(rl.encode()))
+        return True
+
+    def central_list_version(self) -> int:
+        """The version of central's signed list held (0: none)."""
+        assert self.central_lists is not None
+        return max((rl.version for rl in self.central_lists.lists.values()), default=0)
 
     def central_revoked_at(self, kind: str, hex_id: str) -> int | None:
         return self.central.get(kind, {}).get(hex_id)

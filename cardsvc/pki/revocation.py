@@ -25,12 +25,11 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from functools import cached_property
 
-from cardsvc.pki.chain import Revocation, TrustAnchor, validate_chain
+from cardsvc.pki.chain import Revocation, RevocationLookup, TrustAnchor, validate_chain
 from cardsvc.pki.cvc import CvCertificate, check_reference
 from cardsvc.pki.errors import (
     FormatError,
     MissingRightError,
-    RevocationListError,
     RollbackError,
     WrongIssuerError,
 )
@@ -70,6 +69,23 @@ class SubjectKind(IntEnum):
     OFFICER = 2
     TERMINAL = 3
     CARD = 4
+    #: a facility operator named by the id written in card records (central knows operators by it):
+    #: subject ``OP-<16 hex digits>`` (:func:`operator_subject`)
+    OPERATOR = 5
+
+
+OPERATOR_SUBJECT_PREFIX = "OP-"
+
+
+def operator_subject(operator_id: int) -> str:
+    """The subject naming a facility operator by its record id (``reference_id`` of its CHR, 8 bytes).
+
+    Central revokes operators by that id; a terminal signing a clerk in checks this subject beside the
+    operator certificate's CHR.
+    """
+    if not 0 <= operator_id < 2**64:
+        raise FormatError(f"operator id must be 8 bytes (0..2^64-1), got {operator_id}")
+    return f"{OPERATOR_SUBJECT_PREFIX}{operator_id:016x}"
 
 
 class RevocationReason(IntEnum):
@@ -179,6 +195,9 @@ class RevocationList:
             if item.tag != RevocationTag.ENTRY:
                 raise FormatError(f"expected entry tag 30, found {item.tag:X}")
             parsed.append(RevocationEntry.parse_value(item.value))
+        subjects = [e.subject for e in parsed]
+        if subjects != sorted(set(subjects)):
+            raise FormatError("revocation list entries must be sorted by subject, one entry per subject")
         try:
             issuer_ref = check_reference(issuer.decode("ascii"), "issuer")
         except UnicodeDecodeError:
@@ -270,6 +289,9 @@ class RevocationStore:
 
     anchor: TrustAnchor
     lists: dict[str, RevocationList] = field(default_factory=dict)
+    #: other revocation state :meth:`revocation_of` consults too (e.g. the lists central signs, versioned
+    #: apart from the DKMA's lists of the same issuer); the earliest revocation found anywhere wins
+    also: list[RevocationLookup] = field(default_factory=list)
 
     def offer(
         self,
@@ -320,11 +342,9 @@ class RevocationStore:
                     list_version=rl.version,
                     reason=entry.reason.name,
                 )
+        for other in self.also:
+            found = other.revocation_of(chr, issuer_path)
+            if found is not None and (best is None or found.revoked_at < best.revoked_at):
+                best = found
         return best
 
-
-def merge_check(rl: RevocationList) -> None:
-    """Sanity rule for publishers: subjects are unique and sorted (as build_revocation_list makes them)."""
-    subjects = [e.subject for e in rl.entries]
-    if subjects != sorted(set(subjects)):
-        raise RevocationListError(f"list {rl.issuer} v{rl.version} has duplicate or unsorted subjects")

@@ -28,6 +28,7 @@ from cardsvc.pki.officer_card import (
     OfficerNotGenuineError,
     OfficerNotVerifiedError,
 )
+from cardsvc.pki.revocation import operator_subject
 from cardsvc.pki.rights import Right, Role
 from point_of_service.errors import SignInError
 from point_of_service.identity import reference_id
@@ -137,6 +138,7 @@ def _sign_in(
         raise SignInError(Reason.MISSING_RIGHT, str(exc)) from None
     except PkiError as exc:
         raise SignInError(Reason.OPERATOR_CHAIN_INVALID, f"{exc.rule}: {exc}") from None
+    _check_operator_id(cert, anchor, now, revocations)
     try:
         session.verify_pin_code(pin)
     except WrongPinError as exc:
@@ -163,6 +165,22 @@ def _sign_in(
         return Clerk(cert.chr, reference_id(cert.chr), validated.rights, now, cert)
     assert last is not None
     raise last
+
+
+def _check_operator_id(
+    cert: CvCertificate, anchor: TrustAnchor, now: int, revocations: RevocationLookup | None
+) -> None:
+    """Central revokes operators by the id their records carry (``OP-<id>`` in its list), not by CHR."""
+    if revocations is None:
+        return
+    operator_id = reference_id(cert.chr)
+    found = revocations.revocation_of(operator_subject(operator_id), (anchor.chr, cert.car))
+    if found is not None and found.revoked_at <= datetime.fromtimestamp(now, UTC):
+        raise SignInError(
+            Reason.OPERATOR_REVOKED,
+            f"operator {cert.chr} (id {operator_id:016x}) revoked at {found.revoked_at:%Y-%m-%d %H:%M} UTC "
+            f"by {found.list_issuer}'s list v{found.list_version} ({found.reason})",
+        )
 
 
 SIGNIN_CHALLENGE_SIZE = 16

@@ -24,11 +24,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cardsvc.central.errors import ConflictError
-from cardsvc.central.models import Card, Package, PublishedList, Terminal
+from cardsvc.central.models import Card, Operator, Package, PublishedList, Terminal
 from cardsvc.formats.profile import card_chr
 from cardsvc.pki.cvc import CvCertificate
 from cardsvc.pki.errors import KeyCustodyError
-from cardsvc.pki.revocation import RevocationEntry, SubjectKind, build_revocation_list
+from cardsvc.pki.revocation import RevocationEntry, SubjectKind, build_revocation_list, operator_subject
 from cardsvc.pki.signer import FileSigner, Signer
 
 
@@ -108,16 +108,20 @@ def _publish(
 
 
 def revocation_entries(session: Session) -> list[RevocationEntry]:
-    """Revoked cards (CARD-<n>) and certified terminals (their certificate's CHR), as the PKI names them.
+    """Revoked cards (CARD-<n>), certified terminals (their certificate's CHR) and facility operators
+    (``OP-<record id>``: central knows a clerk by the id the card records carry, docs/certificates.md).
 
-    Terminals known only by a raw key and operators (known by a record id, not a CHR) travel in the
-    unsigned JSON lists of ``GET /revocations`` only.
+    Terminals known only by a raw key travel in the unsigned JSON lists of ``GET /revocations`` only.
     """
     entries = []
     cards = select(Card.card_id, Card.revoked_at).where(Card.revoked_at.is_not(None))
     for card_id, revoked_at in session.execute(cards):
         when = datetime.fromtimestamp(int(revoked_at or 0), UTC)
         entries.append(RevocationEntry(card_chr(int(card_id, 16)), SubjectKind.CARD, when))
+    operators = select(Operator.id, Operator.revoked_at).where(Operator.revoked_at.is_not(None))
+    for operator_id, revoked_at in session.execute(operators):
+        when = datetime.fromtimestamp(int(revoked_at or 0), UTC)
+        entries.append(RevocationEntry(operator_subject(int(operator_id, 16)), SubjectKind.OPERATOR, when))
     query = select(Terminal.certificate_chain, Terminal.revoked_at).where(
         Terminal.revoked_at.is_not(None), Terminal.certificate_chain.is_not(None)
     )
@@ -129,7 +133,8 @@ def revocation_entries(session: Session) -> list[RevocationEntry]:
 
 
 def publish_revocations(session: Session, key: CentralKey, now: int) -> Published:
-    """The current signed revocation list (a new version only when an entry was added)."""
+    """The current signed revocation list of cards, certified terminals and facility operators (a new
+    version only when an entry was added)."""
     entries = revocation_entries(session)
     content = [[e.subject, int(e.kind), int(e.revoked_at.timestamp()), int(e.reason)] for e in entries]
 
