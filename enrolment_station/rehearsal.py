@@ -16,7 +16,7 @@ from cardsvc.bio.iso19794 import encode_compact, wrap_verify_template
 from cardsvc.card.inprocess import InProcessConnection
 from cardsvc.pki.chain import TrustAnchor
 from cardsvc.pki.officer_card import OfficerCardSession
-from cardsvc.pki.rights import Right, Role
+from cardsvc.pki.rights import Role
 from cardsvc.pki.signer import ScryptCost
 from enrolment_station.fingers import FKO_FINGER_SEED
 from enrolment_station.keys import StationIdentity, install
@@ -85,8 +85,7 @@ def build_world(tmp: Path) -> RehearsalWorld:
     km.add_district(DISTRICT, FileCustody(DISTRICT_SECRET.encode()), root_secret=ROOT_SECRET)
     km.register_terminal(
         TERMINAL, district=DISTRICT, role=Role.ENROLMENT_TERMINAL, district_secret=DISTRICT_SECRET,
-        terminal_passphrase=TERMINAL_PASSPHRASE,
-        rights=Right.ENROL | Right.READ_PROFILE | Right.READ_TEMPLATES | Right.RENEW,
+        terminal_passphrase=TERMINAL_PASSPHRASE,  # the ceremony's default rights: ENROL ... RENEW
     )  # fmt: skip
     chain_file = tmp / "terminal.chain"
     chain_file.write_bytes(b"".join(c.encode() for c in [km.store.root_certificate(), *km.chain(TERMINAL)]))

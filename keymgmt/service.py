@@ -37,6 +37,14 @@ from keymgmt.keystore import Keystore, KeystoreError
 if TYPE_CHECKING:
     from cardsvc.pki.officer_card import OfficerCardSession, VerifiedLedger
 
+#: What the ceremony grants a holder when the operator names no rights: cardsvc.pki's defaults, and RENEW for
+#: enrolment terminals (a station renews cards and lowers a split card's original: COMMIT RENEWAL and the
+#: split's balance-setting record need it; ROLE_MAX_RIGHTS allows it).
+DEFAULT_GRANTS: dict[Role, Right] = {
+    **DEFAULT_RIGHTS,
+    Role.ENROLMENT_TERMINAL: DEFAULT_RIGHTS[Role.ENROLMENT_TERMINAL] | Right.RENEW,
+}
+
 OFFICER_ROLES = frozenset({Role.FIELD_KEY_OFFICER, Role.FACILITY_OPERATOR})
 TERMINAL_ROLES = frozenset({Role.ENROLMENT_TERMINAL, Role.POS_TERMINAL})
 KIND_OF_ROLE = {
@@ -239,7 +247,7 @@ class KeyManager:
                     chr=chr,
                     public_point=signer.public_key(),
                     role=Role.DISTRICT,
-                    rights=DEFAULT_RIGHTS[Role.DISTRICT] if rights is None else rights,
+                    rights=DEFAULT_GRANTS[Role.DISTRICT] if rights is None else rights,
                     years=years,
                 )
             except PkiError:
@@ -398,7 +406,7 @@ class KeyManager:
                     chr=chr,
                     public_point=public_point,
                     role=role,
-                    rights=DEFAULT_RIGHTS[role] if rights is None else rights,
+                    rights=DEFAULT_GRANTS[role] if rights is None else rights,
                     years=years,
                 )
             except PkiError:

@@ -143,6 +143,18 @@ def test_ceremony_revocation_and_audit_from_the_command_line(run) -> None:
     assert "error (audit-tampered): entry 4 (seq 4, action 'officer.issue')" in tampered.output
 
 
+def test_default_enrolment_terminal_rights_include_renew(run) -> None:
+    """A station registered by the default ceremony can renew cards (and lower a split card's original)."""
+    _ok(run("init-root", "INROOT00001", env={"KEYMGMT_NEW_KEY_SECRET": "root pw"}))
+    _ok(run("add-district", "INDKMA-PATNA1", env={"KEYMGMT_ROOT_SECRET": "root pw",
+                                                   "KEYMGMT_NEW_KEY_SECRET": "district pw"}))  # fmt: skip
+    secrets = {"KEYMGMT_DISTRICT_SECRET": "district pw", "KEYMGMT_TERMINAL_PASSPHRASE": "t pw"}
+    out = _ok(run("register-terminal", "INTRM-ENR-0001", "--district", "INDKMA-PATNA1", "--type", "enrolment",
+                  env=secrets))  # fmt: skip
+    assert "rights ENROL,READ_PROFILE,READ_TEMPLATES,RENEW" in out
+    assert "valid" in _ok(run("verify", "INTRM-ENR-0001", "--require", "ENROL,RENEW"))
+
+
 def test_operator_mistakes_get_one_clear_line(run) -> None:
     missing = run("show", "INTRM-NONE")
     assert missing.exit_code == 1 and "no root" in missing.output

@@ -310,3 +310,47 @@ def test_tear_at_every_apdu_of_a_renewal(renewal_camp: RenewalCamp) -> None:
     assert any("completed" in k for k in outcomes), outcomes  # committed, answer lost: finished from the log
     ledger = rc.camp.ledger()
     assert ledger.matches, ledger.describe()
+
+
+@pytest.mark.usefixtures("pcscd")
+def test_renewed_card_is_accepted_by_a_pos_terminal_through_pcsc(
+    renewal_camp: RenewalCamp, serve_card: Any
+) -> None:
+    """The renewal and the hospital's verification both through pcscd + vpcd + pyscard: after the old year
+    the POS refuses the card as expired; renewed at the camp, the same POS accepts it for the new year."""
+    from cardsvc.card.pcsc import PcscConnection
+    from cardsvc.pki.rights import Role
+
+    rc = renewal_camp
+    km = rc.world.km
+    km.register_terminal("INTRM-POS-0042", district=DISTRICT, role=Role.POS_TERMINAL,
+                         district_secret=DISTRICT_SECRET, terminal_passphrase=b"pos-pass-42")  # fmt: skip
+    pos_chain, pos_signer = km.chain("INTRM-POS-0042"), km.load_signer("INTRM-POS-0042", "pos-pass-42")
+    identity = rc.world.identity()
+    card_id, card = rc.enrol()
+    old_start, old_end = _old_period(card)
+    served = serve_card(slot=0, card=card)
+
+    def pos_verify() -> VerifiedCard:
+        with PcscConnection(served.reader, exclusive=True) as conn:
+            _, verified = verify_card(
+                conn, anchor=rc.world.anchor, district_certificates=list(identity.bundle.districts.values()),
+                revocations=identity.revocations, terminal_chain=pos_chain, terminal_signer=pos_signer,
+                now=rc.clock.now(),
+            )  # fmt: skip
+        return verified
+
+    assert pos_verify().profile.policy_end == old_end
+    rc.clock.offset = timedelta(days=(old_end - old_start).days + 3)
+    with pytest.raises(CardRefusedError) as expired:
+        pos_verify()
+    assert expired.value.reason is RefusalReason.POLICY_EXPIRED
+    start, end = old_end + timedelta(days=1), date(old_end.year + 1, old_end.month, old_end.day)
+    rc.reopen()
+    with PcscConnection(served.reader, exclusive=True) as conn:
+        result = renew_until_done(rc.camp.personaliser, conn, _card_auth(rc, card_id, start, end),
+                                  now=rc.clock.now(), fko=rc.camp.session())  # fmt: skip
+    verified = pos_verify()
+    assert (verified.profile.policy_start, verified.profile.policy_end) == (start, end)
+    assert verified.card_certificate.encode() == result.certificate.encode()
+    assert verified.status.wallet(1).balance == NEW_COVER
