@@ -41,7 +41,7 @@ def bar_chart(
     bar_w = group_w * 0.8 / max(1, len(series))
     parts = [
         f'<svg id="{escape(chart_id)}" class="chart" role="img" aria-label="{escape(title)}" '
-        f'viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}">',
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" width="100%">',
         f"<title>{escape(title)}</title>",
         f'<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="#fff" stroke="#555"/>',
         f'<text x="{LEFT}" y="24" font-size="18" font-weight="700" fill="#111">{escape(title)}</text>',
@@ -62,7 +62,7 @@ def bar_chart(
             x = x0 + i * bar_w
             colour = COLOURS[i % len(COLOURS)]
             parts.append(
-                f'<rect class="bar" x="{x:.1f}" y="{base - h:.1f}" width="{bar_w * 0.92:.1f}" '
+                f'<rect class="chart-bar" x="{x:.1f}" y="{base - h:.1f}" width="{bar_w * 0.92:.1f}" '
                 f'height="{h:.1f}" '
                 f'fill="{colour}"><title>{escape(s.name)}: {escape(value_text(value))}</title></rect>'
             )

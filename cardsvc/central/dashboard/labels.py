@@ -81,6 +81,11 @@ ACTION_LABELS: dict[str, Any] = {
     "publish-revocations": _l("Revocation list published"),
     "authorise": _l("Authorisation issued"),
 }
+#: What an audit entry is about ("card:<id>", "revocations:v3", ...).
+SUBJECT_LABELS: dict[str, Any] = {
+    "card": _l("Card"), "cards": _l("Cards"), "terminal": _l("Terminal"), "operator": _l("Operator"),
+    "revocations": _l("Revocation list"),
+}  # fmt: skip
 #: Keys of the audit entries' details.
 DETAIL_LABELS: dict[str, Any] = {
     "reason": _l("Why"), "note": _l("Note"), "role": _l("Role"), "outcome": _l("Outcome"),
@@ -139,6 +144,14 @@ def member_words(index: int, member: Mapping[str, Any]) -> str:
     )
 
 
+def audit_subject(subject: str) -> str:
+    """ "card:000000000000c001" -> "Card 000000000000c001" (in the page's language)."""
+    kind, sep, rest = subject.partition(":")
+    if not sep or kind not in SUBJECT_LABELS:
+        return subject
+    return f"{label(SUBJECT_LABELS, kind)} {rest.replace('+', ' + ')}"
+
+
 def audit_detail(key: str, value: Any) -> str:
     """One detail of an audit entry in words and local formats (codes labelled, paise as rupees)."""
     from cardsvc.web.i18n import day, money
@@ -166,5 +179,5 @@ def template_helpers() -> dict[str, Any]:
         "revoke_kind_labels": REVOKE_KIND_LABELS, "auth_kind_labels": AUTH_KIND_LABELS,
         "audience_labels": AUDIENCE_LABELS, "outcome_labels": OUTCOME_LABELS, "action_labels": ACTION_LABELS,
         "detail_labels": DETAIL_LABELS, "label": label, "hold_reason": hold_reason,
-        "member_words": member_words, "audit_detail": audit_detail,
+        "member_words": member_words, "audit_detail": audit_detail, "audit_subject": audit_subject,
     }  # fmt: skip
