@@ -304,3 +304,52 @@ def test_a_terminal_without_facility_sees_only_the_cards_it_names(desk: Desk) ->
     assert [a["id"] for a in named] == [issued.id] and named[0]["audience"] == "card"
     refused = get("/api/v1/authorisations?card=XYZ")
     assert refused.status_code == 400 and refused.get_json()["error"] == "bad_card_id"
+
+
+def test_split_and_renewal_come_as_station_and_card_authorisations_the_chip_accepts(
+    desk: Desk, make_beneficiary_card: Callable[..., BeneficiaryCard]
+) -> None:
+    """issue_split: the station's SPLIT plus a card SPLIT per scheme lowering the original by as much;
+    issue_renewal: the station's RENEW and the card's RENEW_POLICY grant the same period and cover."""
+    from dataclasses import replace
+
+    from cardsvc.beneficiary.protocol import AuthKind as CardAuthKind
+    from cardsvc.central.services.authorise import issue_renewal, issue_split
+
+    bc = make_beneficiary_card("activated")
+    w = bc.world
+    session = bc.session()
+    station = w.pki.issue(w.pki.district, "INTRM-ENR-SPLIT", Role.ENROLMENT_TERMINAL,
+                          rights=Right.ENROL | Right.READ_PROFILE | Right.RENEW)  # fmt: skip
+    session.terminal_authenticate([w.pki.district.cert, station.cert], station.signer, CARD_ID)
+    public = session.read_public()
+    assert public.card_certificate is not None
+    before = session.status().wallet(1).balance
+    camp = SimCard.new(CARD, random.Random(1)).camp_card("INDKMA-PATNA1", desk.now - 100 * DAY,
+                                                           desk.now + 265 * DAY, 0xF0)  # fmt: skip
+    camp = replace(camp, card_key=public.card_certificate.public_point, cover_paise=before, scheme_id=1,
+                   schemes=())  # fmt: skip
+    desk.upload(BatchKind.CAMP, [camp])
+    key = desk.app.config["CENTRAL_KEY"]
+    with get_db(desk.app).sessions() as db:
+        split = issue_split(db, key, CARD_HEX, now=desk.now, members=[1], rng=random.Random(5).randbytes)
+        renewal = issue_renewal(db, key, CARD_HEX, now=desk.now, rng=random.Random(6).randbytes)
+    granted = SignedAuthorisation.parse(split.station.wire).verify(
+        desk.world.anchor, now=at(desk.now), revocations=None, kind=AuthKind.SPLIT, card_id=CARD_ID,
+        household_id=camp.household_id,
+    )  # fmt: skip
+    [lowering] = [Authorisation.parse(c.wire) for c in split.cards]
+    assert lowering.kind is CardAuthKind.SPLIT
+    assert [(g.scheme_id, g.cover_paise) for g in granted.schemes] == [(1, lowering.value)]
+    record = session.split_cover(lowering, time=desk.now, operator_id=7)  # the chip checks it itself
+    assert record.balance_after == before - lowering.value
+    renew = SignedAuthorisation.parse(renewal.station.wire).verify(
+        desk.world.anchor, now=at(desk.now), revocations=None, kind=AuthKind.RENEW, card_id=CARD_ID,
+        household_id=camp.household_id,
+    )  # fmt: skip
+    [chip] = [Authorisation.parse(c.wire) for c in renewal.cards]
+    assert chip.kind is CardAuthKind.RENEW_POLICY and chip.serial == lowering.serial + 1
+    assert chip.policy == (renew.policy_start, renew.policy_end)
+    assert chip.covers == tuple((g.scheme_id, g.cover_paise) for g in renew.schemes) == ((1, before),)
+    session.open_renewal(chip)
+    assert session.status().renewal_open == chip.serial  # open on the chip, still the old valid card
