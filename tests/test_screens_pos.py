@@ -23,7 +23,7 @@ from point_of_service.services.sync import SyncService
 from point_of_service.web import PosTerminal, create_app
 from tests.fixtures.beneficiary import CARD_ID
 from tests.fixtures.pos import OPERATOR_FINGER, OPERATOR_PIN, POS_CARD_NOW, PosWorld
-from tests.fixtures.screens import LiveServer, Screens, SimPosHardware, serve_app
+from tests.fixtures.screens import LiveServer, Screens, SimPosHardware, serve_one_thread
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def pos_screens(pos_world: PosWorld, tmp_path: Path) -> Iterator[PosScreens]:
         )
         return create_app(terminal, {"SECRET_KEY": b"screens-test"})
 
-    server = serve_app(build)
+    server = serve_one_thread(build)
     yield PosScreens(server, hw, pos_world, tmp_path)
     server.stop()
 
@@ -250,3 +250,110 @@ def test_fingerprint_mismatch_then_supervised_override(
     page.wait_for_selector("#verified")
     [event] = s.journal().events(kind="fallback")
     assert event.fallback == "supervised-override" and event.detail["why"] == "worn-fingerprints"
+
+
+#: Installed in the card page before "Read the card": logs every change of the step list (and the live
+#: refusal, once shown) to the console, which outlives the page the answer replaces.
+WATCH_STEPS = r"""() => {
+  const list = document.getElementById('steps'), box = document.getElementById('live-refusal');
+  new MutationObserver(() => {
+    const states = [...list.querySelectorAll('li')].map(li => li.dataset.step + '=' + li.className);
+    const refusal = box.hidden ? '' : box.innerText.replace(/\s+/g, ' ');
+    console.log('steps|' + states.join(',') + '|' + refusal);
+  }).observe(list, {attributes: true, subtree: true});
+}"""
+
+
+def watch_steps(page: Any) -> list[tuple[list[tuple[str, str]], str]]:
+    """Start recording the step list's states as the page shows them: [(step, state)...], refusal."""
+    seen: list[tuple[list[tuple[str, str]], str]] = []
+
+    def on_console(msg: Any) -> None:
+        if msg.text.startswith("steps|"):
+            _, states, refusal = msg.text.split("|", 2)  # the refusal box: problem, what to do
+            seen.append(([tuple(s.split("=", 1)) for s in states.split(",")], refusal))  # type: ignore[misc]
+
+    page.on("console", on_console)
+    page.evaluate(WATCH_STEPS)
+    return seen
+
+
+def ticked(states: list[tuple[str, str]]) -> int:
+    """How many steps are ticked, checking they are the FIRST ones (no step ticked before an earlier one)."""
+    marks = [state for _, state in states]
+    n = 0
+    while n < len(marks) and marks[n] == "ok":
+        n += 1
+    assert all(m in ("pending", "current", "failed") for m in marks[n:]), f"steps out of order: {states}"
+    assert marks[n + 1 :].count("failed") == 0 and marks.count("current") <= 1
+    return n
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_verification_steps_tick_one_by_one_as_the_card_passes_them(
+    pos_screens: PosScreens, screens: Screens, lang: str
+) -> None:
+    s = pos_screens
+    page = sign_in(s, screens, lang)
+    s.hw.patient = s.world.beneficiary_card(s.tmp / "card", "wide")
+    s.hw.apdu_delay = 0.1  # a real card's pace: about 2 s for the whole verification
+    seen = watch_steps(page)
+    page.click("#read-card", no_wait_after=True)
+    page.wait_for_selector("#member-0")
+    counts = [ticked(states) for states, _ in seen]
+    assert counts == sorted(counts), f"a ticked step was unticked: {counts}"
+    shown = {n for n in counts if 0 < n < 8}
+    assert len(shown) >= 3, f"the steps appeared all at once, not one by one: {counts}"
+    assert page.locator("ol.steps li.ok").count() == 8, "the answer: every step passed"
+    assert [li.get_attribute("data-step") for li in page.locator("ol.steps li").all()] == [
+        "present", "activated", "chain", "revocation", "policy", "challenge", "terminal-auth", "profile"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_refused_card_stops_at_its_step_while_reading(
+    pos_screens: PosScreens, screens: Screens, lang: str
+) -> None:
+    s = pos_screens
+    page = sign_in(s, screens, lang)
+    s.hw.patient = s.world.beneficiary_card(s.tmp / "old", "personalised")  # written, never activated
+    s.hw.apdu_delay = 0.15
+    seen = watch_steps(page)
+    held: dict[str, Any] = {}
+
+    def hold_the_answer(route: Any) -> None:  # the server answers; the browser gets it when we say
+        held["answer"] = route.fetch()
+        held["route"] = route
+
+    page.route("**/card/read", hold_the_answer)
+    page.click("#read-card", no_wait_after=True)
+    for _ in range(200):  # the page polls the steps while its answer is held
+        if seen and seen[-1][1]:
+            break
+        page.wait_for_timeout(100)
+    states, refusal = seen[-1]
+    assert [state for _, state in states][:3] == ["ok", "failed", "pending"], states
+    assert all(state == "pending" for _, state in states[2:]), "nothing after the refused step"
+    msg = message_for(Reason.CARD_NOT_ACTIVATED)
+    assert translated(msg.problem, lang) in refusal, "the refusal in plain words at its step, while reading"
+    assert translated(msg.next_step, lang) in refusal, "and what to do next"
+    assert hindi(refusal) == (lang == "hi")
+    held["route"].fulfill(response=held["answer"])
+    page.wait_for_selector("[data-read-result] [data-reason=card-not-activated]")
+    assert page.locator("ol.steps li.failed").get_attribute("data-step") == "activated"
+    assert page.locator("ol.steps li.ok").count() == 1
+    screens.shot(lang, "pos-card-refused-not-activated")
+
+
+def translated(text: str, lang: str) -> str:
+    """The catalogue's translation of ``text`` (what the clerk reads in ``lang``)."""
+    from flask import Flask
+    from flask_babel import Babel, force_locale, gettext
+
+    from cardsvc.web.i18n import LOCALES, usable_translations
+
+    app = Flask(__name__)
+    app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(usable_translations())
+    Babel(app)
+    with app.app_context(), force_locale(LOCALES[lang]):
+        return str(gettext(text))

@@ -8,7 +8,7 @@ camp's SQLite journal belongs to the server thread, so ``enrol serve`` runs one 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,6 +17,7 @@ import numpy as np
 
 from cardsvc.bio.capture import CaptureResult
 from cardsvc.card.transport import CardConnection
+from cardsvc.web.worker import OneThreadApp
 from enrolment_station.camp import Camp
 from enrolment_station.capture import FingerReader
 
@@ -134,7 +135,7 @@ class StationContext:
     progress: StationProgress = field(default_factory=StationProgress)  # pass it to Camp(progress=...)
 
 
-class CampThread:
+class CampThread(OneThreadApp):
     """WSGI wrapper: every request runs on ONE worker thread that also built the app (the camp's SQLite
     journal belongs to it), except ``/live/`` requests, answered at once from memory by the HTTP thread.
     So the screen can show the live finger image while a long capture request is still running."""
@@ -142,27 +143,4 @@ class CampThread:
     def __init__(
         self, factory: Callable[[], tuple[Any, Callable[[], None]]], live_prefix: str = "/live/"
     ) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camp")
-        self.app, self._cleanup = self._worker.submit(factory).result()
-        self.live_prefix = live_prefix
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if str(environ.get("PATH_INFO", "")).startswith(self.live_prefix):
-            return list(self.app(environ, start_response))
-
-        def run() -> list[bytes]:
-            body = self.app(environ, start_response)
-            try:
-                return list(body)
-            finally:
-                close = getattr(body, "close", None)
-                if close is not None:
-                    close()
-
-        return self._worker.submit(run).result()
-
-    def close(self) -> None:
-        self._worker.submit(self._cleanup).result()
-        self._worker.shutdown()
+        super().__init__(factory, live_prefix, name="camp")

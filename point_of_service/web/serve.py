@@ -60,9 +60,11 @@ class PcscPosHardware:
 @click.option("--port", default=8471, show_default=True, help="Port on 127.0.0.1.")
 @click.pass_obj
 def serve(settings: Any, port: int) -> None:
-    """Serve the clerk's screens on http://127.0.0.1:PORT (one request at a time; works offline)."""
+    """Serve the clerk's screens on http://127.0.0.1:PORT (one request at a time, live progress beside it;
+    works offline)."""
     from werkzeug.serving import run_simple
 
+    from cardsvc.web.worker import OneThreadApp
     from point_of_service import identity as ident
     from point_of_service.journal import Journal
     from point_of_service.services.sync import HttpTransport, SyncService
@@ -73,21 +75,25 @@ def serve(settings: Any, port: int) -> None:
         "terminal key passphrase", hide_input=True
     )
     identity = ident.load(settings.home, str(passphrase).encode())
-    journal = Journal(settings.home / ident.JOURNAL_FILE)
-    district = identity.chain[0]
-    trust = TrustState.load(journal, identity.anchor, districts={district.chr: district})
     now = (lambda: settings.now) if settings.now_text else (lambda: int(time.time()))
-    sync = None
-    central_url = identity.central_url
-    if central_url:
-        sync = SyncService(journal, identity, trust, HttpTransport(central_url), now=now)
     hardware = PcscPosHardware(settings.operator_reader, settings.card_reader, settings.sensor)
-    app = create_app(PosTerminal(journal, identity, trust, hardware, now=now, sync=sync))
+
+    def build() -> tuple[Any, Any]:  # on the worker thread: the journal's SQLite connection lives there
+        journal = Journal(settings.home / ident.JOURNAL_FILE)
+        district = identity.chain[0]
+        trust = TrustState.load(journal, identity.anchor, districts={district.chr: district})
+        sync = None
+        if identity.central_url:
+            sync = SyncService(journal, identity, trust, HttpTransport(identity.central_url), now=now)
+        app = create_app(PosTerminal(journal, identity, trust, hardware, now=now, sync=sync))
+        return app, journal.close
+
+    wsgi = OneThreadApp(build, name="pos")
     click.echo(f"clerk screens on http://127.0.0.1:{port}/ (started {datetime.now(UTC):%H:%M} UTC)")
     try:
-        run_simple("127.0.0.1", port, app, threaded=False, use_reloader=False)
+        run_simple("127.0.0.1", port, wsgi, threaded=True, use_reloader=False)
     finally:
-        journal.close()
+        wsgi.close()
 
 
 def register(group: click.Group) -> None:

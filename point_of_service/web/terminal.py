@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cardsvc.beneficiary.session import OfflineState
 from cardsvc.bio.template import FingerTemplate
 from cardsvc.card.transport import CardConnection
 from point_of_service.identity import TerminalIdentity
@@ -49,6 +50,24 @@ class PosHardware(Protocol):
 
 
 @dataclass
+class CardReading:
+    """The card verification in progress, or the last one (memory only: step names and the translated
+    refusal), so the card screen can tick each step as the card passes it (``/live/steps.json``)."""
+
+    token: str = ""  # the page's own token for this reading (its live poll asks for it)
+    passed: list[str] = field(default_factory=list)
+    failed: str | None = None
+    problem: dict[str, str] | None = None
+    done: bool = False
+
+    def step_passed(self, name: str) -> None:
+        self.passed.append(name)
+
+    def refused(self, step: str | None, problem: dict[str, str]) -> None:
+        self.failed, self.problem, self.done = step, problem, True
+
+
+@dataclass
 class PosTerminal:
     """Everything the POS screens need; built by ``pos serve`` or by the tests."""
 
@@ -63,6 +82,9 @@ class PosTerminal:
     supervisor: Clerk | None = None
     visit: CardVisit | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
+    reading: CardReading = field(default_factory=CardReading)
+    #: the card's offline limits as last read from it (status bar; memory only)
+    limits: OfflineState | None = None
 
     def signed_in(self) -> Clerk | None:
         if self.clerk is not None and self.now() - self.clerk.signed_in_at > CLERK_SECONDS:
@@ -76,3 +98,4 @@ class PosTerminal:
 
     def end_visit(self) -> None:
         self.visit = None
+        self.limits = None

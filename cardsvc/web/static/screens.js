@@ -1,6 +1,10 @@
 // Small helpers for the operator screens (no framework, nothing from the internet).
 // 1. Status bar: polls the URL in data-status-url and shows each device's state (reader, sensor, card).
 // 2. Auto-refresh: an element with data-refresh-url reloads its inner HTML (capture progress).
+// 3. Steps one by one: a form with data-steps (a JSON URL) sends a fresh token with its POST, then polls
+//    the URL with that token and ticks each step of the list data-steps-list as the server reports it;
+//    a refusal is shown in data-steps-refusal with what to do. Without JavaScript the form still posts
+//    and the answer shows every step at once.
 (function () {
   "use strict";
   function poll(bar) {
@@ -45,6 +49,41 @@
             })
             .catch(function () {});
         }, 400);
+      });
+    });
+    document.querySelectorAll("form[data-steps]").forEach(function (form) {
+      form.addEventListener("submit", function () {
+        var list = document.getElementById(form.dataset.stepsList);
+        var box = document.getElementById(form.dataset.stepsRefusal);
+        var token = Math.random().toString(36).slice(2) + Date.now().toString(36);
+        var field = form.querySelector("input[name=token]");
+        if (field) { field.value = token; }
+        document.querySelectorAll("[data-read-result]").forEach(function (el) { el.hidden = true; });
+        if (list) {
+          list.querySelectorAll("li[data-step]").forEach(function (li, i) {
+            li.className = i === 0 ? "current" : "pending";
+          });
+        }
+        var url = form.dataset.steps + (form.dataset.steps.indexOf("?") < 0 ? "?" : "&") +
+          "token=" + encodeURIComponent(token);
+        var timer = setInterval(function () {
+          fetch(url, {credentials: "same-origin", cache: "no-store"})
+            .then(function (r) { return r.json(); })
+            .then(function (d) {
+              (d.steps || []).forEach(function (step) {
+                var li = list && list.querySelector("li[data-step='" + step.name + "']");
+                if (li && li.className !== step.state) { li.className = step.state; }
+              });
+              if (d.problem && box && box.hidden) {
+                box.querySelector(".problem").textContent = d.problem.problem;
+                box.querySelector(".next-step").textContent = d.problem.next_step;
+                box.dataset.reason = d.problem.code;
+                box.hidden = false;
+              }
+              if (d.done) { clearInterval(timer); }
+            })
+            .catch(function () { /* the next poll tries again */ });
+        }, 200);
       });
     });
     document.querySelectorAll("[data-print]").forEach(function (b) {
