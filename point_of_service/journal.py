@@ -94,6 +94,10 @@ CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS event_batches (
+    event_id INTEGER PRIMARY KEY,
+    batch_seq INTEGER NOT NULL
+);
 """
 
 
@@ -431,6 +435,57 @@ class Journal:
                 "UPDATE records SET batch_seq = ? WHERE card_id = ? AND counter = ?",
                 [(seq, hex_id(r.card_id), r.counter) for r in records],
             )
+
+    def add_event_batch(
+        self, seq: int, created: int, content_hash: str, wire: bytes, event_ids: list[int]
+    ) -> None:
+        """Freeze a batch of journal events (fallbacks) and mark them sent with it, in one transaction."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO batches (seq, created, content_hash, wire) VALUES (?, ?, ?, ?)",
+                (seq, created, content_hash, wire),
+            )
+            db.executemany(
+                "INSERT INTO event_batches (event_id, batch_seq) VALUES (?, ?)", [(e, seq) for e in event_ids]
+            )
+
+    def skip_events(self, event_ids: list[int]) -> None:
+        """Mark events that can never be uploaded as handled (batch 0), so they are not tried again."""
+        self._db.executemany(
+            "INSERT OR IGNORE INTO event_batches (event_id, batch_seq) VALUES (?, 0)",
+            [(e,) for e in event_ids],
+        )
+
+    def unbatched_fallbacks(self, limit: int, *, settled_before: int) -> list[Event]:
+        """Fallback events not yet in a batch whose visit is over: made before ``settled_before``, or
+        followed by another card verification (the records made under them are journalled by then)."""
+        rows = self._db.execute(
+            "SELECT * FROM events e WHERE e.kind = 'fallback'"
+            " AND NOT EXISTS (SELECT 1 FROM event_batches b WHERE b.event_id = e.id)"
+            " AND (e.at < ? OR EXISTS (SELECT 1 FROM events v WHERE v.kind = 'verify-card' AND v.id > e.id))"
+            " ORDER BY e.id LIMIT ?",
+            (settled_before, limit),
+        ).fetchall()
+        return [Event(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9])) for r in rows]
+
+    def records_under_override(self, event: Event) -> list[int]:
+        """Card counters of the records made on the strength of an override ``event``: the transactions of
+        the same card, after it and before the card's next verification, journalled with the override."""
+        rows = self._db.execute(
+            "SELECT detail FROM events WHERE kind = 'transaction' AND outcome = 'ok'"
+            " AND fallback = 'override' AND card_id = ? AND id > ? AND id < COALESCE((SELECT MIN(id)"
+            " FROM events WHERE kind = 'verify-card' AND card_id = ? AND id > ?), 9223372036854775807)"
+            " ORDER BY id",
+            (event.card_id, event.id, event.card_id, event.id),
+        ).fetchall()
+        return sorted({int(json.loads(r[0])["counter"]) for r in rows})
+
+    def recent_cards(self, limit: int) -> list[int]:
+        """Cards this terminal made records for, the most recently served first."""
+        rows = self._db.execute(
+            "SELECT card_id FROM records GROUP BY card_id ORDER BY MAX(time) DESC, card_id LIMIT ?", (limit,)
+        ).fetchall()
+        return [int(r[0], 16) for r in rows]
 
     def pending_batches(self) -> list[PendingBatch]:
         rows = self._db.execute(

@@ -262,3 +262,26 @@ class PublishedList(Base):
     issued_at: Mapped[int] = mapped_column(BigInteger)
     content_hash: Mapped[str] = mapped_column(String(64))
     wire: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class FallbackRow(Base):
+    """A fallback a terminal journalled (another finger, another member, supervised override), uploaded in a
+    ``fallbacks`` batch; stored once per terminal and content (``content_hash``). services/fallbacks.py."""
+
+    __tablename__ = "fallbacks"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+    terminal_id: Mapped[str] = mapped_column(String(HEX_ID), index=True)
+    facility_id: Mapped[int | None] = mapped_column(BigInteger)
+    event: Mapped[int] = mapped_column(BigInteger)  # the terminal's journal event number
+    at: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(24))  # another-finger | another-member | supervised-override
+    card_id: Mapped[str] = mapped_column(String(HEX_ID), index=True)
+    member: Mapped[int] = mapped_column(SmallInteger)
+    operator_id: Mapped[str] = mapped_column(String(HEX_ID), index=True)
+    supervisor_id: Mapped[str | None] = mapped_column(String(HEX_ID))
+    reason: Mapped[str | None] = mapped_column(String(40))
+    note: Mapped[str | None] = mapped_column(String(200))
+    #: card counters of the records made on the strength of this verification
+    records: Mapped[list[Any]] = mapped_column(JSON)

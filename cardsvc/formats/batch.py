@@ -1,4 +1,4 @@
-"""The upload batch envelope: how a terminal hands camps, transactions and FKO ledgers to central.
+"""The upload batch envelope: how a terminal hands camps, transactions, FKO ledgers and fallbacks to central.
 
 Encoding: canonical JSON (see docs/formats.md). The signed object is ``batch``; its canonical bytes are
 UTF-8 JSON with sorted keys, no whitespace, ASCII only, integers only (no floats), binary fields as standard
@@ -51,6 +51,7 @@ class BatchKind(StrEnum):
     CAMP = "camp"
     TRANSACTIONS = "transactions"
     FKO_LEDGER = "fko_ledger"
+    FALLBACKS = "fallbacks"
 
 
 class Gender(StrEnum):
@@ -428,11 +429,118 @@ class FkoLedgerEntry:
         )
 
 
-Item = TransactionItem | CampCard | FkoLedgerEntry
+class FallbackKind(StrEnum):
+    """How a member was accepted after a fingerprint mismatch (point_of_service/services/fallback.py)."""
+
+    ANOTHER_FINGER = "another-finger"
+    ANOTHER_MEMBER = "another-member"
+    OVERRIDE = "supervised-override"
+
+
+MAX_MEMBER: Final = 4
+MAX_RECORDS: Final = 16
+_TOKEN = re.compile(r"[a-z][a-z0-9-]{0,39}")
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackItem:
+    """One fallback a terminal journalled: another finger, another member, or a supervised override.
+
+    ``event`` is the terminal's own journal event number (two identical-looking fallbacks stay two items);
+    ``records`` the card counters of the records made on the strength of this verification (an override's
+    admission and discharge). An override names its supervisor, a reason code and the note in words; the
+    other kinds carry none of them. Optional fields are absent from the JSON when empty.
+    """
+
+    event: int
+    at: int
+    kind: FallbackKind
+    card_id: int
+    member: int
+    operator_id: int
+    supervisor_id: int | None = None
+    reason: str = ""
+    note: str = ""
+    records: tuple[int, ...] = ()
+
+    def check(self, where: str) -> None:
+        """The item's own rules (checked when parsed and before it is encoded); raises FieldValueError."""
+        override = self.kind is FallbackKind.OVERRIDE
+        if override and (self.supervisor_id is None or not self.reason or not self.note.strip()):
+            raise FieldValueError(f"{where}: a supervised override needs supervisor_id, reason and note")
+        if not override and (self.supervisor_id is not None or self.reason or self.note):
+            raise FieldValueError(f"{where}: only a supervised override carries supervisor_id, reason, note")
+        if self.reason and not _TOKEN.fullmatch(self.reason):
+            raise FieldValueError(f"{where}.reason must be a code of lower-case letters, digits and '-'")
+        if len(self.note) > MAX_TEXT:
+            raise FieldValueError(f"{where}.note is longer than {MAX_TEXT} characters")
+        if not 0 <= self.member <= MAX_MEMBER:
+            raise FieldValueError(f"{where}.member={self.member} is outside 0..{MAX_MEMBER}")
+        if len(self.records) > MAX_RECORDS or list(self.records) != sorted(set(self.records)):
+            raise FieldValueError(f"{where}.records must list at most {MAX_RECORDS} counters, increasing")
+        if any(not 1 <= c <= _U32 for c in self.records):
+            raise FieldValueError(f"{where}.records: a card counter is 1..{_U32}")
+
+    def to_json(self) -> dict[str, Any]:
+        self.check("fallback")
+        optional: dict[str, Any] = {}
+        if self.supervisor_id is not None:
+            optional["supervisor_id"] = id_hex(self.supervisor_id)
+        if self.reason:
+            optional["reason"] = self.reason
+        if self.note:
+            optional["note"] = self.note
+        if self.records:
+            optional["records"] = list(self.records)
+        return {
+            **optional,
+            "event": self.event,
+            "at": self.at,
+            "kind": self.kind.value,
+            "card_id": id_hex(self.card_id),
+            "member": self.member,
+            "operator_id": id_hex(self.operator_id),
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> FallbackItem:
+        optional = frozenset({"supervisor_id", "reason", "note", "records"})
+        keys = {"event", "at", "kind", "card_id", "member", "operator_id"} | optional
+        obj = _obj(value, where, keys, optional=optional)
+        try:
+            kind = FallbackKind(obj["kind"])
+        except ValueError:
+            known = ", ".join(k.value for k in FallbackKind)
+            raise FieldValueError(f"{where}.kind must be one of {known}") from None
+        records = obj.get("records", [])
+        if not isinstance(records, list) or ("records" in obj and not records):
+            raise FieldValueError(f"{where}.records must list 1 to {MAX_RECORDS} counters when present")
+        supervisor = obj.get("supervisor_id")
+        for name in ("reason", "note"):
+            if name in obj and (not isinstance(obj[name], str) or not obj[name]):
+                raise FieldValueError(f"{where}.{name} must be a non-empty string when present")
+        item = cls(
+            event=_int(obj["event"], f"{where}.event"),
+            at=_int(obj["at"], f"{where}.at", _U32),
+            kind=kind,
+            card_id=parse_id(obj["card_id"], f"{where}.card_id"),
+            member=_int(obj["member"], f"{where}.member", MAX_MEMBER),
+            operator_id=parse_id(obj["operator_id"], f"{where}.operator_id"),
+            supervisor_id=None if supervisor is None else parse_id(supervisor, f"{where}.supervisor_id"),
+            reason=obj.get("reason", ""),
+            note=obj.get("note", ""),
+            records=tuple(_int(c, f"{where}.records[{i}]", _U32) for i, c in enumerate(records)),
+        )
+        item.check(where)
+        return item
+
+
+Item = TransactionItem | CampCard | FkoLedgerEntry | FallbackItem
 _ITEM_TYPES: dict[BatchKind, Callable[[Any, str], Item]] = {
     BatchKind.TRANSACTIONS: TransactionItem.from_json,
     BatchKind.CAMP: CampCard.from_json,
     BatchKind.FKO_LEDGER: FkoLedgerEntry.from_json,
+    BatchKind.FALLBACKS: FallbackItem.from_json,
 }
 
 
@@ -480,7 +588,8 @@ class Batch:
         try:
             kind = BatchKind(obj["kind"])
         except ValueError:
-            raise FieldValueError("batch.kind must be one of camp, transactions, fko_ledger") from None
+            known = ", ".join(k.value for k in BatchKind)
+            raise FieldValueError(f"batch.kind must be one of {known}") from None
         items = obj["items"]
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
             raise FieldValueError(f"batch.items must list 1 to {MAX_ITEMS} items")

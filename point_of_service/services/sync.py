@@ -22,10 +22,19 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cardsvc.central.services.auth import request_message
-from cardsvc.formats.batch import Batch, BatchKind, SignedBatch, TransactionItem, id_hex
+from cardsvc.formats.batch import (
+    MAX_TEXT,
+    Batch,
+    BatchKind,
+    FallbackItem,
+    FallbackKind,
+    SignedBatch,
+    TransactionItem,
+    id_hex,
+)
 from point_of_service.errors import CatalogueError, SyncError
-from point_of_service.identity import TerminalIdentity
-from point_of_service.journal import Journal
+from point_of_service.identity import TerminalIdentity, reference_id
+from point_of_service.journal import Event, Journal
 from point_of_service.reasons import Reason
 from point_of_service.services.authorisations import store_authorisations
 from point_of_service.trust import TrustState, utc
@@ -34,6 +43,10 @@ log = logging.getLogger(__name__)
 
 API = "/api/v1"
 MAX_BATCH_ITEMS = 500
+#: A fallback is uploaded once its visit is over (the records made under an override are journalled).
+VISIT_SECONDS = 15 * 60
+#: Cards named in GET /authorisations (central's limit): those of other districts this terminal served.
+MAX_NAMED_CARDS = 200
 _LAST_SYNC = "sync.last_success"
 _LAST_ATTEMPT = "sync.last_attempt"
 _CENTRAL_PACKAGES = "sync.central_packages"
@@ -89,6 +102,7 @@ class SyncReport:
     batches_sent: int = 0
     duplicates: int = 0
     records_sent: int = 0
+    fallbacks_sent: int = 0
     downloads: list[str] = field(default_factory=list)
     error: str | None = None
     reason: Reason | None = None
@@ -154,6 +168,32 @@ class SyncService:
             )
             made += 1
 
+    def freeze_fallbacks(self) -> int:
+        """Put every fallback event whose visit is over into signed ``fallbacks`` batches in the journal."""
+        made = 0
+        while True:
+            events = self.journal.unbatched_fallbacks(
+                self.max_items, settled_before=self.now() - VISIT_SECONDS
+            )
+            if not events:
+                return made
+            items = []
+            for event in events:
+                try:
+                    items.append(fallback_item(event, self.journal))
+                except (ValueError, KeyError, TypeError) as exc:  # marked sent anyway: it can never upload
+                    log.warning("fallback event %s not uploadable: %s", event.id, exc)
+            if not items:
+                self.journal.skip_events([e.id for e in events])
+                continue
+            seq = self.journal.next_batch_seq()
+            batch = Batch(BatchKind.FALLBACKS, self.identity.terminal_id, seq, self.now(), tuple(items))
+            signed = SignedBatch(batch, self.identity.signer.sign(batch.canonical()))
+            self.journal.add_event_batch(
+                seq, batch.created, batch.content_hash().hex(), signed.encode(), [e.id for e in events]
+            )
+            made += 1
+
     def upload(self, report: SyncReport) -> None:
         for pending in self.journal.pending_batches():
             try:
@@ -167,7 +207,10 @@ class SyncService:
                     raise SyncError(Reason.SYNC_REFUSED, f"batch {pending.seq}: receipt for another batch")
                 self.journal.ack_batch(pending.seq, receipt)
                 report.batches_sent += 1
-                report.records_sent += int(receipt.get("items", 0))
+                if receipt.get("kind") == BatchKind.FALLBACKS.value:
+                    report.fallbacks_sent += int(receipt.get("items", 0))
+                else:
+                    report.records_sent += int(receipt.get("items", 0))
                 report.duplicates += 1 if payload.get("duplicate") else 0
                 continue
             why = payload.get("reason") if isinstance(payload, dict) else None
@@ -201,7 +244,8 @@ class SyncService:
                 except CatalogueError as exc:
                     log.warning("catalogue from central refused: %s", exc)
             report.downloads.append("packages")
-        status, payload = self._call("GET", "/authorisations")
+        cards = "&".join(f"card={id_hex(c)}" for c in self.journal.recent_cards(MAX_NAMED_CARDS))
+        status, payload = self._call("GET", "/authorisations" + (f"?{cards}" if cards else ""))
         if status == 200 and isinstance(payload, dict):
             items = payload.get("authorisations", [])
             store_authorisations(self.journal, items if isinstance(items, list) else [])
@@ -214,7 +258,7 @@ class SyncService:
         now = self.now()
         self.journal.put(_LAST_ATTEMPT, now)
         try:
-            report.batches_made = self.freeze_batches()
+            report.batches_made = self.freeze_batches() + self.freeze_fallbacks()
             self.upload(report)
             self.download(report)
         except SyncError as exc:
@@ -230,6 +274,24 @@ class SyncService:
     def status(self) -> OfflineStatus:
         last = self.journal.get(_LAST_SYNC)
         return offline_status(self.journal, self.now(), last)
+
+
+def fallback_item(event: Event, journal: Journal) -> FallbackItem:
+    """The upload item of one journalled ``fallback`` event (docs/formats.md, ``fallbacks`` batches)."""
+    kind = FallbackKind(str(event.fallback))
+    override = kind is FallbackKind.OVERRIDE
+    if event.card_id is None or event.member is None or event.operator is None:
+        raise ValueError(f"fallback event {event.id} lacks its card, member or operator")
+    item = FallbackItem(
+        event=event.id, at=event.at, kind=kind, card_id=int(event.card_id, 16), member=event.member,
+        operator_id=reference_id(event.operator),
+        supervisor_id=reference_id(str(event.detail["supervisor"])) if override else None,
+        reason=str(event.detail["why"]) if override else "",
+        note=str(event.detail["note"]).strip()[:MAX_TEXT] if override else "",
+        records=tuple(journal.records_under_override(event)) if override else (),
+    )  # fmt: skip
+    item.check(f"fallback event {event.id}")
+    return item
 
 
 def offline_status(journal: Journal, now: int, last: int | None = None) -> OfflineStatus:
@@ -248,6 +310,7 @@ def _summary(report: SyncReport) -> dict[str, Any]:
         "batches_sent": report.batches_sent,
         "duplicates": report.duplicates,
         "records_sent": report.records_sent,
+        "fallbacks_sent": report.fallbacks_sent,
         "downloads": report.downloads,
         "error": report.error,
     }

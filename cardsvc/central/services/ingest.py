@@ -339,6 +339,14 @@ def _store(
         session.add(row)
         session.flush()
         row.new_items = _store_cards(session, cards, row.id, now)
+    elif batch.kind is BatchKind.FALLBACKS:  # services/fallbacks.py
+        from cardsvc.central.services.fallbacks import store_fallbacks
+        from cardsvc.formats.batch import FallbackItem
+
+        session.add(row)
+        session.flush()
+        fallbacks = [i for i in batch.items if isinstance(i, FallbackItem)]
+        row.new_items = store_fallbacks(session, fallbacks, row.terminal_id, row.id)
     else:
         entries = [(n, i) for n, i in enumerate(batch.items) if isinstance(i, FkoLedgerEntry)]
         session.add(row)

@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from cardsvc.central.models import Card, Facility, FkoLedgerRow, FlagRow, Operator, Terminal, TransactionRow
+from cardsvc.central.services.fallbacks import override_rate_flags
 from cardsvc.central.services.ingest import KeySource, insert_ignore
 from cardsvc.formats.batch import load_public_key
 from cardsvc.formats.errors import SignatureError
@@ -48,6 +49,7 @@ class FlagKind(StrEnum):
     UNREGISTERED_CARD = "unregistered_card"  # records of a card no camp has reported
     FORGED_RECORD = "forged_record"  # verified with a presented key that is not the card's registered one
     DUPLICATE_ENROLMENT = "duplicate_enrolment"  # a finger matches another card's (services/dedup.py)
+    OVERRIDE_RATE = "override_rate"  # an operator overrides fingerprints unusually often (fallbacks.py)
 
 
 #: Findings about a state that later uploads may cure: recomputed from scratch on each run.
@@ -56,6 +58,7 @@ STATEFUL = (
     FlagKind.FKO_COUNT_MISMATCH,
     FlagKind.UNREGISTERED_CARD,
     FlagKind.PACKAGE_MIX_OUTLIER,
+    FlagKind.OVERRIDE_RATE,
 )
 
 
@@ -187,6 +190,7 @@ def reconcile(session: Session, now: int, policy: ReconcilePolicy | None = None)
             flags.append(Flag(FlagKind.UNREGISTERED_CARD, {"records": len(records)}, card_id=card_id))
     flags.extend(_package_mix(mix, policy))
     flags.extend(_fko_counts(session, policy))
+    flags.extend(override_rate_flags(session))
 
     session.execute(delete(FlagRow).where(FlagRow.kind.in_([k.value for k in STATEFUL])))
     before = session.execute(select(func.count()).select_from(FlagRow)).scalar_one()

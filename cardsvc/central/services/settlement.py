@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from cardsvc.central.errors import MalformedError, NotFoundError
 from cardsvc.central.models import Facility, Operator, SettlementRun, Terminal, TransactionRow
+from cardsvc.central.services.fallbacks import override_verifications
 from cardsvc.central.services.flags import OpenFlag, open_flags
 from cardsvc.central.services.ingest import KeySource
 from cardsvc.central.services.reconcile import FlagKind, reconcile
@@ -52,16 +53,20 @@ class Claim:
     package: int | None
     amount_paise: int
     reasons: tuple[str, ...]
+    #: how the member was verified when it was not by fingerprint (a supervised override at the discharge or
+    #: at the admission it closes: services/fallbacks.py); listed, it holds nothing by itself
+    verification: str | None = None
 
     @property
     def payable(self) -> bool:
         return not self.reasons
 
     def to_json(self) -> dict[str, Any]:
+        verification = {} if self.verification is None else {"verification": self.verification}
         return {
             "card_id": self.card_id, "counter": self.counter, "time": self.time, "package": self.package,
             "amount_paise": self.amount_paise, "status": "payable" if self.payable else "held",
-            "reasons": list(self.reasons),
+            "reasons": list(self.reasons), **verification,
         }  # fmt: skip
 
 
@@ -165,6 +170,7 @@ def compute_settlement(session: Session, facility_id: int, start: int, end: int)
             blocks[(card_id, counter)] = reference
     terminals = dict(session.execute(select(Terminal.id, Terminal.revoked_at)).all())
     operators = dict(session.execute(select(Operator.id, Operator.revoked_at)).all())
+    overrides = override_verifications(session, card_ids)
     claims = []
     for r in settles:
         reasons = [f.reason() for f in by_card.get(r.card_id, [])]
@@ -180,13 +186,23 @@ def compute_settlement(session: Session, facility_id: int, start: int, end: int)
         package = blocks.get((r.card_id, r.reference))
         if package is None:
             reasons.append(f"block_not_uploaded (card {r.card_id} admission counter {r.reference})")
-        claims.append(Claim(r.card_id, r.counter, r.time, package, r.amount, tuple(dict.fromkeys(reasons))))
+        override = overrides.get((r.card_id, r.counter)) or overrides.get((r.card_id, r.reference))
+        claims.append(Claim(r.card_id, r.counter, r.time, package, r.amount, tuple(dict.fromkeys(reasons)),
+                            None if override is None else override.describe()))  # fmt: skip
     return Settlement(facility_id, start, end, tuple(claims))
 
 
 def _of(run: SettlementRun) -> Settlement:
     claims = tuple(
-        Claim(c["card_id"], c["counter"], c["time"], c["package"], c["amount_paise"], tuple(c["reasons"]))
+        Claim(
+            c["card_id"],
+            c["counter"],
+            c["time"],
+            c["package"],
+            c["amount_paise"],
+            tuple(c["reasons"]),
+            c.get("verification"),
+        )
         for c in run.claims
     )
     return Settlement(run.facility_id, run.period_start, run.period_end, claims, run.id, run.created_at)
