@@ -136,6 +136,19 @@ def login(d: Dashboard, screens: Screens, lang: str, name: str, password: str) -
     page.click("#login")
 
 
+def requests_seen(d: Dashboard, screens: Screens) -> list[str]:
+    """Every URL the page asks for from now on (a request listener, beside the fixture's route guard)."""
+    seen: list[str] = []
+    screens.page.on("request", lambda request: seen.append(request.url))
+    return seen
+
+
+def assert_local(d: Dashboard, seen: list[str]) -> None:
+    assert d.server is not None and seen, "the listener saw the pages load"
+    outside = [u for u in seen if not u.startswith((d.server.url + "/", "data:"))]
+    assert not outside, f"requests that left the machine: {outside}"
+
+
 def actions(screens: Screens) -> list[str]:
     """The audit log's actions, newest first (the codes behind the words shown)."""
     return [
@@ -149,6 +162,7 @@ def test_flag_followed_to_the_card_ledger_and_facility(
     dashboard: Dashboard, screens: Screens, lang: str
 ) -> None:
     d, page = dashboard, screens.page
+    seen = requests_seen(d, screens)
     page.goto(d.url(f"/dashboard/flags?lang={lang}"))
     page.wait_for_selector("#login-form")  # not signed in: the login page
     screens.shot(lang, "dashboard-login")
@@ -180,6 +194,8 @@ def test_flag_followed_to_the_card_ledger_and_facility(
     page.wait_for_selector("#settlement-result")
     assert page.locator("#claims tr[data-status=payable]").count() == 1
     assert "₹\u00a012,345.00" in page.inner_text("#settlement-result")
+    if lang == "en":
+        assert page.inner_text("#period") == "Period: 1 Dec 2026 to 31 Jan 2027", "dates in the Indian format"
     page.click("#run-settlement")
     page.wait_for_selector(".flash.ok")
     screens.shot(lang, "dashboard-settlement")
@@ -187,6 +203,7 @@ def test_flag_followed_to_the_card_ledger_and_facility(
     page.wait_for_selector("#use")
     assert page.locator("#charts svg.chart").count() == 3
     screens.shot(lang, "dashboard-reports")
+    assert_local(d, seen)
 
 
 @pytest.mark.parametrize("lang", ["en", "hi"])
@@ -194,6 +211,7 @@ def test_revocation_published_authorisation_issued_duplicate_reviewed(
     dashboard: Dashboard, screens: Screens, lang: str
 ) -> None:
     d, page = dashboard, screens.page
+    seen = requests_seen(d, screens)
     login(d, screens, lang, "anita", STAFF_PASSWORD)
     page.wait_for_selector("#flags")
     page.click("#nav-revocations")
@@ -231,6 +249,7 @@ def test_revocation_published_authorisation_issued_duplicate_reviewed(
     page.wait_for_selector("#chain-ok")
     assert actions(screens) == ["authorise", "review-duplicate", "publish-revocations", "revoke", "login"]
     screens.shot(lang, "dashboard-audit")
+    assert_local(d, seen)
 
 
 def test_auditor_reads_but_may_not_change_and_sessions_time_out(

@@ -144,6 +144,17 @@ def member_words(index: int, member: Mapping[str, Any]) -> str:
     )
 
 
+def period_day(ts: int) -> str:
+    """A settlement period's boundary as the day it names. Periods are whole UTC days (the CLI's
+    ``--from/--to`` too, so one period is never settled twice under two names): the date is formatted as
+    the UTC date, not shifted to India time."""
+    from datetime import UTC, datetime
+
+    from flask_babel import format_date
+
+    return str(format_date(datetime.fromtimestamp(ts, UTC).date(), "medium"))
+
+
 def audit_subject(subject: str) -> str:
     """ "card:000000000000c001" -> "Card 000000000000c001" (in the page's language)."""
     kind, sep, rest = subject.partition(":")
@@ -154,7 +165,7 @@ def audit_subject(subject: str) -> str:
 
 def audit_detail(key: str, value: Any) -> str:
     """One detail of an audit entry in words and local formats (codes labelled, paise as rupees)."""
-    from cardsvc.web.i18n import day, money
+    from cardsvc.web.i18n import money
 
     if key == "outcome":
         return label(OUTCOME_LABELS, value)
@@ -165,7 +176,7 @@ def audit_detail(key: str, value: Any) -> str:
     if key.endswith("_paise") and isinstance(value, int):
         return money(value)
     if key in ("start", "end") and isinstance(value, int):
-        return day(value if key == "start" else value - 1)
+        return period_day(value if key == "start" else value - 1)
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
     return str(value)
@@ -180,4 +191,5 @@ def template_helpers() -> dict[str, Any]:
         "audience_labels": AUDIENCE_LABELS, "outcome_labels": OUTCOME_LABELS, "action_labels": ACTION_LABELS,
         "detail_labels": DETAIL_LABELS, "label": label, "hold_reason": hold_reason,
         "member_words": member_words, "audit_detail": audit_detail, "audit_subject": audit_subject,
+        "period_day": period_day,
     }  # fmt: skip
