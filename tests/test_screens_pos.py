@@ -86,6 +86,7 @@ def hindi(text: str) -> bool:
 
 def sign_in(s: PosScreens, screens: Screens, lang: str) -> Any:
     page = screens.page
+    screens.hindi_only = True  # every Hindi screenshot: no English outside names and codes
     page.goto(s.url(f"/signin?lang={lang}"))
     assert page.locator("html").get_attribute("lang") == lang
     page.wait_for_selector("[data-status-key=card_reader].ok")  # the status bar polls the devices

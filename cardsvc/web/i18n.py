@@ -6,7 +6,7 @@ at app creation when missing or older, so a fresh clone works without a build st
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -87,10 +87,12 @@ def when(ts: int | float | None, fmt: str = "medium") -> str:
     return format_datetime(datetime.fromtimestamp(ts, UTC), fmt)
 
 
-def day(ts: int | float | None) -> str:
-    """A unix time as a local date only (policy years, periods)."""
+def day(ts: int | float | date | None) -> str:
+    """A unix time, or a calendar date, as a local date only (policy years, periods)."""
     if ts is None:
         return "—"
+    if isinstance(ts, date):
+        return format_date(ts, "medium")
     return format_date(datetime.fromtimestamp(ts, UTC), "medium")
 
 
@@ -100,6 +102,8 @@ def duration(seconds: int | None) -> str:
 
     if seconds is None:
         return gettext("never synchronised")
+    if seconds < 3600:
+        return ngettext("%(num)s minute", "%(num)s minutes", max(0, seconds) // 60)
     hours = seconds // 3600
     if hours < 48:
         return ngettext("%(num)s hour", "%(num)s hours", hours)

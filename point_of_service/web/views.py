@@ -172,7 +172,10 @@ def status() -> Response:
             "card_reader": item(devices.get("card_reader", False), yes, no),
             "card": item(devices.get("card", False), _("card inserted"), _("no card"), "warn"),
             "sensor": item(devices.get("sensor", False), yes, no),
-            "operator": item(clerk is not None, clerk.chr if clerk else "", _("nobody signed in"), "warn"),
+            "operator": {
+                **item(clerk is not None, clerk.chr if clerk else "", _("nobody signed in"), "warn"),
+                "data": clerk is not None,
+            },
             "sync": {
                 "text": _duration(off.seconds_offline)
                 if off.seconds_offline is None

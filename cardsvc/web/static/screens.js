@@ -1,5 +1,6 @@
 // Small helpers for the operator screens (no framework, nothing from the internet).
-// 1. Status bar: polls the URL in data-status-url and shows each device's state (reader, sensor, card).
+// 1. Status bar: polls the URL in data-status-url and shows each device's state (reader, sensor, card);
+//    a value that is data, not a sentence (an operator's certificate name), is marked translate="no".
 // 2. Auto-refresh: an element with data-refresh-url reloads its inner HTML (capture progress).
 // 3. Steps one by one: a form with data-steps (a JSON URL) sends a fresh token with its POST, then polls
 //    the URL with that token and ticks each step of the list data-steps-list as the server reports it;
@@ -14,7 +15,9 @@
         bar.querySelectorAll("[data-status-key]").forEach(function (pill) {
           var item = data[pill.dataset.statusKey];
           if (!item) { return; }
-          pill.querySelector(".val").textContent = item.text;
+          var val = pill.querySelector(".val");
+          val.textContent = item.text;
+          if (item.data) { val.setAttribute("translate", "no"); } else { val.removeAttribute("translate"); }
           pill.className = "pill " + item.state;
         });
       })
