@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -322,6 +322,7 @@ def _visit(
                 f"{visit.verified.counter}; offline since last sync: {st.since_sync_count} of {st.max_count} "
                 f"debits, {st.since_sync_amount} of {st.max_amount} paise"
             )
+            _echo_authorisations(visit)
             with card_io():
                 rec = recover_card(
                     visit.session,
@@ -406,146 +407,80 @@ def verify(settings: Settings, member: int, finger: int, override: str | None, n
             click.echo(f"scheme {w.scheme_id}: balance {w.balance} paise, held {w.held} paise")
 
 
-@main.command()
-@click.option("--package", "package_code", type=int, required=True)
-@_member
-@_finger
-@_override
-@_note
-@click.pass_obj
-def admit(
-    settings: Settings, package_code: int, member: int, finger: int, override: str | None, note: str | None
-) -> None:
+def _card_action(*options: Callable[[Any], Any]) -> Callable[[Callable[..., Any]], Any]:
+    """A clerk command over one visit (card verified, member verified or overridden): its own ``options``
+    and the member options, then ``act(terminal, visit, clerk, now, **its options)`` whose card record is
+    printed. The command is named after ``act`` and documented by its docstring."""
+
+    def wrap(act: Callable[..., Any]) -> Any:
+        def command(
+            settings: Settings,
+            member: int,
+            finger: int,
+            override: str | None,
+            note: str | None,
+            **kwargs: Any,
+        ) -> None:
+            with _visit(settings, member, finger, override, note) as (t, visit, clerk), _clerk_errors():
+                _done(act(t, visit, clerk, settings.now, **kwargs))
+
+        command.__doc__ = act.__doc__
+        decorated: Any = click.pass_obj(command)
+        for option in reversed((*options, _member, _finger, _override, _note)):
+            decorated = option(decorated)
+        return main.command(act.__name__.replace("_", "-"))(decorated)
+
+    return wrap
+
+
+def _till(t: Terminal, clerk: Any, now: int) -> dict[str, Any]:
+    return {"journal": t.journal, "identity": t.identity, "clerk": clerk, "now": now}
+
+
+@_card_action(click.option("--package", "package_code", type=int, required=True))
+def admit(t: Terminal, visit: Any, clerk: Any, now: int, package_code: int) -> Any:
     """Admission: block the package's rate on the card (the printed counter is the admission number)."""
     from point_of_service.services import hospital
 
-    with _visit(settings, member, finger, override, note) as (t, visit, clerk), _clerk_errors():
-        _done(
-            hospital.admit(
-                visit,
-                package_code=package_code,
-                journal=t.journal,
-                identity=t.identity,
-                trust=t.trust,
-                clerk=clerk,
-                now=settings.now,
-            )
-        )
+    return hospital.admit(visit, package_code=package_code, trust=t.trust, **_till(t, clerk, now))
 
 
-@main.command()
-@click.option("--admission", type=int, required=True, help="the admission's card counter")
-@click.option("--amount", type=int, default=None, help="final amount in paise (default: the amount held)")
-@_member
-@_finger
-@_override
-@_note
-@click.pass_obj
-def discharge(
-    settings: Settings,
-    admission: int,
-    amount: int | None,
-    member: int,
-    finger: int,
-    override: str | None,
-    note: str | None,
-) -> None:
+@_card_action(
+    click.option("--admission", type=int, required=True, help="the admission's card counter"),
+    click.option("--amount", type=int, default=None, help="final amount in paise (default: the amount held)"),
+)
+def discharge(t: Terminal, visit: Any, clerk: Any, now: int, admission: int, amount: int | None) -> Any:
     """Discharge: settle the admission and release what was not used."""
     from point_of_service.services import hospital
 
-    with _visit(settings, member, finger, override, note) as (t, visit, clerk), _clerk_errors():
-        _done(
-            hospital.discharge(
-                visit,
-                admission=admission,
-                final_amount=amount,
-                journal=t.journal,
-                identity=t.identity,
-                clerk=clerk,
-                now=settings.now,
-            )
-        )
+    return hospital.discharge(visit, admission=admission, final_amount=amount, **_till(t, clerk, now))
 
 
-@main.command()
-@click.option("--admission", type=int, required=True)
-@_member
-@_finger
-@_override
-@_note
-@click.pass_obj
-def cancel(
-    settings: Settings, admission: int, member: int, finger: int, override: str | None, note: str | None
-) -> None:
+@_card_action(click.option("--admission", type=int, required=True))
+def cancel(t: Terminal, visit: Any, clerk: Any, now: int, admission: int) -> Any:
     """Cancel an admission: release the whole block."""
     from point_of_service.services import hospital
 
-    with _visit(settings, member, finger, override, note) as (t, visit, clerk), _clerk_errors():
-        _done(
-            hospital.cancel(
-                visit,
-                admission=admission,
-                journal=t.journal,
-                identity=t.identity,
-                clerk=clerk,
-                now=settings.now,
-            )
-        )
+    return hospital.cancel(visit, admission=admission, **_till(t, clerk, now))
 
 
-@main.command()
-@click.option("--scheme", type=int, required=True)
-@click.option("--amount", type=int, required=True, help="paise")
-@_member
-@_finger
-@_override
-@_note
-@click.pass_obj
-def pay(
-    settings: Settings,
-    scheme: int,
-    amount: int,
-    member: int,
-    finger: int,
-    override: str | None,
-    note: str | None,
-) -> None:
+@_card_action(
+    click.option("--scheme", type=int, required=True),
+    click.option("--amount", type=int, required=True, help="paise"),
+)
+def pay(t: Terminal, visit: Any, clerk: Any, now: int, scheme: int, amount: int) -> Any:
     """Cash disbursement against the scheme's entitlement on the card."""
     from point_of_service.services import paypoint
 
-    with _visit(settings, member, finger, override, note) as (t, visit, clerk), _clerk_errors():
-        _done(
-            paypoint.disburse(
-                visit,
-                scheme_id=scheme,
-                amount=amount,
-                journal=t.journal,
-                identity=t.identity,
-                clerk=clerk,
-                now=settings.now,
-            )
-        )
+    return paypoint.disburse(visit, scheme_id=scheme, amount=amount, **_till(t, clerk, now))
 
 
-@main.command("proof-of-life")
-@click.option("--scheme", type=int, required=True)
-@_member
-@_finger
-@_override
-@_note
-@click.pass_obj
-def proof_of_life(
-    settings: Settings, scheme: int, member: int, finger: int, override: str | None, note: str | None
-) -> None:
+@_card_action(click.option("--scheme", type=int, required=True))
+def proof_of_life(t: Terminal, visit: Any, clerk: Any, now: int, scheme: int) -> Any:
     """Record proof of life for a pensioner (a zero-amount record signed by the card)."""
     from point_of_service.services import paypoint
 
-    with _visit(settings, member, finger, override, note) as (t, visit, clerk), _clerk_errors():
-        _done(
-            paypoint.proof_of_life(
-                visit, scheme_id=scheme, journal=t.journal, identity=t.identity, clerk=clerk, now=settings.now
-            )
-        )
+    return paypoint.proof_of_life(visit, scheme_id=scheme, **_till(t, clerk, now))
 
 
 # ------------------------------------------------------------------------------------------ sync, journal
@@ -570,14 +505,38 @@ def sync(settings: Settings, url: str | None) -> None:
         _refuse(SyncError(report.reason, report.error or ""))
 
 
+def _limits_text(limits: Any) -> str:
+    return (
+        f"{limits.count} of {limits.max_count} debits, {limits.amount} of {limits.max_amount} paise "
+        f"since counter {limits.synced_counter}"
+    )
+
+
+def _echo_authorisations(visit: Any) -> None:
+    """What central's authorisations did at this insertion (the refreshed limits first)."""
+    applied = visit.authorisations
+    if applied.limits_renewed:
+        click.echo(
+            f"central's sync acknowledgement presented: offline limits now {_limits_text(applied.limits)}"
+        )
+    for r in applied.top_ups:
+        click.echo(
+            f"central's top-up presented: +{r.amount} paise on scheme {r.scheme_id}, "
+            f"balance {r.balance_after} paise (card counter {r.counter})"
+        )
+    for auth_id, why in applied.refused:
+        click.echo(f"central's authorisation {auth_id} not taken: {why}", err=True)
+
+
 @main.command()
 @click.pass_obj
 def status(settings: Settings) -> None:
-    """How long offline, what waits for central, and each card's exposure against its offline limits."""
-    from point_of_service.services.sync import offline_status
+    """How long offline, what waits for central, and each card's offline limits as last read."""
+    from point_of_service.services.offline import offline_summary
 
     t = _terminal(settings)
-    s = offline_status(t.journal, settings.now)
+    summary = offline_summary(t.journal, settings.now)
+    s = summary.status
     offline = (
         "never synced" if s.seconds_offline is None else f"{s.seconds_offline / 3600:.1f} h since last sync"
     )
@@ -585,15 +544,23 @@ def status(settings: Settings) -> None:
         f"terminal {t.identity.chr}: {offline}; {s.pending_batches} batches and "
         f"{s.unbatched_records} records waiting"
     )
-    cards = sorted({r.card_id for r in t.journal.records()})
-    for card_id in cards:
-        count, amount, oldest = t.journal.card_offline_exposure(card_id)
-        if count:
-            age = (settings.now - oldest) / 86_400 if oldest is not None else 0.0
-            click.echo(
-                f"  card {card_id}: {count} records ({amount} paise debited, oldest {age:.1f} days)"
-                " not yet at central"
+    for c in summary.cards:
+        line = f"  card {c.card_id}:"
+        if c.unsent_records:
+            age = (settings.now - (c.oldest_unsent or settings.now)) / 86_400
+            line += (
+                f" {c.unsent_records} records ({c.unsent_paise} paise debited, oldest {age:.1f} days)"
+                " not yet at central;"
             )
+        else:
+            line += " every record at central;"
+        if c.limits is not None and c.read_at is not None:
+            when = datetime.fromtimestamp(c.read_at, UTC).strftime("%Y-%m-%d %H:%M")
+            how = " (reset by central's acknowledgement)" if c.renewed else ""
+            line += f" offline limits at {when}{how}: {_limits_text(c.limits)}"
+        if c.ack_waiting is not None:
+            line += f"; central's acknowledgement up to counter {c.ack_waiting} waits for the card"
+        click.echo(line)
 
 
 @main.command()

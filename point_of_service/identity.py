@@ -20,14 +20,17 @@ from datetime import datetime
 from pathlib import Path
 
 from cardsvc.formats.profile import reference_id as profile_reference_id
-from cardsvc.pki._tlv import parse_all
 from cardsvc.pki.chain import RevocationLookup, TrustAnchor, ValidatedChain, validate_chain
 from cardsvc.pki.cvc import CvCertificate
-from cardsvc.pki.errors import PkiError, RevokedError
+from cardsvc.pki.errors import FormatError, PkiError, RevokedError
 from cardsvc.pki.rights import Right, Role
 from cardsvc.pki.signer import FileSigner, Signer
+from cardsvc.tlv import strict_codec
 from point_of_service.errors import TerminalSetupError
 from point_of_service.reasons import Reason
+
+#: The chain file is certificates back to back (strict BER-TLV, cardsvc/tlv.py; errors as the PKI's).
+parse_all = strict_codec(FormatError).parse_all
 
 CONFIG_FILE = "terminal.json"
 CHAIN_FILE = "terminal.chain"

@@ -12,12 +12,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cardsvc.beneficiary.protocol import AuthKind, Authorisation
+from cardsvc.beneficiary.session import sign_authorisation
+from cardsvc.formats.profile import card_number
 from cardsvc.pki.rights import Role
 from cardsvc.pki.signer import FileSigner, ScryptCost
 from hardware_sims.sensor.simulator import SensorSimulator
 from point_of_service.catalogue import Catalogue, Package
 from point_of_service.cli import main
-from tests.fixtures.beneficiary import COVER
+from point_of_service.identity import JOURNAL_FILE
+from point_of_service.journal import Journal
+from point_of_service.services.authorisations import StoredAuthorisation, store_authorisations
+from tests.fixtures.beneficiary import CARD_ID, COVER
 from tests.fixtures.pcsc import ServedCard
 from tests.fixtures.pos import OPERATOR_CHR, OPERATOR_FINGER, OPERATOR_PIN, POS_CARD_NOW, PosWorld
 
@@ -117,6 +123,26 @@ def test_cli_signin_admit_discharge_refusals_journal(
     assert [e["detail"]["type"] for e in events] == ["BLOCK", "SETTLE"]
     status = pos("status")
     assert "never synced" in status and "2 records" in status
+    assert (
+        "offline limits at 2026-11-23 12:00: 2 of 20 debits, 450000 of 2000000 paise since counter 0"
+        in status
+    )
+
+    # central's acknowledgement of both records, as a sync downloads it: shown waiting, then presented
+    pki = pos_world.pki
+    card_id = card_number(CARD_ID)
+    ack = sign_authorisation(pki.district.signer, Authorisation(AuthKind.SYNC_ACK, CARD_ID, 1, 1, 2),
+                             pki.district.cert)  # fmt: skip
+    with Journal(home / JOURNAL_FILE) as journal:
+        item = StoredAuthorisation("ack1", "sync_ack", "card", f"{card_id:016x}", POS_CARD_NOW,
+                                   POS_CARD_NOW + 86_400, ack.encode(), ())  # fmt: skip
+        store_authorisations(journal, [item.to_json()])
+    assert "acknowledgement up to counter 2 waits for the card" in pos("status")
+    out = pos("verify", "--member", "0", "--finger", "2", finger=3)
+    assert "central's sync acknowledgement presented: offline limits now 0 of 20 debits" in out
+    status = pos("status")
+    assert "(reset by central's acknowledgement): 0 of 20 debits, 0 of" in status, status
+    assert "since counter 2" in status and "waits for the card" not in status
 
 
 @pytest.mark.slow

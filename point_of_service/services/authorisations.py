@@ -235,7 +235,8 @@ class _Presenter:
         if not self.authorise(c):
             return False
         limits = self.session.offline_limits()
-        self.done(c, {"synced_counter": limits.synced_counter, "since_sync": [limits.count, limits.amount],
+        self.done(c, {"synced_counter": limits.synced_counter, "counter": limits.counter,
+                      "since_sync": [limits.count, limits.amount],
                       "offline_limits": [limits.max_count, limits.max_amount]})  # fmt: skip
         return True
 

@@ -188,6 +188,7 @@ def verify_card(
             card_id=verified.card_number,
             detail={
                 "counter": verified.counter,
+                "synced_counter": verified.status.synced_counter,
                 "since_sync": [verified.status.since_sync_count, verified.status.since_sync_amount],
                 "offline_limits": [verified.status.max_count, verified.status.max_amount],
             },
