@@ -29,17 +29,18 @@ from cardsvc.formats.profile import reference_id
 from cardsvc.pki.bundle import TrustBundle, apply_bundle
 from cardsvc.pki.chain import TrustAnchor, validate_chain
 from cardsvc.pki.cvc import CvCertificate
-from cardsvc.pki.errors import PkiError
+from cardsvc.pki.errors import FormatError, PkiError
 from cardsvc.pki.revocation import RevocationStore
 from cardsvc.pki.rights import Right, Role
 from cardsvc.pki.signer import FileSigner, Signer, SoftwareSigner
-from cardsvc.tlv import TlvError, parse_tlvs
+from cardsvc.tlv import strict_codec
 from enrolment_station.errors import KeyError_
 
 HOME_ENV = "ENROL_HOME"
 PASSPHRASE_ENV = "ENROL_TERMINAL_PASSPHRASE"
 SEAL_INFO = b"rsby-station-journal-seal-v1"
 DEDUP_KEY_FILE = "central-dedup.pub"
+parse_all = strict_codec(FormatError).parse_all
 
 
 def chr_id(reference: str) -> int:
@@ -55,8 +56,8 @@ def default_home() -> Path:
 def read_chain(raw: bytes) -> list[CvCertificate]:
     """Concatenated CV certificates (as ``keymgmt export-chain`` writes), the self-signed root dropped."""
     try:
-        certs = [CvCertificate.parse(bytes(item)) for item in parse_tlvs(raw, strict=True)]
-    except TlvError as exc:
+        certs = [CvCertificate.parse(bytes(item)) for item in parse_all(raw)]
+    except FormatError as exc:
         raise KeyError_(f"the chain file is not a concatenation of CV certificates: {exc}") from None
     return [c for c in certs if not c.self_signed]
 

@@ -86,7 +86,8 @@ def test_any_single_byte_change_is_refused_or_parses_to_another_profile(data: st
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda p: p.encode() + b"\x00\x00", "exactly one TLV"),
+        (lambda p: p.encode() + b"\x00\x00", "profile: .*no padding"),
+        (lambda p: p.encode() + b"\x80\x00", "exactly one TLV"),
         (lambda p: p.encode().replace(b"\x80\x01\x01", b"\x80\x01\x02", 1), "version"),
         (lambda p: p.encode().replace(b"20261101", b"20261301"), "not a calendar date"),
         (lambda p: p.encode().replace(b"CARD-10000000001", b"CARD-01000000001"), "card id"),

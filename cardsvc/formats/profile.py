@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import date
 from enum import IntEnum
 
+from cardsvc import tlv as _tlv
 from cardsvc.formats.errors import FormatError
 
 PROFILE_VERSION = 1
@@ -118,57 +119,22 @@ class Gender(IntEnum):
 
 
 # ------------------------------------------------------------------------------------------------ TLV
-def _enc_len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    if n <= 0xFF:
-        return bytes([0x81, n])
-    if n <= 0xFFFF:
-        return bytes([0x82]) + n.to_bytes(2, "big")
-    raise ProfileFormatError(f"value of {n} bytes is too long")
-
-
+# The encoding rules live in cardsvc/tlv.py (strict mode: shortest lengths, no padding, every byte used);
+# here only the profile's error type and the ``where`` that names the object in every message.
 def tlv(tag: int, value: bytes) -> bytes:
-    """One BER-TLV (1- or 2-byte tag, shortest definite length)."""
-    return tag.to_bytes(2 if tag > 0xFF else 1, "big") + _enc_len(len(value)) + bytes(value)
+    """One BER-TLV (1- to 3-byte tag, shortest definite length)."""
+    try:
+        return _tlv.tlv(tag, bytes(value))
+    except _tlv.TlvError as exc:
+        raise ProfileFormatError(str(exc)) from None
 
 
 def split_tlvs(data: bytes, where: str) -> list[tuple[int, bytes]]:
     """Strict split of concatenated TLVs: no padding, shortest lengths, nothing trailing."""
-    out: list[tuple[int, bytes]] = []
-    pos = 0
-    data = bytes(data)
-    while pos < len(data):
-        tag = data[pos]
-        pos += 1
-        if tag & 0x1F == 0x1F:
-            if pos >= len(data):
-                raise ProfileFormatError(f"{where}: truncated tag")
-            tag = tag << 8 | data[pos]
-            pos += 1
-        if pos >= len(data):
-            raise ProfileFormatError(f"{where}: tag {tag:X} without a length")
-        first = data[pos]
-        pos += 1
-        if first < 0x80:
-            length = first
-        elif first in (0x81, 0x82):
-            count = first & 0x7F
-            if pos + count > len(data):
-                raise ProfileFormatError(f"{where}: truncated length of tag {tag:X}")
-            length = int.from_bytes(data[pos : pos + count], "big")
-            pos += count
-            if _enc_len(length)[0] != first:
-                raise ProfileFormatError(f"{where}: length of tag {tag:X} not in its shortest form")
-        else:
-            raise ProfileFormatError(f"{where}: unsupported length byte {first:02X} of tag {tag:X}")
-        if pos + length > len(data):
-            raise ProfileFormatError(
-                f"{where}: tag {tag:X} announces {length} bytes, {len(data) - pos} present"
-            )
-        out.append((tag, data[pos : pos + length]))
-        pos += length
-    return out
+    try:
+        return [(t.tag, t.value) for t in _tlv.parse_tlvs(bytes(data), strict=True)]
+    except _tlv.TlvError as exc:
+        raise ProfileFormatError(f"{where}: {exc}") from None
 
 
 def expect_tags(items: list[tuple[int, bytes]], tags: Sequence[int], where: str) -> list[bytes]:
