@@ -22,8 +22,10 @@ from cardsvc.central.dashboard.views import ACCESS, PUBLIC
 from cardsvc.central.extensions import get_db
 from cardsvc.central.models import AuthorisationRow, Card, FlagRow, PublishedList
 from cardsvc.central.services.flags import open_flags
+from cardsvc.formats.profile import card_chr
 from cardsvc.pki.chain import TrustAnchor
 from cardsvc.pki.revocation import RevocationList, verify_revocation_list
+from enrolment_station.authorisation import AuthKind, SignedAuthorisation
 from tests.test_screens_dashboard import (
     AUDITOR_PASSWORD,
     DISTRICT_PASSWORD,
@@ -246,6 +248,16 @@ def test_authorisation_refused_while_a_duplicate_is_open_then_issued_after_revie
     assert audit_actions(desk.app) == ["login", "review-duplicate", "authorise"]
     split = {"kind": "split", "card": desk.clean_card, "members": "2"}
     assert staff.post("/dashboard/authorisations", split).status_code == 302
+    with get_db(desk.app).sessions() as session:
+        wire = session.execute(
+            select(AuthorisationRow.wire).where(AuthorisationRow.kind == "split")
+        ).scalar_one()
+    anchor = TrustAnchor(desk.key.chr, desk.key.signer.public_key())
+    granted = SignedAuthorisation.parse(bytes(wire)).verify(
+        anchor, now=datetime.fromtimestamp(NOW, UTC), revocations=None, kind=AuthKind.SPLIT,
+        card_id=card_chr(int(desk.clean_card, 16)), household_id=f"HH-{int(desk.clean_card, 16):x}",
+    )  # fmt: skip
+    assert granted.members == (1,), "member 2 on the card is index 1: the station verifies it offline"
     bad = staff.post(
         "/dashboard/authorisations", {"kind": "split", "card": desk.clean_card, "members": "1,2"}
     )
@@ -299,3 +311,16 @@ def test_hindi_pages_show_every_data_value_in_words(desk: Dashboard) -> None:
     assert "₹\u00a012,345.00" in staff.text(
         "/dashboard/settlement?facility=1&start=2026-12-01&end=2027-01-31"
     )
+
+
+def test_without_central_key_the_screens_say_so_and_sign_nothing(desk: Dashboard) -> None:
+    desk.app.config["CENTRAL_KEY"] = None
+    staff = Staff(desk.app, "anita")
+    assert 'id="publish"' not in staff.text("/dashboard/revocations")
+    assert staff.post("/dashboard/revocations/publish").status_code == 302
+    assert "signing key is not configured" in staff.text("/dashboard/revocations")
+    refused = staff.post("/dashboard/authorisations", {"kind": "sync_ack", "card": desk.clean_card})
+    assert refused.status_code == 422 and "signing key is not configured" in refused.get_data(as_text=True)
+    with get_db(desk.app).sessions() as session:
+        assert session.execute(select(PublishedList)).first() is None
+    assert audit_actions(desk.app) == ["login"]

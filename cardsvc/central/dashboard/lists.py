@@ -205,6 +205,8 @@ def authorise() -> WResponse | tuple[str, int]:
     audit("authorise", f"card:{card_id}", {"kind": kind, "id": issued.id, **details})
     what = labels.label(labels.AUTH_KIND_LABELS, kind)
     flash(_("Authorisation %(id)s signed: %(kind)s.", id=issued.id, kind=what), "ok")
+    if kind == StationKind.REPLACE.value:
+        flash(_("The lost card is revoked from now: publish the revocation list."), "info")
     return redirect(url_for("dashboard.authorisations"))
 
 
