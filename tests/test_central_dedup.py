@@ -18,7 +18,7 @@ from sqlalchemy import select
 from cardsvc.bio.iso19794 import encode_compact
 from cardsvc.central.extensions import get_db
 from cardsvc.central.models import FlagRow, SealedTemplates
-from cardsvc.central.services.dedup import deduplicate, load_dedup_key
+from cardsvc.central.services.dedup import DedupPolicy, deduplicate, load_dedup_key, member_evidence
 from cardsvc.central.services.reconcile import FlagKind
 from cardsvc.central.services.terminals import register_terminal
 from cardsvc.central.testing import FixedClock, SimCard, SimTerminal, p256_key
@@ -141,3 +141,35 @@ def test_person_enrolled_in_two_camps_flagged_on_both_cards(
         # a second run searches nothing new and repeats nothing
         again = deduplicate(session, dedup_key, now + 60)
     assert again.searched_cards == 0 and again.new_flags == 0
+
+
+T = 47.0  # the 1:N threshold of a ~50-finger gallery
+POLICY = DedupPolicy()
+
+
+@pytest.mark.parametrize(
+    ("scores", "fingers", "flagged", "used"),
+    [
+        # one look-alike finger, the other finger disagrees: two people
+        ({(2, 2): 60.0, (7, 7): 8.0, (2, 7): 3.0, (7, 2): 5.0}, (2, 2), False, None),
+        # both fingers agree moderately: one person
+        ({(2, 2): 50.0, (7, 7): 48.0, (2, 7): 3.0, (7, 2): 5.0}, (2, 2), True, [(2, 2), (7, 7)]),
+        # one clear genuine finger, the other poorly captured: still one person
+        ({(2, 2): 112.0, (7, 7): 4.0, (2, 7): 3.0, (7, 2): 5.0}, (2, 2), True, [(2, 2), (7, 7)]),
+        # fingers captured under swapped positions still count
+        ({(2, 2): 9.0, (7, 7): 6.0, (2, 7): 95.0, (7, 2): 88.0}, (2, 2), True, [(2, 7), (7, 2)]),
+        # the same finger may not be counted twice: 60 + 55 would pass, 60 + 5 does not
+        ({(2, 2): 60.0, (2, 7): 55.0, (7, 2): 5.0, (7, 7): 5.0}, (2, 2), False, None),
+        # a member with one finger (injured hand): that finger alone, at the 1:N threshold
+        ({(2, 2): 50.0, (2, 7): 3.0}, (1, 2), True, [(2, 2)]),
+        ({(2, 2): 45.0, (2, 7): 3.0}, (1, 2), False, None),
+    ],
+)
+def test_members_are_weighed_on_all_their_fingers(
+    scores: dict[tuple[int, int], float], fingers: tuple[int, int], flagged: bool, used: list | None
+) -> None:
+    evidence = member_evidence(scores, *fingers, T, POLICY)
+    assert (evidence is not None) == flagged
+    if evidence is not None:
+        assert [(a, b) for a, b, _ in evidence.pairs] == used
+        assert evidence.total >= evidence.bar

@@ -128,3 +128,22 @@ def test_a_fresh_process_draws_the_same_impression(finger_masters) -> None:
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == hashlib.sha256(impression(3, 1, "wet").tobytes()).hexdigest()
+
+
+def test_different_fingers_do_not_look_alike_to_the_matcher() -> None:
+    """A district's dedup search compares every finger with every other: synthetic impostor scores must
+    stay near what the calibration (fitted on real fingers) promises, or honest people get flagged as
+    duplicates. Thirty fingers, 435 impostor pairs: calibrated, about 0.4 should reach 30 (1 in 1,000) and
+    none 47 (the 1:N threshold of a 50-finger gallery). The zero-pole field alone gave 90."""
+    import itertools
+
+    from cardsvc.bio.extract import extract_template
+    from cardsvc.bio.matcher import Matcher
+
+    matcher = Matcher()
+    encoded = [matcher.encode(extract_template(impression(1000 + s * 7919, 0))) for s in range(30)]
+    scores = [matcher.compare(a, b) for a, b in itertools.combinations(encoded, 2)]
+    assert max(scores) < 47.0
+    assert sum(s >= 30.0 for s in scores) <= 4
+    genuine = matcher.compare(encoded[0], matcher.encode(extract_template(impression(1000, 1))))
+    assert genuine >= 60.0

@@ -21,6 +21,7 @@ from hardware_sims.fingers.orientation import (
     FingerClass,
     Singularities,
     orientation_field,
+    perturb_field,
     pick_class,
     place_singularities,
 )
@@ -142,7 +143,9 @@ def master_finger(seed: int) -> MasterFinger:
     rng = np.random.default_rng([0x5F1, seed])
     cls = pick_class(rng)
     sing = place_singularities(cls, MASTER_WIDTH, MASTER_HEIGHT, rng)
-    orientation = orientation_field(sing, MASTER_WIDTH, MASTER_HEIGHT, rng)
+    orientation = perturb_field(
+        orientation_field(sing, MASTER_WIDTH, MASTER_HEIGHT, rng), np.random.default_rng([0x5F1, seed, 1])
+    )
     period = frequency_map(rng, MASTER_HEIGHT, MASTER_WIDTH, sing)
     ridges = grow_ridges(orientation, period, rng)
     mask = finger_mask(rng, MASTER_HEIGHT, MASTER_WIDTH)

@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cardsvc.bio.iso19794 import decode_compact
-from cardsvc.bio.matcher import Matcher
+from cardsvc.bio.matcher import Gallery, Matcher, fmr_to_threshold
 from cardsvc.bio.template import FingerTemplate
 from cardsvc.central.models import Card, FlagRow, SealedTemplates
 from cardsvc.central.services.ingest import insert_ignore
@@ -39,11 +39,60 @@ Identity = tuple[str, int, int]
 
 @dataclass(frozen=True, slots=True)
 class DedupPolicy:
-    """``target_fmr``: false-hit probability of one whole 1:N search (the per-comparison threshold is
-    raised to ``target_fmr / N``); ``shortlist``: full comparisons per probe (None: the matcher's default)."""
+    """``target_fmr``: false-hit probability of one whole 1:N search (the per-comparison threshold T is
+    raised to ``target_fmr / N``); ``shortlist``: full comparisons per probe (None: the matcher's default).
+
+    The decision is per pair of MEMBERS, on all their fingers (:func:`member_evidence`): where both members
+    gave two or more fingers, the two best finger pairs (distinct fingers on each side, any positions, so a
+    finger captured under the wrong position still counts) must together reach ``fused_factor`` x T; where
+    either gave only one finger (a child, an injured hand), that one score must reach T. One look-alike
+    finger is not enough to call two people one: at district scale the tail of single-finger impostor scores
+    is what fills a review queue (BIOMETRICS.md), while a real duplicate's fingers all match (80-120 each)."""
 
     target_fmr: float = 1e-3
     shortlist: int | None = None
+    fused_factor: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Why two members look like one person: the finger pairs used, their sum and the bar it cleared."""
+
+    pairs: tuple[tuple[int, int, float], ...]  # (finger position here, finger position there, score)
+    total: float
+    bar: float
+
+
+def member_evidence(
+    scores: Mapping[tuple[int, int], float],
+    fingers_a: int,
+    fingers_b: int,
+    threshold: float,
+    policy: DedupPolicy,
+) -> Evidence | None:
+    """The duplicate decision for two members from their finger-pair ``scores`` ((position a, position b) ->
+    calibrated score, all pairs compared), ``fingers_a``/``fingers_b`` fingers each, and the 1:N threshold T;
+    None when the evidence does not reach the bar (see :class:`DedupPolicy`)."""
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    if not ranked:
+        return None
+    if min(fingers_a, fingers_b) < 2:
+        (fa, fb), best = ranked[0]
+        return Evidence(((fa, fb, round(best, 1)),), round(best, 1), threshold) if best >= threshold else None
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    chosen: list[tuple[int, int, float]] = []
+    for (fa, fb), score in ranked:  # greedy assignment: distinct fingers on each side
+        if fa in used_a or fb in used_b:
+            continue
+        chosen.append((fa, fb, round(score, 1)))
+        used_a.add(fa)
+        used_b.add(fb)
+        if len(chosen) == 2:
+            break
+    total = sum(score for _, _, score in chosen)
+    bar = policy.fused_factor * threshold
+    return Evidence(tuple(chosen), round(total, 1), round(bar, 1)) if total >= bar else None
 
 
 @dataclass
@@ -51,8 +100,10 @@ class DedupReport:
     searched_cards: int = 0
     gallery_templates: int = 0
     unreadable: list[str] = field(default_factory=list)
-    pairs: list[tuple[str, str, float]] = field(default_factory=list)  # (card, other card, best score)
+    pairs: list[tuple[str, str, float]] = field(default_factory=list)  # (card, other card, best evidence)
     new_flags: int = 0
+    candidates: int = 0  # member pairs with a finger above T, weighed on all their fingers
+    dismissed: int = 0  # of those, how many the other fingers did not confirm
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -61,6 +112,8 @@ class DedupReport:
             "unreadable": self.unreadable,
             "pairs": [{"cards": [a, b], "score": s} for a, b, s in self.pairs],
             "new_flags": self.new_flags,
+            "candidates": self.candidates,
+            "dismissed": self.dismissed,
         }
 
 
@@ -86,6 +139,32 @@ def _open_district(
     return templates
 
 
+#: (card id hex, member index): one enrolled person
+MemberKey = tuple[str, int]
+
+
+def _weigh(
+    matcher: Matcher,
+    gallery: Gallery,
+    index: Mapping[Identity, int],
+    a: MemberKey,
+    b: MemberKey,
+    threshold: float,
+    policy: DedupPolicy,
+) -> Evidence | None:
+    """Compare every finger of member ``a`` with every finger of member ``b`` and decide."""
+    fingers_a = [i for i in index if i[:2] == a]
+    fingers_b = [i for i in index if i[:2] == b]
+    scores = {
+        (fa[2], fb[2]): matcher.compare(
+            gallery.encoded[index[fa]].detached(), gallery.encoded[index[fb]].detached()
+        )
+        for fa in fingers_a
+        for fb in fingers_b
+    }
+    return member_evidence(scores, len(fingers_a), len(fingers_b), threshold, policy)
+
+
 def deduplicate(
     session: Session,
     key: ec.EllipticCurvePrivateKey,
@@ -94,7 +173,10 @@ def deduplicate(
     matcher: Matcher | None = None,
     policy: DedupPolicy | None = None,
 ) -> DedupReport:
-    """Search every card not yet searched against its district's gallery; flag likely duplicates."""
+    """Search every card not yet searched against its district's gallery; flag likely duplicates.
+
+    Every finger of a new card is searched 1:N; a hit names a candidate pair of members, which is then
+    weighed on ALL their fingers (:func:`member_evidence`) before anything is flagged."""
     policy = policy or DedupPolicy()
     matcher = matcher or Matcher()
     report = DedupReport()
@@ -104,7 +186,7 @@ def deduplicate(
     ):
         pending[district].append(card_id)
     households = dict(session.execute(select(Card.card_id, Card.household_id)).all())
-    best: dict[tuple[str, str], list[tuple[int, int, int, int, float]]] = defaultdict(list)
+    found: dict[tuple[str, str], list[tuple[int, int, Evidence]]] = defaultdict(list)
     for district, new_cards in sorted(pending.items()):
         rows = session.execute(
             select(SealedTemplates.card_id, SealedTemplates.sealed).where(
@@ -114,37 +196,50 @@ def deduplicate(
         templates = _open_district(rows, key, report)
         report.gallery_templates += len(templates)
         gallery = matcher.gallery(cast("Mapping[Hashable, FingerTemplate]", templates))
+        threshold = fmr_to_threshold(policy.target_fmr / max(1, len(gallery)))
+        index = {cast("Identity", identity): k for k, identity in enumerate(gallery.identities)}
+        weighed: set[tuple[MemberKey, MemberKey]] = set()
         for card_id in sorted(new_cards):
             report.searched_cards += 1
-            for (cid, member, finger), probe in templates.items():
+            for (cid, member, _finger), probe in templates.items():
                 if cid != card_id:
                     continue
                 for hit in matcher.search(
                     probe, gallery, target_fmr=policy.target_fmr, shortlist=policy.shortlist
                 ):
-                    identity: Identity = hit.identity  # type: ignore[assignment]
-                    other, o_member, o_finger = identity
+                    other, o_member, _ = cast("Identity", hit.identity)
                     if other == card_id:
                         continue
-                    a, b = sorted((card_id, other))
-                    pair = (member, finger, o_member, o_finger) if a == card_id else (
-                        o_member, o_finger, member, finger)  # fmt: skip
-                    best[(a, b)].append((*pair, round(hit.score, 1)))
+                    pair = cast(
+                        "tuple[MemberKey, MemberKey]", tuple(sorted([(card_id, member), (other, o_member)]))
+                    )
+                    if pair in weighed:
+                        continue
+                    weighed.add(pair)
+                    report.candidates += 1
+                    evidence = _weigh(matcher, gallery, index, *pair, threshold, policy)
+                    if evidence is None:
+                        report.dismissed += 1
+                        continue
+                    (a, ma), (b, mb) = pair
+                    found[(a, b)].append((ma, mb, evidence))
     flags: list[Flag] = []
-    for (a, b), matches in sorted(best.items()):
-        strongest: dict[tuple[int, int, int, int], float] = {}
-        for ma, fa, mb, fb, score in matches:
-            strongest[(ma, fa, mb, fb)] = max(score, strongest.get((ma, fa, mb, fb), 0.0))
-        top = max(strongest.values())
+    for (a, b), members in sorted(found.items()):
+        top = max(e.total for _, _, e in members)
         report.pairs.append((a, b, top))
-        listed = [[*k, s] for k, s in sorted(strongest.items())]
         for card, other, side in ((a, b, 0), (b, a, 1)):
+            matches: list[list[float]] = []
+            for ma, mb, e in sorted(members, key=lambda m: (m[0], m[1])):
+                mine, theirs = (mb, ma) if side else (ma, mb)
+                matches.extend(
+                    [mine, fb if side else fa, theirs, fa if side else fb, score] for fa, fb, score in e.pairs
+                )
             flags.append(Flag(
                 FlagKind.DUPLICATE_ENROLMENT,
                 {
                     "other_card": other, "household": households.get(card), "other_household":
-                    households.get(other), "score": top,
-                    "matches": [[m[2], m[3], m[0], m[1], m[4]] if side else m for m in listed],
+                    households.get(other), "score": top, "bar": max(e.bar for _, _, e in members),
+                    "matches": matches,
                 },
                 card_id=card,
             ))  # fmt: skip
