@@ -32,12 +32,15 @@ from cardsvc.formats.batch import (
     SchemeCover,
     SignedBatch,
     SignedLedger,
+    TransactionItem,
     b64encode,
     id_hex,
 )
 from cardsvc.formats.profile import HouseholdProfile, card_number, parse_templates, reference_id
 from cardsvc.formats.templates import StoredTemplateLike, from_stored, seal_templates
+from cardsvc.formats.transaction import TransactionRecord
 from cardsvc.pki import officer as fmt
+from cardsvc.pki.cvc import CvCertificate
 from cardsvc.pki.officer_card import VerifiedLedger
 from enrolment_station.errors import UploadError
 from enrolment_station.fko import FkoSession
@@ -138,6 +141,37 @@ def build_camp_batch(
         with journal.transaction():
             journal.event(DEDUP_NOT_SENT, str(signed.batch.seq), {"cards": unsealed, "reason": reason})
     return signed
+
+
+def station_records(journal: Journal) -> list[tuple[str, TransactionItem]]:
+    """The records this station made on cards (a renewal's RENEWAL records, a split's lowering of the
+    original card), keyed ``card:counter``, not yet in a transactions batch: central needs them to keep
+    the card's ledger whole (no counter gap) and its balances right."""
+    sent = journal.uploaded_items(BatchKind.TRANSACTIONS.value)
+    out: list[tuple[str, TransactionItem]] = []
+    rows = journal.db.execute(
+        "SELECT card_id, step, details FROM card_steps"
+        " WHERE step LIKE 'renewal.%.committed' OR step LIKE 'split.%.lowered'"
+    )
+    for row in rows:
+        details = json.loads(row["details"])
+        if row["step"].startswith("renewal."):
+            key = CvCertificate.parse(bytes.fromhex(details["certificate"])).public_point
+        else:
+            key = bytes.fromhex(details.get("card_key", ""))
+        for raw in details["records"]:
+            record = TransactionRecord.parse(bytes.fromhex(raw))
+            item = f"{row['card_id']}:{record.counter}"
+            if key and item not in sent:
+                out.append((item, TransactionItem(record.encode(), key)))
+    return sorted(out, key=lambda kv: kv[0])
+
+
+def build_transactions_batch(journal: Journal, identity: StationIdentity, *, now: datetime
+                             ) -> SignedBatch | None:  # fmt: skip
+    """A signed transactions batch of the station's own card records not yet batched (None if none)."""
+    items = station_records(journal)
+    return _store(journal, identity, BatchKind.TRANSACTIONS, list(items), now) if items else None
 
 
 def signed_ledger(fko: FkoSession, ledger: VerifiedLedger, challenge: bytes) -> SignedLedger:
