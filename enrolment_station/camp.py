@@ -25,6 +25,7 @@ from enrolment_station.upload import (
     LedgerCheck,
     build_camp_batch,
     build_ledger_batch,
+    build_transactions_batch,
     check_ledger,
     signed_ledger,
 )
@@ -194,6 +195,7 @@ class Camp:
     def upload_batches(self, out_dir: Path | None = None) -> list[SignedBatch]:
         """Build the camp batch of new cards; write every not-yet-sent batch to ``out_dir`` if given."""
         build_camp_batch(self.journal, self.identity, now=self.now())
+        build_transactions_batch(self.journal, self.identity, now=self.now())  # renewal and split records
         pending = [SignedBatch.parse(bytes(r["wire"])) for r in self.journal.pending_uploads()]
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)

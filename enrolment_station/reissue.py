@@ -218,7 +218,9 @@ def lower_original(
             {"authorisation": grant.auth_id,
              "records": [[r.scheme_id, r.counter, r.balance_after] for r in records]},
         )  # fmt: skip
-    journal.step_done(card_id, step, {"records": [r.encode().hex() for r in records]})
+    journal.step_done(card_id, step, {
+        "records": [r.encode().hex() for r in records], "card_key": (key or b"").hex(),
+    })  # fmt: skip
     return records
 
 

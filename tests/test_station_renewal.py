@@ -189,6 +189,10 @@ def test_renewal_after_the_year_ended_gives_a_card_terminals_accept_for_the_new_
     row = rc.camp.journal.card(card_id)
     assert row is not None and row["policy_end"] == end.isoformat() and row["cover_paise"] == NEW_COVER
     assert rc.camp.journal.authorisation_used("5eed5eed5eed5eed")
+    from cardsvc.formats.batch import BatchKind, TransactionItem
+
+    [tx] = [b for b in rc.camp.upload_batches() if b.batch.kind is BatchKind.TRANSACTIONS]
+    assert [i.record for i in tx.batch.items if isinstance(i, TransactionItem)] == [record.encode()]
     again = renew(rc.camp.personaliser, InProcessConnection(card), auth, now=today, fko=rc.camp.session())
     assert again.recovered == "already renewed" and again.records == result.records
     with InProcessConnection(card) as conn, pytest.raises(ApduError):  # the card refuses a replay itself

@@ -157,3 +157,46 @@ def _headers(camp: Camp, batch: SignedBatch) -> dict[str, str]:
     from enrolment_station.upload import sign_headers
 
     return sign_headers(camp.identity, "POST", "/api/v1/batches", batch.encode(), int(time.time()))
+
+
+def test_records_the_station_makes_on_cards_reach_central(
+    station_camp: OpenCamp, station_world: StationWorld, central: Flask
+) -> None:
+    """A split lowers the original card with a card-signed record: it goes to central in a transactions
+    batch (once), so the card's ledger there has no gap and its balance follows the chip."""
+    from cardsvc.central.models import TransactionRow
+    from cardsvc.formats.batch import TransactionItem
+    from cardsvc.formats.transaction import TransactionRecord
+    from enrolment_station.authorisation import AuthKind
+    from enrolment_station.reissue import issue_authorised
+    from tests.test_station_reissue import _auth, _lowering
+
+    camp = station_camp.camp
+    assert isinstance(camp, Camp)
+    original = station_world.blank_card()
+    card_id = camp.enrol_household("HH-0001", InProcessConnection(original)).card_id
+    issue_authorised(
+        camp.personaliser, InProcessConnection(station_world.blank_card()),
+        _auth(station_world, AuthKind.SPLIT, card_id, members=(1,)), AuthKind.SPLIT, card_id,
+        now=station_world.now(), fko=camp.fko, original=InProcessConnection(original),
+        lowering=[_lowering(station_world, card_id, 1_000_000)],
+    )  # fmt: skip
+    batches = camp.upload_batches()
+    [tx] = [b for b in batches if b.batch.kind is BatchKind.TRANSACTIONS]
+    [item] = tx.batch.items
+    assert isinstance(item, TransactionItem)
+    record = TransactionRecord.parse(item.record)
+    assert (record.card_id, record.counter, record.balance_after) == (card_number(card_id), 1, 2_000_000)
+    row = camp.journal.card(card_id)
+    assert row is not None and item.card_key == bytes(row["card_key"])
+    with get_db(central).sessions() as session:
+        key = ec.EllipticCurvePublicKey.from_encoded_point(
+            ec.SECP256R1(), camp.identity.terminal.public_key()
+        )
+        register_terminal(session, camp.identity.terminal_id, key, int(time.time()) - 60)
+        session.commit()
+    receipts = send_pending(camp.journal, camp.identity, "http://central", now=camp.now,
+                            opener=FlaskOpener(central))  # fmt: skip
+    assert len(receipts) == len(batches)
+    assert _count(central, TransactionRow) == 1
+    assert not [b for b in camp.upload_batches() if b.batch.kind is BatchKind.TRANSACTIONS]  # sent once
