@@ -69,6 +69,42 @@ class Step(StrEnum):
     ACTIVATED = "activated"
 
 
+class Stage(StrEnum):
+    """What the personalisation is doing now, as its ``progress`` callback is told (screens name it in the
+    operator's language; nothing parses the English line)."""
+
+    COMPLETING = "completing"  # a torn card the FKO already certified: PUT CERTIFICATE again
+    WIPING = "wiping"  # a partly written card is wiped before the restart
+    KEY = "key"
+    PROFILE = "profile"
+    TEMPLATES = "templates"
+    CERTIFYING = "certifying"  # the FKO card signs the card certificate
+    ACTIVATING = "activating"
+    REMOVED = "removed"  # the card was pulled: the same card must come back
+
+
+#: The stages of a normal run, numbered from 1 (``Progress.number`` of ``len(RUN_STAGES)``).
+RUN_STAGES = (Stage.KEY, Stage.PROFILE, Stage.TEMPLATES, Stage.CERTIFYING, Stage.ACTIVATING)
+
+
+class Progress(str):
+    """A progress line: the English text (CLI, logs) that also carries its stage, the stage's number in a
+    normal run (0 outside it), the card and, for templates, how many (``items``); screens read these."""
+
+    stage: Stage
+    card_id: str
+    items: int | None
+
+    def __new__(cls, stage: Stage, text: str, card_id: str = "", items: int | None = None) -> Progress:
+        line = super().__new__(cls, text)
+        line.stage, line.card_id, line.items = stage, card_id, items
+        return line
+
+    @property
+    def number(self) -> int:
+        return RUN_STAGES.index(self.stage) + 1 if self.stage in RUN_STAGES else 0
+
+
 class CardKind(StrEnum):
     NEW = "new"
     SPLIT = "split"
@@ -283,29 +319,32 @@ class PersonalisationService:
             return self._finish(card_id, plan, steps, "completed (already activated)")
         if Step.CERTIFIED in steps:
             if self._same_content(session, card_id, steps):
-                self.progress(f"{card_id}: completing the activation")
+                self.progress(Progress(Stage.COMPLETING, f"{card_id}: completing the activation", card_id))
                 self._put_certificate(session, card_id, steps)
                 return self._finish(card_id, plan, self.journal.steps(card_id), "completed")
             self._void(card_id, steps, "the card no longer holds what the FKO certified")
         elif Step.REQUESTED in steps:
             self._void(card_id, steps, "the FKO signature was requested but not received")
         if lifecycle is not Lifecycle.BLANK or steps:
-            self.progress(f"{card_id}: wiping a partly written card")
+            self.progress(Progress(Stage.WIPING, f"{card_id}: wiping a partly written card", card_id))
             session.wipe()
             self.journal.clear_steps(card_id)
             recovered = "wiped and restarted" if steps or lifecycle is not Lifecycle.BLANK else ""
         profile = self.build_profile(plan, card_id, fko)
         templates = self.build_templates(plan)
-        self.progress(f"{card_id}: generating the card key")
+        self.progress(Progress(Stage.KEY, f"{card_id}: generating the card key", card_id))
         point = session.generate_key()
         self.journal.step_done(card_id, Step.KEY, {"public_key": point.hex()})
-        self.progress(f"{card_id}: writing the household profile")
+        self.progress(Progress(Stage.PROFILE, f"{card_id}: writing the household profile", card_id))
         profile_raw = profile.encode()
         session.write_profile(profile)
         self.journal.step_done(
             card_id, Step.PROFILE, {"sha256": _h(profile_raw), "profile": profile_raw.hex()}
         )
-        self.progress(f"{card_id}: writing {len(templates)} fingerprint template(s)")
+        n = len(templates)
+        self.progress(
+            Progress(Stage.TEMPLATES, f"{card_id}: writing {n} fingerprint template(s)", card_id, n)
+        )
         session.write_templates(templates)
         template_set = encode_templates(templates)
         self.journal.step_done(card_id, Step.TEMPLATES, {
@@ -324,7 +363,7 @@ class PersonalisationService:
             content_digest=profile.content_digest(templates),
         )
         self.journal.step_done(card_id, Step.REQUESTED, {"body_sha256": _h(body), "fko": fko.fko_chr})
-        self.progress(f"{card_id}: FKO card certifies the card")
+        self.progress(Progress(Stage.CERTIFYING, f"{card_id}: FKO card certifies the card", card_id))
         cert = fko.activate(body)
         self.journal.step_done(card_id, Step.CERTIFIED, {
             "certificate": cert.encode().hex(), "fko_certificate": fko.officer_cert.encode().hex(),
@@ -363,7 +402,7 @@ class PersonalisationService:
     ) -> None:
         cert = CvCertificate.parse(bytes.fromhex(steps[Step.CERTIFIED]["certificate"]))
         fko_cert = CvCertificate.parse(bytes.fromhex(steps[Step.CERTIFIED]["fko_certificate"]))
-        self.progress(f"{card_id}: activating")
+        self.progress(Progress(Stage.ACTIVATING, f"{card_id}: activating", card_id))
         session.put_certificate(cert, fko_cert)
         status = session.status()
         if status.lifecycle is not Lifecycle.ACTIVATED:
@@ -430,7 +469,7 @@ class PersonalisationService:
             try:
                 return self.personalise(connection, household_id, fko, plan=plan)
             except CardRemovedError:
-                self.progress("card removed: put the same card back in the reader")
+                self.progress(Progress(Stage.REMOVED, "card removed: put the same card back in the reader"))
                 reconnect = getattr(connection, "reconnect", None)
                 if reconnect is None:
                     raise

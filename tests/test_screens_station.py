@@ -26,6 +26,10 @@ HH-0002,123456,2,Chhotu,M,2024,SON
 """
 
 
+def hindi(text: str) -> bool:
+    return any("\u0900" <= ch <= "\u097f" for ch in text)
+
+
 @dataclass
 class SlowReader:
     """Synthetic fingers at a human pace (0.3 s a capture), so the live image can be seen mid-capture."""
@@ -98,6 +102,7 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
     station_screens: StationScreens, screens: Screens, lang: str
 ) -> None:
     s, page = station_screens, screens.page
+    screens.hindi_only = True  # every Hindi screenshot: no English outside names and codes
     page.goto(s.url(f"/signin?lang={lang}"))
     page.wait_for_selector("[data-status-key=sensor].ok")
     screens.shot(lang, "station-signin")
@@ -143,7 +148,10 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
         page.click("#write-card")
         page.wait_for_selector("#card-face")
         stage = page.request.get(s.url("/live/card.json")).json()
-        assert stage["stage"] == "activated", "the last personalisation stage reached the live panel"
+        assert (stage["stage"], stage["number"], stage["of"]) == ("activating", 5, 5), (
+            "the service's last stage"
+        )
+        assert ("5" in stage["text"]) and (hindi(stage["text"]) == (lang == "hi")), "named in the language"
         assert page.locator("#steps li.ok").count() == 6
         if blank_shot:
             screens.shot(lang, "station-card-face")

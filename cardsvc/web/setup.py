@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, request
 from flask_babel import Babel
 from flask_wtf.csrf import CSRFProtect
+from markupsafe import Markup
 
 from cardsvc.web import i18n
 
@@ -28,6 +29,12 @@ def _blueprint() -> Blueprint:
         static_folder=str(_HERE / "static"),
         static_url_path="/_web/static",
     )
+
+
+def data(value: object) -> Markup:
+    """A value shown as written in every language (a name, a code, an id) inside a translated sentence:
+    ``_("Households of camp %(camp)s", camp=data(camp_id))``; marked ``translate="no"``."""
+    return Markup('<span translate="no">{}</span>').format(value)
 
 
 def init_web(app: Flask, *, title: str, csrf_everywhere: bool = True) -> CSRFProtect:
@@ -63,6 +70,7 @@ def init_web(app: Flask, *, title: str, csrf_everywhere: bool = True) -> CSRFPro
             "when": i18n.when,
             "day": i18n.day,
             "duration": i18n.duration,
+            "data": data,
         }
 
     @app.after_request

@@ -20,6 +20,7 @@ from cardsvc.card.transport import CardConnection
 from cardsvc.web.worker import OneThreadApp
 from enrolment_station.camp import Camp
 from enrolment_station.capture import FingerReader
+from enrolment_station.personalise import RUN_STAGES, Progress
 
 
 class StationHardware(Protocol):
@@ -97,30 +98,23 @@ def _png(image: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-#: The personalisation service's progress lines -> a stage the screen names in the operator's language.
-PROGRESS_STAGES: list[tuple[str, str]] = [
-    ("completing the activation", "completing"),
-    ("wiping a partly written card", "wiping"),
-    ("generating the card key", "key"),
-    ("writing the household profile", "profile"),
-    ("fingerprint template", "templates"),
-    ("FKO card certifies", "certified"),
-    ("activating", "activated"),
-    ("card removed", "removed"),
-]
-
-
 @dataclass
 class StationProgress:
-    """The camp's ``progress`` callback: keeps the current personalisation stage for ``/live/`` (memory)."""
+    """The camp's ``progress`` callback: keeps the personalisation's current stage for ``/live/card.json``
+    (memory only). It reads the structured :class:`~enrolment_station.personalise.Progress` the service
+    sends (stage, number, templates); other lines (camp opened, capture hints) are for the CLI only."""
 
     stage: str | None = None
+    number: int = 0
+    of: int = len(RUN_STAGES)
+    items: int | None = None
 
     def __call__(self, message: str) -> None:
-        for text, stage in PROGRESS_STAGES:
-            if text in message:
-                self.stage = stage
-                return
+        if isinstance(message, Progress):
+            self.stage, self.number, self.items = message.stage.value, message.number, message.items
+
+    def reset(self) -> None:
+        self.stage, self.number, self.items = None, 0, None
 
 
 @dataclass

@@ -20,14 +20,16 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from werkzeug.utils import secure_filename
 from werkzeug.wrappers.response import Response as WResponse
 
 from cardsvc.card.transport import TransportError
+from cardsvc.formats.batch import BatchKind
 from enrolment_station.errors import EligibilityError, StationError
 from enrolment_station.handover import card_face, print_face
 from enrolment_station.journal import CardState, HouseholdStatus, MemberException
-from enrolment_station.personalise import Step
+from enrolment_station.personalise import Stage, Step
 from enrolment_station.web.station import StationContext
 from enrolment_station.web.texts import NO_CARD, message_for
 
@@ -49,6 +51,12 @@ EXCEPTIONS: dict[str, Any] = {
 RELATIONS: dict[str, Any] = {
     "HEAD": _l("Head"), "SPOUSE": _l("Spouse"), "SON": _l("Son"), "DAUGHTER": _l("Daughter"),
     "FATHER": _l("Father"), "MOTHER": _l("Mother"), "OTHER": _l("Other"),
+}  # fmt: skip
+GENDERS: dict[str, Any] = {"F": _l("female"), "M": _l("male"), "O": _l("other")}  # eligibility Gender
+#: Upload batches by kind (the journal's upload queue), in words.
+BATCH_KINDS: dict[str, Any] = {
+    BatchKind.CAMP: _l("Camp enrolments"), BatchKind.FKO_LEDGER: _l("FKO card ledger"),
+    BatchKind.TRANSACTIONS: _l("Card transactions"), BatchKind.FALLBACKS: _l("Fallbacks used"),
 }  # fmt: skip
 CARD_STATES: dict[str, Any] = {
     CardState.STARTED: _l("Being written"),
@@ -115,7 +123,8 @@ def status() -> Response:
     fko = ctx.camp.fko
     open_ = _session_open()
     return jsonify({
-        "fko": item(open_, fko.fko_chr if (fko and open_) else "", _("not signed in"), "warn"),
+        "fko": {**item(open_, fko.fko_chr if (fko and open_) else "", _("not signed in"), "warn"),
+                "data": open_},
         "card_reader": item(d.get("card_reader", False), yes, no),
         "card": item(d.get("card", False), _("card inserted"), _("no card"), "warn"),
         "sensor": item(d.get("sensor", False), yes, no),
@@ -138,23 +147,32 @@ def live_capture() -> Response:
     return jsonify({"text": text, "image": image, "member": live.member_no, "finger": live.finger})
 
 
+#: The personalisation stages as the service names them (personalise.Stage) -> what the operator reads.
 PROGRESS_LABELS: dict[str, Any] = {
-    "completing": _l("Completing an interrupted card"),
-    "wiping": _l("Wiping a partly written card"),
-    "key": _l("Card key generated"),
-    "profile": _l("Household written"),
-    "templates": _l("Fingerprints written"),
-    "certified": _l("Signed by the FKO"),
-    "activated": _l("Card activated"),
-    "removed": _l("Card removed: put the same card back in the reader"),
+    Stage.COMPLETING: _l("Completing an interrupted card"),
+    Stage.WIPING: _l("Wiping a partly written card"),
+    Stage.KEY: _l("Generating the card key"),
+    Stage.PROFILE: _l("Writing the household"),
+    Stage.TEMPLATES: _l("Writing the fingerprints"),
+    Stage.CERTIFYING: _l("The FKO card signs the card"),
+    Stage.ACTIVATING: _l("Activating the card"),
+    Stage.REMOVED: _l("Card removed: put the same card back in the reader"),
 }
 
 
 @bp.get("/live/card.json")
 def live_card() -> Response:
     """The personalisation stage in progress (memory only, answered while the card is being written)."""
-    stage = station().progress.stage
-    return jsonify({"stage": stage, "text": str(PROGRESS_LABELS.get(stage or "", _("Waiting for the card…"))),
+    progress = station().progress
+    if progress.stage is None:
+        return jsonify({"stage": None, "number": 0, "of": progress.of, "text": _("Waiting for the card…"),
+                        "image": None})  # fmt: skip
+    text = str(PROGRESS_LABELS.get(progress.stage, _("Writing the card: do not remove it…")))
+    if progress.stage == Stage.TEMPLATES and progress.items is not None:
+        text += " (" + ngettext("%(num)s template", "%(num)s templates", progress.items) + ")"
+    if progress.number:
+        text = _("Step %(n)s of %(of)s: %(what)s", n=progress.number, of=progress.of, what=text)
+    return jsonify({"stage": progress.stage, "number": progress.number, "of": progress.of, "text": text,
                     "image": None})  # fmt: skip
 
 
@@ -250,7 +268,7 @@ def _household_page(hid: str, problem: dict[str, str] | None = None) -> str:
     return page("station/household.html", household=household, status=journal.household_status(hid),
                 labels=STATUS_LABELS, statuses=journal.member_statuses(hid), captures=captures, images=images,
                 attempts=attempts, exceptions=EXCEPTIONS, fingers=FINGERS, problem=problem, cards=cards,
-                relations=RELATIONS,
+                relations=RELATIONS, genders=GENDERS,
                 year=date.today().year)  # fmt: skip
 
 
@@ -295,7 +313,7 @@ def personalise(hid: str) -> str | WResponse:
     if (r := _need_session()) is not None:
         return r
     ctx = station()
-    ctx.progress.stage = None
+    ctx.progress.reset()
     try:
         result = ctx.camp.personalise(ctx.hardware.beneficiary_card(), hid, reinsert_wait=0.0)
         print_face(ctx.camp.journal, result.card_id, ctx.camp.faces_dir)
@@ -315,7 +333,7 @@ def card(card_id: str) -> str | WResponse:
         flash(_("Unknown card."), "error")
         return redirect(url_for("station.households"))
     done = journal.steps(card_id)
-    steps = [(label, "ok" if name in done else "pending") for name, label in STEPS]
+    steps = [(name, label, "ok" if name in done else "pending") for name, label in STEPS]
     face = None
     if row["state"] in (CardState.ACTIVATED, CardState.HANDED_OVER):
         face = "data:image/png;base64," + base64.b64encode(card_face(journal, card_id).png()).decode()
@@ -355,6 +373,7 @@ def summary() -> str | WResponse:
     pending = journal.pending_uploads()
     return page("station/summary.html", counts=journal.households_by_status(), labels=STATUS_LABELS,
                 states=states, card_states=CARD_STATES, pending=pending, can_send=ctx.send_upload is not None,
+                batch_kinds=BATCH_KINDS,
                 ledger=current_app.extensions.get("station_ledger"))  # fmt: skip
 
 
