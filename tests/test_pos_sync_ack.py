@@ -24,7 +24,7 @@ from cardsvc.central.extensions import get_db
 from cardsvc.central.services.authorise import CardKind, held_counter, issue_card_authorisation
 from cardsvc.central.services.publish import CentralKey
 from cardsvc.central.services.reconcile import reconcile
-from cardsvc.central.services.terminals import add_facility, register_terminal, revoke_card
+from cardsvc.central.services.terminals import add_facility, register_terminal
 from cardsvc.central.testing import FixedClock, SimCard, SimTerminal
 from cardsvc.formats.batch import BatchKind
 from cardsvc.formats.profile import card_chr
@@ -380,9 +380,6 @@ def test_superseded_card_is_refused_with_a_clear_reason(
     visit = desk.insert(card)
     desk.register_card(visit.card_id, visit.card_key)
     _issue(desk, CardKind.SUPERSEDE, visit.card_id)
-    with get_db(desk.app).sessions() as db:  # replaced: central also blacklists it
-        revoke_card(db, visit.card_id, int(desk.clock()))
-        db.commit()
     assert desk.sync.sync().error is None
     card.power_off()
     with pytest.raises(VerificationError) as info:

@@ -159,7 +159,7 @@ def verify_card(
             rng=rng,
             on_step=on_step,
         )
-        if journal is not None:  # a replaced card learns it first, even if central blacklisted it
+        if journal is not None:  # a replaced card learns it before central's register is consulted
             superseded = present_supersede(session, journal, card_id=verified.card_number,
                                            status=verified.status, now=now, operator=clerk.chr)  # fmt: skip
             if superseded.superseded:
