@@ -19,9 +19,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
+from operator import itemgetter
 from typing import Any, Final, Protocol, TypeVar
 
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import JSON, Table, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -48,6 +48,7 @@ from cardsvc.formats.batch import (
 )
 from cardsvc.formats.errors import FormatError, SignatureError
 from cardsvc.formats.transaction import SIGNED_LENGTH, unpack_fields, verify_raw_signature
+from cardsvc.pki.batchverify import BatchVerifier, Pending, shared_verifier
 from cardsvc.pki.chain import RevocationLookup, TrustAnchor
 
 log = logging.getLogger(__name__)  # batch ids, kinds, terminals and counts only: never keys or templates
@@ -133,12 +134,14 @@ class CardKeyCheck(Protocol):
 def ingest_batch(
     session: Session, directory: TerminalDirectory, wire: bytes, uploaded_by: str, now: int,
     cards: CardKeyCheck | None = None, *, anchor: TrustAnchor | None = None,
-    revocations: RevocationLookup | None = None,
+    revocations: RevocationLookup | None = None, require_signed_ledgers: bool | None = None,
 ) -> IngestResult:  # fmt: skip
     """Verify and store one uploaded batch (the wire document); raise a ServiceError to refuse it.
 
     ``cards``: when given, every camp card's key is checked by it too (central with a trust anchor).
     ``anchor``: FKO ledger items' officer certificates are validated to it (services/ledgers.py).
+    ``require_signed_ledgers`` (default: when ``anchor`` is given): an FKO ledger item without the officer
+    card's signature is refused (``unsigned_ledger``).
     """
     try:
         signed = SignedBatch.parse(wire)
@@ -156,8 +159,9 @@ def ingest_batch(
         if isinstance(item, FkoLedgerEntry):
             where = f"batch.items[{index}]"
             officer_checks[index] = check_signed_ledger(
-                item, where, anchor=anchor, now=now, revocations=revocations
-            )
+                item, where, anchor=anchor, now=now, revocations=revocations,
+                required=anchor is not None if require_signed_ledgers is None else require_signed_ledgers,
+            )  # fmt: skip
     if cards is not None:
         for index, item in enumerate(batch.items):
             if isinstance(item, CampCard):
@@ -409,48 +413,55 @@ def registered_keys(session: Session, parsed: Sequence[tuple[Any, ...]]) -> dict
 
 def verified_rows(
     items: Sequence[TransactionItem], parsed: Sequence[tuple[Any, ...]], registered: dict[str, bytes],
-    chunk_size: int, certified: dict[str, bytes] | None = None,
+    chunk_size: int, certified: dict[str, bytes] | None = None, verifier: BatchVerifier | None = None,
 ) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
     """Verify each record with its card's key and yield insert rows, ``chunk_size`` at a time (no I/O).
 
-    Keys are parsed once per distinct key. Raises UnprocessableError naming the first bad item.
+    Keys are parsed once per distinct key. Signatures are checked by ``verifier`` (default: the process's
+    :func:`cardsvc.pki.batchverify.shared_verifier`): a large batch goes to worker processes in jobs,
+    all submitted up front, while this thread builds the rows; a chunk is yielded only once every
+    signature in it verified. Raises UnprocessableError naming the first bad item.
     """
-    keys: dict[bytes, tuple[ec.EllipticCurvePublicKey, bytes]] = {}
-    rows: list[dict[str, Any]] = []
-    for index, (item, fields) in enumerate(zip(items, parsed, strict=True)):
-        card_hex = f"{fields[2]:016x}"
-        entry = keys.get(item.card_key)
-        if entry is None:
+    verifier = verifier or shared_verifier()
+    keys: dict[bytes, bytes] = {}
+    points: list[bytes] = []
+    for index, item in enumerate(items):
+        point = keys.get(item.card_key)
+        if point is None:
             try:
                 key = load_public_key(item.card_key, f"batch.items[{index}].card_key")
             except FormatError as exc:
                 raise UnprocessableError("bad_card_key", str(exc)) from None
-            entry = keys[item.card_key] = (key, public_key_bytes(key))
-        key, normalised = entry
+            point = keys[item.card_key] = public_key_bytes(key)
+        points.append(point)
+    signed = [
+        (point, item.record[:SIGNED_LENGTH], item.record[SIGNED_LENGTH:])
+        for point, item in zip(points, items, strict=True)
+    ]
+    jobs = verifier.jobs(signed)
+    checked = 0  # jobs[:checked] all verified
+    rows: list[dict[str, Any]] = []
+    total = len(items)
+    sha256 = hashlib.sha256
+    for index, (item, fields, normalised) in enumerate(zip(items, parsed, points, strict=True)):
+        card_hex = f"{fields[2]:016x}"
         known = registered.get(card_hex)
         source = KeySource.REGISTERED
         if known is None and certified and card_hex in certified:
             known, source = certified[card_hex], KeySource.CERTIFIED
         if known is not None and known != normalised:
+            _check_jobs(jobs, checked, index, items, parsed)  # an earlier bad signature is reported first
             raise UnprocessableError(
                 "card_key_mismatch",
                 f"batch.items[{index}] (card {card_hex} counter {fields[3]}): "
                 "card_key is not the card's registered key",
             )
         raw = item.record
-        try:
-            verify_raw_signature(key, raw[:SIGNED_LENGTH], raw[SIGNED_LENGTH:])
-        except SignatureError:
-            raise UnprocessableError(
-                "bad_record_signature",
-                f"batch.items[{index}] (card {card_hex} counter {fields[3]}): "
-                "the card's signature does not verify",
-            ) from None
         rows.append(
             {
                 "card_id": card_hex,
                 "counter": fields[3],
-                "content_hash": hashlib.sha256(raw).digest(),
+                "content_hash": sha256(raw).digest(),
                 "raw": raw,
                 "record_type": fields[1],
                 "scheme_id": fields[4],
@@ -466,11 +477,33 @@ def verified_rows(
                 "key_source": KeySource.PRESENTED if known is None else source,
             }
         )
-        if len(rows) >= chunk_size:
+        if len(rows) >= chunk_size or index == total - 1:
+            checked = _check_jobs(jobs, checked, index + 1, items, parsed)
             yield rows
             rows = []
-    if rows:
-        yield rows
+
+
+def _check_jobs(
+    jobs: Sequence[tuple[int, int, Pending]], checked: int, upto: int,
+    items: Sequence[TransactionItem], parsed: Sequence[tuple[Any, ...]],
+) -> int:  # fmt: skip
+    """Wait for the verification jobs covering items before ``upto``; raise for the first bad signature.
+
+    Returns how many jobs are now known good.
+    """
+    while checked < len(jobs) and jobs[checked][0] < upto:
+        start, _, future = jobs[checked]
+        bad = future.result()
+        if bad is not None:
+            index = start + bad
+            fields = parsed[index]
+            raise UnprocessableError(
+                "bad_record_signature",
+                f"batch.items[{index}] (card {fields[2]:016x} counter {fields[3]}): "
+                "the card's signature does not verify",
+            )
+        checked += 1
+    return checked
 
 
 def store_transactions(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -605,8 +638,10 @@ def insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], conf
             sql = f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT ({target}) DO NOTHING"
             if json_columns:
                 cursor.executemany(sql, [tuple(lite(row[c], c) for c in columns) for row in rows])
+            elif len(columns) > 1:
+                cursor.executemany(sql, list(map(itemgetter(*columns), rows)))  # tuples built in C
             else:
-                cursor.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
+                cursor.executemany(sql, [(row[columns[0]],) for row in rows])
         else:
             raise NotImplementedError(f"insert_ignore: {dialect} is not supported (SQLite, PostgreSQL)")
     finally:
