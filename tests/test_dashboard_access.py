@@ -1,7 +1,8 @@
-"""The dashboard without a browser (Flask test client, the real central app on SQLite): every route walked
-by every role (deny by default), the idle time-out, CSRF on every form, the signed revocation list
-published from the dashboard and verified as a terminal verifies it, an authorisation refused while a
-possible duplicate enrolment is open and issued once it is reviewed, and data values in words in Hindi."""
+"""The dashboard without a browser (Flask test client, the real central app on SQLite and PostgreSQL):
+every route walked by every role (deny by default), the idle time-out, CSRF on every form, the signed
+revocation list published from the dashboard and verified as a terminal verifies it, an authorisation
+refused while a possible duplicate enrolment is open and issued once it is reviewed, and data values in
+words in Hindi."""
 
 from __future__ import annotations
 
@@ -41,8 +42,9 @@ ROLES = {"anita": Role.CENTRAL, "ravi": Role.AUDITOR, "priya": Role.DISTRICT}
 
 
 @pytest.fixture
-def desk(sqlite_url: str, tmp_path: Path) -> Iterator[Dashboard]:
-    d = build_dashboard(sqlite_url, tmp_path)
+def desk(db_url: str, tmp_path: Path) -> Iterator[Dashboard]:
+    """The dashboard's world on each backend in turn (SQLite, PostgreSQL)."""
+    d = build_dashboard(db_url, tmp_path)
     yield d
     get_db(d.app).dispose()
 
