@@ -287,6 +287,7 @@ def test_district_officer_sees_only_their_district(dashboard: Dashboard, screens
     assert "not in your district" in page.inner_text(".flash")
     page.goto(d.url("/dashboard/audit"))
     assert page.locator("#forbidden").count() == 1 and page.locator("#nav-audit").count() == 0
+    screens.shot("en", "dashboard-forbidden")
 
 
 def test_weak_passwords_and_unknown_users_refused(tmp_path: Path) -> None:
