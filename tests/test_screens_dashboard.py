@@ -26,7 +26,7 @@ from cardsvc.central.testing import FixedClock, SimCard, SimTerminal, p256_key
 from cardsvc.formats.batch import BatchKind
 from cardsvc.formats.transaction import RecordType
 from cardsvc.pki.signer import SoftwareSigner
-from tests.fixtures.screens import LiveServer, Screens, serve_app
+from tests.fixtures.screens import SCREENSHOTS, LiveServer, Screens, serve_app
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +98,8 @@ def build_dashboard(sqlite_url: str, tmp_path: Path) -> Dashboard:
     clone = copy.deepcopy(card)  # same key and state on another chip: a clone
     card.transact(RecordType.CASH, 20_000, NOW - 4 * DAY, tid, 0x0E, 1)
     clone.transact(RecordType.CASH, 30_000, NOW - 4 * DAY + 7200, tid, 0x0E, 2)
+    held = card.transact(RecordType.BLOCK, 800_000, NOW - 3 * DAY, tid, 0x0E, 1, reference=302)
+    card.transact(RecordType.SETTLE, 750_000, NOW - 2 * DAY, tid, 0x0E, 1, reference=held.counter)  # held
     block = clean.transact(RecordType.BLOCK, 1_500_000, NOW - 6 * DAY, tid, 0x0E, 1, reference=301)
     clean.transact(RecordType.SETTLE, 1_234_500, NOW - 3 * DAY, tid, 0x0E, 1, reference=block.counter)
     for i in range(3):
@@ -178,7 +180,7 @@ def test_flag_followed_to_the_card_ledger_and_facility(
     screens.shot(lang, "dashboard-flags")
     row.locator("a.card-link").click()
     page.wait_for_selector("#ledger")
-    assert page.locator("#ledger tbody tr").count() == 3, "both versions of counter 2 are in the ledger"
+    assert page.locator("#ledger tbody tr").count() == 5, "both versions of counter 2 are in the ledger"
     assert page.locator("#ledger tr.flagged").count() == 2
     assert d.card_id in page.inner_text("h1")
     assert "₹\u00a030,000.00" in page.inner_text("#card-info"), "the cover in rupees, local format"
@@ -193,6 +195,12 @@ def test_flag_followed_to_the_card_ledger_and_facility(
     page.click("#preview")
     page.wait_for_selector("#settlement-result")
     assert page.locator("#claims tr[data-status=payable]").count() == 1
+    held_reasons = page.locator("#claims tr[data-status=held] .reasons li")
+    assert held_reasons.count() == 1, "the cloned card's discharge is held, with its reason"
+    if lang == "en":
+        assert held_reasons.inner_text().startswith("Same counter twice: cloned card or replay (flag no. ")
+    else:
+        assert "duplicate_counter" not in held_reasons.inner_text()
     assert "₹\u00a012,345.00" in page.inner_text("#settlement-result")
     if lang == "en":
         assert page.inner_text("#period") == "Period: 1 Dec 2026 to 31 Jan 2027", "dates in the Indian format"
@@ -203,6 +211,8 @@ def test_flag_followed_to_the_card_ledger_and_facility(
     page.wait_for_selector("#use")
     assert page.locator("#charts svg.chart").count() == 3
     screens.shot(lang, "dashboard-reports")
+    # the whole page too: the use chart and the table are below the fold
+    page.screenshot(path=str(SCREENSHOTS / lang / "dashboard-reports-full.png"), full_page=True)
     assert_local(d, seen)
 
 
