@@ -176,7 +176,13 @@ def build_transactions_batch(journal: Journal, identity: StationIdentity, *, now
 
 def signed_ledger(fko: FkoSession, ledger: VerifiedLedger, challenge: bytes) -> SignedLedger:
     """The FKO card's own signature over the ledger just read with ``challenge`` (so central checks the
-    officer's word, not only the station's): one more READ LEDGER page for the signature."""
+    officer's word, not only the station's): the signature and raw entries the read kept, else one more
+    READ LEDGER page for the signature."""
+    if ledger.signature and ledger.challenge == challenge:
+        return SignedLedger(
+            officer_chain=tuple(c.encode() for c in fko.chain), challenge=challenge, count=ledger.count,
+            head=ledger.head, entries=ledger.raw_entries, signature=ledger.signature,
+        )  # fmt: skip
     raw = fko.officer.protocol.send_apdu(fmt.OFFICER_CLA, fmt.OfficerIns.READ_LEDGER, 0, 0, challenge, 256)
     page = fmt.LedgerPage.parse(raw)
     fmt.verify_ledger_page(ledger.officer.chr, ledger.officer.public_point, challenge, page)

@@ -64,11 +64,34 @@ class OfficerAuthentication:
 
 @dataclass(frozen=True)
 class VerifiedLedger:
-    """The whole activation ledger, checked against the head the card signed for our challenge."""
+    """The whole activation ledger, checked against the head the card signed for our challenge.
+
+    Besides the parsed entries it keeps what the card itself said, so a third party (central) can check
+    the officer's word instead of ours: ``challenge``, ``raw_entries`` (the 64-byte entries exactly as
+    read), ``signature`` (the card's signature over officer CHR, count, head and challenge,
+    :func:`cardsvc.pki.officer.ledger_statement`) and ``pages`` (every READ LEDGER answer as received).
+    """
 
     officer: CvCertificate
     entries: tuple[fmt.LedgerEntry, ...]
     head: bytes
+    challenge: bytes = b""
+    raw_entries: bytes = b""
+    signature: bytes = b""
+    pages: tuple[bytes, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.entries)
+
+    def verify(self) -> tuple[fmt.LedgerEntry, ...]:
+        """Check again, from the kept bytes alone, that the card signed this ledger (raises PkiError)."""
+        if not self.signature:
+            raise FormatError(f"{self.officer.chr}: the ledger was kept without the card's signature")
+        return fmt.verify_ledger(
+            self.officer.chr, self.officer.public_point, self.challenge, self.raw_entries, self.count,
+            self.head, self.signature,
+        )  # fmt: skip
 
 
 class OfficerCardSession(ApplicationSession):
@@ -179,9 +202,12 @@ class OfficerCardSession(ApplicationSession):
         le = min(65536, self.limits.max_response_data)
         raw = b""
         first_page: fmt.LedgerPage | None = None
+        pages: list[bytes] = []
         while True:
             start = len(raw) // fmt.LEDGER_ENTRY_SIZE
-            page = fmt.LedgerPage.parse(self._cmd(fmt.OfficerIns.READ_LEDGER, challenge, p1p2=start, le=le))
+            answer = self._cmd(fmt.OfficerIns.READ_LEDGER, challenge, p1p2=start, le=le)
+            pages.append(answer)
+            page = fmt.LedgerPage.parse(answer)
             if page.first != start:
                 raise FormatError(f"card answered ledger page {page.first}, {start} was asked")
             # every page is signed; count and head must not change while we read
@@ -202,7 +228,10 @@ class OfficerCardSession(ApplicationSession):
             first_page.head,
             first_page.signature,
         )
-        return VerifiedLedger(officer, entries, first_page.head)
+        return VerifiedLedger(
+            officer, entries, first_page.head, challenge=challenge, raw_entries=raw,
+            signature=first_page.signature, pages=tuple(pages),
+        )  # fmt: skip
 
 
 __all__ = [

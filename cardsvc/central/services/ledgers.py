@@ -10,9 +10,10 @@ may carry that signature with the raw entries (``FkoLedgerEntry.signed_ledger``)
   altered or reordered);
 - that ``activated`` lists exactly the cards of the signed entries.
 
-A ledger that fails is refused whole (422). What was checked is stored in ``fko_ledgers.officer_verified``:
-``chain`` (signature and certificate chain to the root), ``signature`` (signature against the enclosed
-certificate; no trust anchor configured), or NULL (no officer signature sent).
+With a trust anchor configured, a ledger without the officer card's signature is refused
+(``unsigned_ledger``). A ledger that fails is refused whole (422). What was checked is stored in
+``fko_ledgers.officer_verified``: ``chain`` (signature and certificate chain to the root), ``signature``
+(signature against the enclosed certificate; no trust anchor configured), or NULL (no officer signature).
 """
 
 from __future__ import annotations
@@ -42,10 +43,19 @@ def check_signed_ledger(
     anchor: TrustAnchor | None,
     now: int,
     revocations: RevocationLookup | None = None,
+    required: bool = False,
 ) -> OfficerCheck | None:
-    """Check an FKO ledger item's officer signature; None when it carries none. Raises UnprocessableError."""
+    """Check an FKO ledger item's officer signature; None when it carries none (refused instead when
+    ``required``: central with a trust anchor takes the officer card's word, not the terminal's). Raises
+    UnprocessableError."""
     signed = entry.signed_ledger
     if signed is None:
+        if required:
+            raise UnprocessableError(
+                "unsigned_ledger",
+                f"{where}: FKO {id_hex(entry.fko_id)}'s ledger carries no signature of the officer card "
+                "(signed_ledger); the terminal's parse alone is not accepted",
+            )
         return None
     try:
         chain = [CvCertificate.parse(c) for c in signed.officer_chain]
