@@ -272,7 +272,8 @@ def watch_steps(page: Any) -> list[tuple[list[tuple[str, str]], str]]:
     def on_console(msg: Any) -> None:
         if msg.text.startswith("steps|"):
             _, states, refusal = msg.text.split("|", 2)  # the refusal box: problem, what to do
-            seen.append(([tuple(s.split("=", 1)) for s in states.split(",")], refusal))  # type: ignore[misc]
+            pairs = [(name, state) for name, state in (s.split("=", 1) for s in states.split(","))]
+            seen.append((pairs, refusal))
 
     page.on("console", on_console)
     page.evaluate(WATCH_STEPS)

@@ -180,7 +180,7 @@ def status() -> Response:
                 "text": _duration(off.seconds_offline)
                 if off.seconds_offline is None
                 else _("offline for %(d)s", d=_duration(off.seconds_offline)),
-                "state": "ok" if (off.seconds_offline or 10**9) < 86400 else "warn",
+                "state": "ok" if off.seconds_offline is not None and off.seconds_offline < 86400 else "warn",
             },
         }
     )
