@@ -6,10 +6,9 @@ format)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
@@ -29,7 +28,6 @@ from cardsvc.central.services import settlement as settle_service
 from cardsvc.web.i18n import money, number
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates")
-F = TypeVar("F", bound=Callable[..., Any])
 FLAG_LABELS, RECORD_LABELS, ROLE_LABELS = labels.FLAG_LABELS, labels.RECORD_LABELS, labels.ROLE_LABELS
 
 #: Who may do what, per (endpoint, method). A route not listed is refused to everyone (deny by default);
