@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -140,28 +141,11 @@ class SignedAuthorisation:
     ) -> StationAuthorisation:
         """Check signature, signer, validity window and that it authorises exactly this act on this card."""
         a = self.authorisation
-        if a.signer == anchor.chr and not self.chain:
-            point = anchor.public_point
-        else:
-            if (
-                len(self.chain) != 1
-                or self.chain[0].chr != a.signer
-                or self.chain[0].role is not Role.DISTRICT
-            ):
-                raise AuthorisationError(
-                    f"signer {a.signer} is neither the root nor a district with its chain"
-                )
-            try:
-                validate_chain(list(self.chain), anchor, now=now, revocations=revocations)
-            except PkiError as exc:
-                raise AuthorisationError(f"the signer's certificate is refused: {exc}") from None
-            point = self.chain[0].public_point
-        try:
-            verify_signature(point, a.canonical(), self.signature, subject=a.signer)
-        except PkiError:
-            raise AuthorisationError(
-                f"the signature of authorisation {a.auth_id} does not verify (forged or altered)"
-            ) from None
+        named = anchor.chr if not self.chain else self.chain[0].chr
+        if a.signer != named:
+            raise AuthorisationError(f"signer {a.signer} is neither the root nor a district with its chain")
+        point = authority_point(anchor, self.chain, now=now, revocations=revocations)
+        check_signature(point, a.canonical(), self.signature, f"authorisation {a.auth_id}")
         t = int(now.timestamp())
         if t > a.not_after:
             raise AuthorisationError(
@@ -180,6 +164,35 @@ class SignedAuthorisation:
         if a.policy_end < a.policy_start or not a.schemes or not a.members:
             raise AuthorisationError(f"authorisation {a.auth_id} grants no valid policy, scheme or member")
         return a
+
+
+def authority_point(
+    anchor: TrustAnchor,
+    chain: Sequence[CvCertificate],
+    *,
+    now: datetime,
+    revocations: RevocationStore | None,
+) -> bytes:
+    """The key a central authorisation (station JSON or card TLV) must be signed with: the root's when it
+    carries no chain, else its one district certificate's, validated to the root (revocations checked)."""
+    if not chain:
+        return anchor.public_point
+    if len(chain) != 1 or chain[0].role is not Role.DISTRICT:
+        roles = "/".join(c.role.name for c in chain)
+        raise AuthorisationError(f"authorisations come from the root or a district, not {roles}")
+    try:
+        validate_chain(list(chain), anchor, now=now, revocations=revocations)
+    except PkiError as exc:
+        raise AuthorisationError(f"the signer's certificate is refused: {exc}") from None
+    return chain[0].public_point
+
+
+def check_signature(point: bytes, message: bytes, signature: bytes, what: str) -> None:
+    """AuthorisationError naming ``what`` unless ``signature`` over ``message`` verifies under ``point``."""
+    try:
+        verify_signature(point, message, signature, subject=what)
+    except PkiError:
+        raise AuthorisationError(f"the signature of {what} does not verify (forged or altered)") from None
 
 
 def sign_authorisation(

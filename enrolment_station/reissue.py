@@ -30,12 +30,16 @@ from cardsvc.beneficiary.session import BeneficiarySession
 from cardsvc.card.transport import CardConnection, CardRemovedError
 from cardsvc.formats.profile import ContentHashes, HouseholdProfile, OfflineLimits, SchemeCover
 from cardsvc.formats.transaction import RecordType, TransactionRecord
-from cardsvc.pki.chain import validate_chain
 from cardsvc.pki.cvc import CvCertificate, build_body
 from cardsvc.pki.errors import PkiError
 from cardsvc.pki.rights import Right, Role
-from cardsvc.pki.signer import verify_signature
-from enrolment_station.authorisation import AuthKind, SignedAuthorisation, StationAuthorisation
+from enrolment_station.authorisation import (
+    AuthKind,
+    SignedAuthorisation,
+    StationAuthorisation,
+    authority_point,
+    check_signature,
+)
 from enrolment_station.errors import AuthorisationError, CardMismatchError, HouseholdError
 from enrolment_station.fko import FkoSession
 from enrolment_station.journal import CardState
@@ -228,24 +232,13 @@ def verify_card_authorisation(
     service: PersonalisationService, auth: ben.Authorisation, *, now: datetime
 ) -> None:
     """The card's own checks, made first by the station (offline): signer chains to the root, signature."""
-    anchor = service.identity.anchor
-    if auth.chain:
-        try:
-            cert = CvCertificate.parse(auth.chain)
-            validate_chain([cert], anchor, now=now, revocations=service.identity.revocations)
-        except PkiError as exc:
-            raise AuthorisationError(f"the authorisation's signer is refused: {exc}") from None
-        if cert.role is not Role.DISTRICT:
-            raise AuthorisationError(f"authorisations come from the root or a district, not {cert.role.name}")
-        point = cert.public_point
-    else:
-        point = anchor.public_point
     try:
-        verify_signature(point, auth.signed_bytes(), auth.signature, subject=auth.card_id)
-    except PkiError:
-        raise AuthorisationError(
-            f"the {auth.kind.name} authorisation's signature does not verify (forged or altered)"
-        ) from None
+        chain = (CvCertificate.parse(auth.chain),) if auth.chain else ()
+    except PkiError as exc:
+        raise AuthorisationError(f"the authorisation's signer certificate cannot be read: {exc}") from None
+    identity = service.identity
+    point = authority_point(identity.anchor, chain, now=now, revocations=identity.revocations)
+    check_signature(point, auth.signed_bytes(), auth.signature, f"the {auth.kind.name} authorisation")
 
 
 # ---------------------------------------------------------------------------------------------- renewal
