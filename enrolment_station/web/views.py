@@ -315,7 +315,11 @@ def personalise(hid: str) -> str | WResponse:
     ctx = station()
     ctx.progress.reset()
     try:
-        result = ctx.camp.personalise(ctx.hardware.beneficiary_card(), hid, reinsert_wait=0.0)
+        connection = ctx.hardware.beneficiary_card()
+        try:  # the card reader is held only while the card is written
+            result = ctx.camp.personalise(connection, hid, reinsert_wait=0.0)
+        finally:
+            connection.close()
         print_face(ctx.camp.journal, result.card_id, ctx.camp.faces_dir)
     except (StationError, TransportError) as exc:
         return _household_page(hid, problem_of(exc))
