@@ -102,3 +102,20 @@ def test_photo_is_recorded_and_printed_on_the_card_face(station_world: StationWo
     face = CardFace("CARD-7", "Asha Devi", "HH-0001", "123456", "2026-11-23 to 2027-11-22", png).render()
     red, green, blue = face.getpixel((100, 200))  # type: ignore[misc]
     assert red > 180 and green < 60 and blue < 60  # the photo is on the face (resampled)
+
+
+def test_renew_and_split_refuse_bad_authorisations_before_touching_a_card(
+    station_world: StationWorld, tmp_path: Path
+) -> None:
+    junk = tmp_path / "auth.bin"
+    junk.write_bytes(b"\x71\x00not an authorisation")
+    hardware = ["--sensor", "/dev/null", "--fko-reader", "NO READER"]
+    code, out = _run(station_world, "renew", "--reader", "NO READER", "--authorisation", str(junk), *hardware)
+    assert code == 1 and "refused (authorisation):" in out and "is not a card authorisation" in out
+    station = tmp_path / "station.json"
+    station.write_text("{}")
+    split = ["split", "CARD-1", "--authorisation", str(station), "--reader", "NO READER", *hardware]
+    code, out = _run(station_world, *split)
+    assert code == 2 and "--card-authorisation" in out  # a split needs central's SPLIT for the original card
+    code, out = _run(station_world, *split, "--card-authorisation", str(junk))
+    assert code == 1 and "refused (authorisation):" in out
