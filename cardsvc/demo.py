@@ -457,7 +457,6 @@ def _field(p: Pilot) -> None:
 
 def _central(p: Pilot) -> None:
     """Central on a real HTTP socket: the station and the POS upload, central reconciles."""
-    from cryptography.hazmat.primitives.asymmetric import ec
     from sqlalchemy import func, select
 
     from cardsvc.central.models import FlagRow, TransactionRow
@@ -466,6 +465,7 @@ def _central(p: Pilot) -> None:
     from cardsvc.central.services.reports import build_report
     from cardsvc.central.services.reports import write_report as write_central_report
     from cardsvc.central.services.terminals import add_facility, register_terminal
+    from cardsvc.pki.signer import load_public_point
     from enrolment_station.journal import Journal as StationJournal
     from enrolment_station.keys import StationIdentity
     from enrolment_station.upload import send_pending
@@ -481,7 +481,7 @@ def _central(p: Pilot) -> None:
             add_facility(session, FACILITY_ID, "District Hospital Patna", DISTRICT, 25.61, 85.14)
             for chr_ in (STATION, POS):
                 cert = p.km.store.certificate(chr_)
-                key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), cert.public_point)
+                key = load_public_point(cert.public_point)
                 register_terminal(
                     session,
                     reference_id(chr_),

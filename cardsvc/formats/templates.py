@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cardsvc.formats.errors import FieldValueError, FormatError
+from cardsvc.pki.errors import PkiError
+from cardsvc.pki.signer import load_public_point, point_of
 
 SEALED_VERSION: Final = 1
 DOMAIN: Final = b"cardsvc-dedup-v1"
@@ -44,9 +46,16 @@ _ENTRY = struct.Struct(">BBH")
 
 
 class StoredTemplateLike(Protocol):
-    member_index: int
-    finger_position: int
-    compact: bytes
+    """What :func:`from_stored` reads of a stored template (read-only: frozen dataclasses qualify)."""
+
+    @property
+    def member_index(self) -> int: ...
+
+    @property
+    def finger_position(self) -> int: ...
+
+    @property
+    def compact(self) -> bytes: ...
 
 
 class SealError(FormatError):
@@ -106,10 +115,6 @@ def decode_templates(data: bytes) -> tuple[CampTemplate, ...]:
     return tuple(out)
 
 
-def _point(key: ec.EllipticCurvePublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-
-
 def _key(shared: bytes, recipient_point: bytes) -> bytes:
     return HKDF(hashes.SHA256(), 32, salt=None, info=DOMAIN + recipient_point).derive(shared)
 
@@ -128,9 +133,9 @@ def seal_templates(
     """What a station does: seal one card's templates to central's de-duplication key."""
     ephemeral = ec.derive_private_key(int.from_bytes(rng(40), "big") % (_ORDER - 1) + 1, ec.SECP256R1())
     nonce = rng(NONCE_LENGTH)
-    key = _key(ephemeral.exchange(ec.ECDH(), recipient), _point(recipient))
+    key = _key(ephemeral.exchange(ec.ECDH(), recipient), point_of(recipient))
     body = AESGCM(key).encrypt(nonce, encode_templates(templates), _aad(card_id))
-    return bytes([SEALED_VERSION]) + _point(ephemeral.public_key()) + nonce + body
+    return bytes([SEALED_VERSION]) + point_of(ephemeral.public_key()) + nonce + body
 
 
 def check_sealed(sealed: bytes, where: str = "templates") -> None:
@@ -142,8 +147,8 @@ def check_sealed(sealed: bytes, where: str = "templates") -> None:
     if sealed[0] != SEALED_VERSION:
         raise FieldValueError(f"{where}: sealed box version {sealed[0]} is not supported (known: 1)")
     try:
-        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), sealed[1 : 1 + POINT_LENGTH])
-    except ValueError:
+        load_public_point(sealed[1 : 1 + POINT_LENGTH])
+    except PkiError:
         raise FieldValueError(f"{where}: the ephemeral key is not a P-256 point") from None
 
 
@@ -153,12 +158,12 @@ def open_templates(
     """What central does, in memory only: raises :class:`SealError` for any failure (opaque)."""
     try:
         check_sealed(sealed)
-        ephemeral = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), sealed[1 : 1 + POINT_LENGTH])
+        ephemeral = load_public_point(sealed[1 : 1 + POINT_LENGTH])
         nonce = sealed[1 + POINT_LENGTH : HEADER_LENGTH]
-        key = _key(private_key.exchange(ec.ECDH(), ephemeral), _point(private_key.public_key()))
+        key = _key(private_key.exchange(ec.ECDH(), ephemeral), point_of(private_key.public_key()))
         plain = AESGCM(key).decrypt(nonce, sealed[HEADER_LENGTH:], _aad(card_id))
         return decode_templates(plain)
-    except (InvalidTag, ValueError, FormatError):
+    except (InvalidTag, ValueError, FormatError, PkiError):
         raise SealError(
             f"the sealed templates of card {card_id:016x} cannot be opened with this key"
         ) from None
