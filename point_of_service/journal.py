@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -423,9 +423,11 @@ class Journal:
         return int(row[0]) + 1
 
     def add_batch(
-        self, seq: int, created: int, content_hash: str, wire: bytes, records: list[TransactionRecord]
-    ) -> None:
-        """Freeze a batch and mark its records in one transaction: a retry re-sends the same bytes."""
+        self, seq: int, created: int, content_hash: str, wire: bytes,
+        records: Sequence[TransactionRecord] = (), *, events: Sequence[int] = (),
+    ) -> None:  # fmt: skip
+        """Freeze a batch and mark its records (or journal events: fallbacks) in one transaction: a retry
+        re-sends the same bytes."""
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO batches (seq, created, content_hash, wire) VALUES (?, ?, ?, ?)",
@@ -435,18 +437,8 @@ class Journal:
                 "UPDATE records SET batch_seq = ? WHERE card_id = ? AND counter = ?",
                 [(seq, hex_id(r.card_id), r.counter) for r in records],
             )
-
-    def add_event_batch(
-        self, seq: int, created: int, content_hash: str, wire: bytes, event_ids: list[int]
-    ) -> None:
-        """Freeze a batch of journal events (fallbacks) and mark them sent with it, in one transaction."""
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO batches (seq, created, content_hash, wire) VALUES (?, ?, ?, ?)",
-                (seq, created, content_hash, wire),
-            )
             db.executemany(
-                "INSERT INTO event_batches (event_id, batch_seq) VALUES (?, ?)", [(e, seq) for e in event_ids]
+                "INSERT INTO event_batches (event_id, batch_seq) VALUES (?, ?)", [(e, seq) for e in events]
             )
 
     def skip_events(self, event_ids: list[int]) -> None:

@@ -189,9 +189,8 @@ class SyncService:
             seq = self.journal.next_batch_seq()
             batch = Batch(BatchKind.FALLBACKS, self.identity.terminal_id, seq, self.now(), tuple(items))
             signed = SignedBatch(batch, self.identity.signer.sign(batch.canonical()))
-            self.journal.add_event_batch(
-                seq, batch.created, batch.content_hash().hex(), signed.encode(), [e.id for e in events]
-            )
+            digest = batch.content_hash().hex()
+            self.journal.add_batch(seq, batch.created, digest, signed.encode(), events=[e.id for e in events])
             made += 1
 
     def upload(self, report: SyncReport) -> None:

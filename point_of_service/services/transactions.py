@@ -1,4 +1,5 @@
-"""Every value-changing action goes through :func:`card_transaction`: write-ahead intent in the journal,
+"""Every value-changing action goes through :func:`journalled_debit` (flows: :meth:`Till.transact`; central's
+top-ups: services/authorisations.py): write-ahead intent in the journal,
 ONE card DEBIT command (the card checks and lowers its balance, counts, logs and signs), then the card's
 record in the journal. The card, not the terminal, is the authority on balances and counters.
 
@@ -183,41 +184,22 @@ class Till:
         reference: int = 0,
         context: dict[str, object] | None = None,
     ) -> Outcome:
-        return card_transaction(
-            visit, journal=self.journal, identity=self.identity, clerk=self.clerk, record_type=record_type,
-            amount=amount, now=self.now, scheme_id=scheme_id, reference=reference, context=context,
-            rng=self.rng, after_card=self.after_card,
+        """One card transaction for the visit's verified member (fingerprint or override), with the clerk's
+        right for it; journalled before and after the card (:func:`journalled_debit`)."""
+        from point_of_service.services.verification import require_member
+
+        member = require_member(visit)
+        clerk = self.clerk
+        fallback = "override" if visit.member_verified_by == "override" else None
+        needed = Right.PROOF_OF_LIFE if record_type is RecordType.PROOF_OF_LIFE else Right.DEBIT
+        if not clerk.may(needed):
+            raise TransactionError(Reason.MISSING_RIGHT, f"{clerk.chr} lacks {needed.name}")
+        return journalled_debit(
+            visit.session, journal=self.journal, identity=self.identity, clerk=clerk, card_id=visit.card_id,
+            card_key=visit.card_key, member=member, record_type=record_type, amount=amount, now=self.now,
+            scheme_id=scheme_id, reference=reference, context=context, rng=self.rng,
+            after_card=self.after_card, fallback=fallback,
         )  # fmt: skip
-
-
-def card_transaction(
-    visit: CardVisit,
-    *,
-    journal: Journal,
-    identity: TerminalIdentity,
-    clerk: Clerk,
-    record_type: RecordType,
-    amount: int,
-    now: int,
-    scheme_id: int = 1,
-    reference: int = 0,
-    context: dict[str, object] | None = None,
-    rng: Callable[[int], bytes] = os.urandom,
-    after_card: AfterCard | None = None,
-) -> Outcome:
-    """One card transaction for the visit's verified member; journalled before and after the card."""
-    from point_of_service.services.verification import require_member
-
-    member = require_member(visit)
-    needed = Right.PROOF_OF_LIFE if record_type is RecordType.PROOF_OF_LIFE else Right.DEBIT
-    if not clerk.may(needed):
-        raise TransactionError(Reason.MISSING_RIGHT, f"{clerk.chr} lacks {needed.name}")
-    return journalled_debit(
-        visit.session, journal=journal, identity=identity, clerk=clerk, card_id=visit.card_id,
-        card_key=visit.card_key, member=member, record_type=record_type, amount=amount, now=now,
-        scheme_id=scheme_id, reference=reference, context=context, rng=rng, after_card=after_card,
-        fallback="override" if visit.member_verified_by == "override" else None,
-    )  # fmt: skip
 
 
 def journalled_debit(
