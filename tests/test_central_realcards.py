@@ -28,7 +28,7 @@ from cardsvc.central.extensions import get_db
 from cardsvc.central.models import FkoLedgerRow, FlagRow, TransactionRow
 from cardsvc.central.services.ingest import ingest_batch
 from cardsvc.central.services.pki_keys import CardCertifier
-from cardsvc.central.services.reconcile import FlagKind, reconcile
+from cardsvc.central.services.reconcile import FlagKind, ReconcilePolicy, reconcile
 from cardsvc.central.services.settlement import run_settlement
 from cardsvc.central.services.terminals import (
     DbTerminalDirectory,
@@ -351,7 +351,7 @@ def test_fko_ledger_carries_the_officer_cards_own_signature(
         ingest_batch(
             session, DbTerminalDirectory(session), body, "00000000d1570001", central.now, anchor=w.anchor
         )
-        checks = sorted(session.execute(select(FkoLedgerRow.officer_verified)).scalars())
+        checks = sorted(str(c) for c in session.execute(select(FkoLedgerRow.officer_verified)).scalars())
     assert checks == ["chain", "signature"]
     # the officer signed two activations; no camp reported them yet
     [mismatch] = central.reconcile_flags()[FlagKind.FKO_COUNT_MISMATCH]
@@ -391,3 +391,79 @@ def test_each_scheme_balance_reconciled_on_its_own(
     assert pension.balance_after == 400_000 and settle.balance_after == COVER - 120_000
     central.upload(BatchKind.TRANSACTIONS, till.items([block, pension, settle]))
     assert central.reconcile_flags() == {}  # the pension never mixes with the health cover
+
+
+def test_odd_procedure_mix_at_one_hospital_flagged(central: Central, till: Till) -> None:
+    """Admissions (BLOCK records made by the card) of one package far above the other hospital's share."""
+    with get_db(central.app).sessions() as session:
+        add_facility(session, 8, "Danapur Hospital", "INDKMA-PATNA1", 25.63, 85.05)  # 10 km away
+        session.commit()
+    central.register_camp(till.key)
+    at = T0
+    records = []
+    plan = [(HOSPITAL, 501)] * 7 + [(HOSPITAL, 511), (HOSPITAL, 512)]  # 7 of 9 admissions: package 501
+    plan += [(8, 501)] + [(8, 503 + i) for i in range(8)]  # the other hospital: 1 of 9
+    for facility, package in plan:
+        at += 3 * 3600
+        block = till.session.debit(
+            RecordType.BLOCK, scheme_id=SCHEME_HEALTH, amount=10_000, time=at, operator_id=OPERATOR,
+            facility_id=facility, reference=package, rng=till.nonces.randbytes,
+        )  # fmt: skip
+        release = till.session.debit(  # the patient went home without a claim: the card holds no block open
+            RecordType.RELEASE, scheme_id=SCHEME_HEALTH, amount=0, time=at + 600, operator_id=OPERATOR,
+            facility_id=facility, reference=block.counter, rng=till.nonces.randbytes,
+        )  # fmt: skip
+        records += [block, release]
+    central.upload(BatchKind.TRANSACTIONS, till.items(records))
+    with get_db(central.app).sessions() as session:
+        reconcile(session, central.now, ReconcilePolicy(mix_min_claims=9))  # a small district's threshold
+        flags = session.execute(select(FlagRow).order_by(FlagRow.id)).scalars().all()
+    assert {f.kind for f in flags} == {FlagKind.PACKAGE_MIX_OUTLIER}
+    [mix] = flags
+    assert mix.facility_id == HOSPITAL and mix.card_id is None
+    assert mix.details["package"] == 501 and mix.details["admissions"] == 9
+    assert mix.details["share"] == round(7 / 9, 4) and mix.details["peer_share"] == round(1 / 9, 4)
+    assert central.reconcile_flags() == {}  # with the default threshold (30 admissions) too few to judge
+
+
+def test_fko_ledger_that_differs_from_the_uploaded_camps_flagged(
+    central: Central, beneficiary_world: Any, tmp_path: Any
+) -> None:
+    """The real FKO card activated X and Y; camps report Y and Z under that FKO: both differences named."""
+    w = beneficiary_world
+    officer_card, officer = w.officer_session(tmp_path)
+    x, y, z = "CARD-10000000021", "CARD-10000000022", "CARD-10000000023"
+    points = {
+        c: public_key_bytes(p256_key(random.Random(80 + i)).public_key()) for i, c in enumerate((x, y, z))
+    }
+    for c in (x, y):
+        officer.activate_card(w.card_body(points[c], c))
+    ledger = officer.read_ledger(rng=random.Random(6).randbytes)
+    officer_card.power_off()
+    signed = SignedLedger(
+        (w.pki.district.cert.encode(), w.fko_certificate.encode()), ledger.challenge, ledger.count,
+        ledger.head, ledger.raw_entries, ledger.signature,
+    )  # fmt: skip
+    fko = reference_id(FKO_CHR)
+    central.upload(BatchKind.FKO_LEDGER, [FkoLedgerEntry(fko, (card_number(x), card_number(y)), signed)])
+    profile = household_profile()
+
+    def camp(chr_: str) -> CampCard:
+        return CampCard(
+            card_id=card_number(chr_), household_id=f"HH-{chr_[-2:]}", district=profile.district,
+            scheme_id=SCHEME_HEALTH, policy_start=_unix(POLICY_START), policy_end=_unix(POLICY_END, end=True),
+            cover_paise=COVER, card_key=points[chr_], fko_id=fko,
+            members=tuple(Member(Gender(chr(m.gender)), m.birth_year) for m in profile.members),
+        )  # fmt: skip
+
+    central.upload(BatchKind.CAMP, [camp(y), camp(z)])
+    [mismatch] = central.reconcile_flags()[FlagKind.FKO_COUNT_MISMATCH]
+    assert mismatch.details["ledger"] == 2 and mismatch.details["uploaded"] == 2
+    assert mismatch.details["not_uploaded"] == [f"{card_number(x):016x}"]
+    assert mismatch.details["not_on_ledger"] == [f"{card_number(z):016x}"]
+    assert mismatch.details["officer_signed"] is True
+    central.upload(BatchKind.CAMP, [camp(x)])  # X's camp arrives; Z stays unexplained
+    [still] = central.reconcile_flags()[FlagKind.FKO_COUNT_MISMATCH]
+    assert still.details["not_uploaded"] == [] and still.details["not_on_ledger"] == [
+        f"{card_number(z):016x}"
+    ]
