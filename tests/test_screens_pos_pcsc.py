@@ -19,7 +19,7 @@ from point_of_service.web import PosTerminal, create_app
 from point_of_service.web.serve import PcscPosHardware
 from tests.fixtures.pcsc import ServedCard
 from tests.fixtures.pos import OPERATOR_FINGER, OPERATOR_PIN, POS_CARD_NOW, PosWorld
-from tests.fixtures.screens import LiveServer, Screens, serve_app
+from tests.fixtures.screens import LiveServer, Screens, serve_one_thread
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.slow]
 
@@ -51,7 +51,7 @@ def live_pos(
 
         return create_app(terminal, {"SECRET_KEY": b"pcsc"}), cleanup
 
-    server = serve_app(build)
+    server = serve_one_thread(build)  # as pos serve: one worker thread, live answers beside it
     yield server, patient, sensor_sim
     server.stop()
 
@@ -68,6 +68,7 @@ def test_admission_through_pcscd_vpcd_and_the_sensor(live_pos: Any, screens: Scr
     sensor.lift()
     page.click("#read-card")
     page.wait_for_selector("#member-0")
+    assert page.locator("ol.steps li.ok").count() == 8
     sensor.place(3, 1)  # member 0's right index
     page.click("#member-0 button[type=submit]")
     page.wait_for_selector("#verified")
