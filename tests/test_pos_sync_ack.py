@@ -16,9 +16,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 
-from cardsvc.beneficiary.protocol import AuthKind, Authorisation
+from cardsvc.beneficiary.protocol import AuthKind, Authorisation, BenIns
 from cardsvc.beneficiary.session import sign_authorisation
 from cardsvc.card.inprocess import InProcessConnection
+from cardsvc.card.transport import CardRemovedError
 from cardsvc.central.app import create_app
 from cardsvc.central.extensions import get_db
 from cardsvc.central.services.authorise import CardKind, held_counter, issue_card_authorisation
@@ -33,7 +34,7 @@ from cardsvc.pki.rights import DEFAULT_RIGHTS, Right, Role
 from hardware_sims.card.cardos import SimulatedCard
 from point_of_service.catalogue import Catalogue, Package
 from point_of_service.errors import TransactionError, VerificationError
-from point_of_service.identity import TerminalIdentity
+from point_of_service.identity import TerminalIdentity, reference_id
 from point_of_service.journal import Journal
 from point_of_service.reasons import Reason, message_for
 from point_of_service.services import paypoint
@@ -43,6 +44,7 @@ from point_of_service.services.authorisations import (
     stored_authorisations,
 )
 from point_of_service.services.sync import SyncService
+from point_of_service.services.transactions import recover_card
 from point_of_service.services.verification import CardVisit, verify_card, verify_member
 from tests.fixtures.beneficiary import SCHEME_HEALTH
 from tests.fixtures.pos import POS_CARD_NOW, POS_FACILITY_ID, PosWorld, capture_of
@@ -394,3 +396,53 @@ def test_superseded_card_is_refused_with_a_clear_reason(
                     now=NOW, journal=desk.journal, rng=desk.rng.randbytes)  # fmt: skip
     assert again.value.reason is Reason.CARD_BLOCKED and again.value.step == "activated"
     assert message_for(Reason.CARD_BLOCKED).problem.startswith("This card has been blocked or replaced")
+
+
+class PullOnDebit:
+    """In-process connection whose card is pulled at its DEBIT: before the card sees it, or (``after``) once
+    the card has made the record and the answer is lost."""
+
+    def __init__(self, card: SimulatedCard, *, after: bool) -> None:
+        card.power_off()
+        self.card, self.after = card, after
+        self.atr = card.power_on()
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        debit = apdu[1] == BenIns.DEBIT
+        if debit and not self.after:
+            self.card.power_off()
+            raise CardRemovedError("card pulled before the DEBIT")
+        response = self.card.transmit(bytes(apdu))
+        if debit:
+            self.card.power_off()
+            raise CardRemovedError("card pulled; the DEBIT's answer was lost")
+        return response[:-2], int.from_bytes(response[-2:], "big")
+
+    def close(self) -> None:
+        self.card.power_off()
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-the-card", "answer-lost"])
+def test_top_up_interrupted_by_a_pulled_card_is_made_once(
+    till: Desk, pos_world: PosWorld, tmp_path: Path, after: bool
+) -> None:
+    card = pos_world.beneficiary_card(tmp_path / "card")
+    visit = till.insert(card)
+    till.register_card(visit.card_id, visit.card_key)
+    before = _balance(visit)
+    _issue(till, CardKind.TOP_UP, visit.card_id, value=3_000, scheme_id=SCHEME_HEALTH)
+    assert till.sync.sync().error is None
+    with pytest.raises(TransactionError) as pulled:
+        verify_card(PullOnDebit(card, after=after), identity=till.identity, trust=till.trust,
+                    clerk=till.clerk, now=NOW, journal=till.journal, rng=till.rng.randbytes)  # fmt: skip
+    assert pulled.value.reason is Reason.CARD_REMOVED
+    assert len(till.journal.pending_intents(visit.card_id)) == 1, "the write-ahead intent waits"
+
+    again = till.insert(card)  # the card's next insertion, then the recovery every transaction runs first
+    recover_card(again.session, till.journal, card_id=again.card_id, card_key=again.card_key,
+                 terminal_id=reference_id(till.identity.chr), now=NOW)  # fmt: skip
+    assert [r.kind for r in again.authorisations.applied] == ([] if after else ["top_up"])
+    assert _balance(again) == before + 3_000, "topped up exactly once"
+    assert till.journal.pending_intents(visit.card_id) == []
+    tops = [r for r in till.journal.records(visit.card_id) if r.record_type is RecordType.TOP_UP]
+    assert len(tops) == 1 and tops[0].reference == 1
