@@ -74,8 +74,9 @@ class Desk:
     """One POS terminal (journal, trust, identity, clerk) and central (app, clock, its signing key)."""
 
     def __init__(
-        self, world: PosWorld, tmp: Path, identity: TerminalIdentity | None = None, database_url: str = ""
-    ) -> None:
+        self, world: PosWorld, tmp: Path, identity: TerminalIdentity | None = None, database_url: str = "",
+        facility_district: str = "",
+    ) -> None:  # fmt: skip
         self.world = world
         pki = world.pki
         self.journal = Journal(tmp / "journal.sqlite")
@@ -99,7 +100,8 @@ class Desk:
             ec.SECP256R1(), self.identity.certificate.public_point
         )
         with get_db(self.app).sessions() as session:
-            add_facility(session, POS_FACILITY_ID, "Patna Hospital", pki.district.chr, 25.6, 85.1)
+            district = facility_district or pki.district.chr
+            add_facility(session, POS_FACILITY_ID, "Patna Hospital", district, 25.6, 85.1)
             session.flush()
             register_terminal(session, self.identity.terminal_id, point, NOW - DAY, POS_FACILITY_ID)
             register_terminal(session, self.camp.terminal_id, self.camp.key.public_key(), NOW - DAY)
@@ -446,3 +448,19 @@ def test_top_up_interrupted_by_a_pulled_card_is_made_once(
     assert till.journal.pending_intents(visit.card_id) == []
     tops = [r for r in till.journal.records(visit.card_id) if r.record_type is RecordType.TOP_UP]
     assert len(tops) == 1 and tops[0].reference == 1
+
+
+def test_a_card_from_another_district_gets_its_acknowledgement(pos_world: PosWorld, tmp_path: Path) -> None:
+    """Central lists a terminal its own district's authorisations; the POS also names the cards it served."""
+    desk = Desk(pos_world, tmp_path, facility_district="INDKMA-GAYA1")
+    try:
+        card = pos_world.beneficiary_card(tmp_path / "card")
+        visit = desk.insert(card)
+        desk.register_card(visit.card_id, visit.card_key)  # a Patna card at a Gaya hospital
+        desk.pay(visit, NOW)
+        assert desk.sync.sync().error is None
+        (kept,) = stored_authorisations(desk.journal)
+        assert (kept.kind, kept.card_id) == ("sync_ack", f"{visit.card_id:016x}")
+        assert desk.insert(card).authorisations.limits_renewed
+    finally:
+        desk.close()
