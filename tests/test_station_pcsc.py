@@ -12,6 +12,7 @@ import pytest
 
 from cardsvc.bio.capture import FingerprintSensor
 from cardsvc.card.pcsc import PcscConnection
+from cardsvc.demo_world import NAMES  # the demo district's household heads
 from cardsvc.formats.batch import BatchKind
 from enrolment_station.camp import Camp
 from enrolment_station.errors import DuplicateFingerError, EligibilityError
@@ -24,29 +25,6 @@ from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, StationWorld, v
 pytestmark = [pytest.mark.pcsc, pytest.mark.slow]
 
 HEADER = "household_id,village_code,member_no,name,gender,year_of_birth,relation\n"
-NAMES = [
-    "Asha",
-    "Bharat",
-    "Chandni",
-    "Devraj",
-    "Esha",
-    "Farhan",
-    "Gauri",
-    "Hari",
-    "Indu",
-    "Jatin",
-    "Kavita",
-    "Lalit",
-    "Meena",
-    "Naresh",
-    "Omvati",
-    "Prakash",
-    "Rani",
-    "Sunil",
-    "Tara",
-    "Umesh",
-    "Vimla",
-]
 
 
 def camp_list() -> str:
