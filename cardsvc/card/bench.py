@@ -13,10 +13,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cardsvc.benchfig import Figure, payload, report
 from cardsvc.card.iso import Ins
 from cardsvc.card.pcsc import PcscConnection
 from cardsvc.card.pcscd import VPCD_PORTS, PcscdHandle, ensure_pcscd, wait_for_card_state
@@ -34,24 +34,6 @@ CEILING_8K_EXTENDED_MS = 5.0
 CEILING_8K_EXTENDED_APDUS = 1
 CEILING_8K_SHORT_MS = 25.0
 CEILING_8K_SHORT_APDUS = 32
-
-
-@dataclass
-class Figure:
-    name: str
-    value: float
-    unit: str
-    ceiling: float
-
-    @property
-    def ok(self) -> bool:
-        return self.value <= self.ceiling
-
-    def line(self) -> str:
-        verdict = "ok" if self.ok else "OVER CEILING"
-        digits = 0 if self.unit == "APDUs" else 3
-        value = f"{self.value:>9.{digits}f} {self.unit:<6}"
-        return f"  {self.name:<52} {value} ceiling {self.ceiling:>8.{digits}f} {self.unit:<6} {verdict}"
 
 
 @contextmanager
@@ -145,11 +127,7 @@ def run_apdu_benchmark(
     with ensure_pcscd(on_wait=out) as daemon, tempfile.TemporaryDirectory(prefix="bench-apdu-") as tmp:
         out(f"APDU benchmark: pcscd (pid {daemon.pid}) + vpcd + pyscard, simulated card, loopback")
         figures = measure(daemon, Path(tmp), rounds=rounds)
-    for figure in figures:
-        out(figure.line())
-    ok = all(f.ok for f in figures)
-    out("all figures within their ceilings" if ok else "SOME FIGURES ARE OVER THEIR CEILINGS")
+    ok = report(figures, out)
     if json_path:
-        payload = {"benchmark": "apdu", "ok": ok, "figures": [asdict(f) | {"ok": f.ok} for f in figures]}
-        Path(json_path).write_text(json.dumps(payload, indent=2) + "\n")
+        Path(json_path).write_text(json.dumps(payload("apdu", figures), indent=2) + "\n")
     return ok
