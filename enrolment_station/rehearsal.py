@@ -91,8 +91,12 @@ def build_world(tmp: Path) -> RehearsalWorld:
     chain_file.write_bytes(b"".join(c.encode() for c in [km.store.root_certificate(), *km.chain(TERMINAL)]))
     km.export_bundle(tmp / "bundle")
     home = tmp / "station"
-    install(home, key_file=km.store.holder_dir(TERMINAL) / "key.enc", chain_file=chain_file,
-            bundle_dir=tmp / "bundle")
+    install(
+        home,
+        key_file=km.store.holder_dir(TERMINAL) / "key.enc",
+        chain_file=chain_file,
+        bundle_dir=tmp / "bundle",
+    )
     fko_state = tmp / f"fko-{uuid.uuid4().hex[:6]}"
     fko_state.mkdir()
     fko_card = SimulatedCard(fko_state, applications=[OfficerApplication()])

@@ -68,8 +68,13 @@ class TearingConnection:
 def captured(station_world: StationWorld, tmp_path: Path):
     """HH-0100 captured (synthetic impressions straight to the extractor) and the FKO session open."""
     reader = SyntheticFingerReader()
-    camp = Camp(station_world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-ravi", camp_id="CAMP-T",
-                reader=reader)
+    camp = Camp(
+        station_world.home,
+        passphrase=TERMINAL_PASSPHRASE,
+        operator="op-ravi",
+        camp_id="CAMP-T",
+        reader=reader,
+    )
     (tmp_path / "l.csv").write_text(LIST)
     camp.import_list(tmp_path / "l.csv")
     fko = InProcessConnection(station_world.fko_card)
