@@ -15,10 +15,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from cardsvc.benchfig import Figure, report
 from cardsvc.pki.chain import TrustAnchor, validate_chain
 from cardsvc.pki.cvc import CvCertificate, issue_certificate, self_signed_root
 from cardsvc.pki.revocation import (
@@ -33,23 +33,6 @@ from cardsvc.pki.signer import FileSigner, ScryptCost, Signer, SoftwareSigner, f
 from cardsvc.pki.termauth import authenticate_terminal, sign_terminal_auth
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Figure:
-    name: str
-    value: float
-    unit: str
-    ceiling: float
-
-    @property
-    def ok(self) -> bool:
-        return self.value <= self.ceiling
-
-    def line(self) -> str:
-        mark = "ok  " if self.ok else "OVER"
-        value = f"{self.value:>10.3f} {self.unit:<4}"
-        return f"{mark} {self.name:<66} {value} (ceiling {self.ceiling:g} {self.unit})"
 
 
 def _median_ms(fn: Callable[[], object], rounds: int) -> float:
@@ -269,10 +252,7 @@ def _pkcs11_figures(rounds: int) -> list[Figure]:
 
 
 def main(rounds: int = 500) -> int:
-    figures = run(rounds=rounds)
-    for f in figures:
-        print(f.line())
-    return 0 if all(f.ok for f in figures) else 1
+    return 0 if report(run(rounds=rounds)) else 1
 
 
 if __name__ == "__main__":
