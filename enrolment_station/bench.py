@@ -20,10 +20,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cardsvc.benchfig import Figure, payload, report
 from cardsvc.bio.capture import CaptureResult
 
 CEILINGS = {
@@ -38,21 +38,8 @@ MEMBERS = (("HEAD", "M", 1975), ("SPOUSE", "F", 1979), ("SON", "M", 2008), ("DAU
 NAMES = ("Ram", "Sita", "Lav", "Kusha", "Kaushalya")
 
 
-@dataclass(frozen=True)
-class Figure:
-    name: str
-    seconds: float
-    ceiling: float
-
-    @property
-    def ok(self) -> bool:
-        return self.seconds <= self.ceiling
-
-    def line(self) -> str:
-        return (
-            f"{self.name:<28} {self.seconds:7.3f} s per household   ceiling {self.ceiling:5.1f} s   "
-            f"{'ok' if self.ok else 'OVER'}"
-        )
+def _figure(part: str, seconds: float) -> Figure:
+    return Figure(part, seconds, "s per household", CEILINGS[part])
 
 
 class PreparedFingers:
@@ -166,9 +153,9 @@ def measure(households: int, out: Callable[[str], None]) -> tuple[list[Figure], 
                     "finger_simulation_excluded_s": round(fingers.prepare_seconds, 2)}  # fmt: skip
     figures = []
     for part in ("capture", "personalise", "activation", "card_face_and_handover"):
-        figures.append(Figure(part, statistics.median(t.parts.get(part, 0.0) for t in per), CEILINGS[part]))
+        figures.append(_figure(part, statistics.median(t.parts.get(part, 0.0) for t in per)))
     totals = [sum(v for k, v in t.parts.items() if k != "activation") for t in per]
-    figures.append(Figure("total", statistics.median(totals), CEILINGS["total"]))
+    figures.append(_figure("total", statistics.median(totals)))
     return figures, info
 
 
@@ -178,27 +165,17 @@ def main(*, households: int = 3, json_out: Path | None = None, out: Callable[[st
         "median per household (excluding waiting for fingers)"
     )
     figures, info = measure(households, out)
-    for f in figures:
-        out(f.line())
+    ok = report(figures, out)
     out(
         f"captures per household (retries included): {info['captures_per_household']}; "
         f"personalisation: {info['apdus_per_personalisation']} APDUs; ledger matches journal: "
         f"{info['ledger_matches']}"
     )
-    ok = all(f.ok for f in figures)
-    out("all figures within their ceilings" if ok else "SOME FIGURES ARE OVER THEIR CEILINGS")
     if json_out is not None:
-        json_out.write_text(
-            json.dumps(
-                {
-                    "benchmark": "station",
-                    "ok": ok,
-                    **info,
-                    "figures": [asdict(f) | {"ok": f.ok} for f in figures],
-                },
-                indent=1,
-            )
-        )
+        document = payload("station", figures, **info)
+        for entry in document["figures"]:
+            entry["seconds"] = entry["value"]  # the key this JSON had before benchfig
+        json_out.write_text(json.dumps(document, indent=1))
     return 0 if ok else 1
 
 
