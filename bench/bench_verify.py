@@ -22,13 +22,13 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cardsvc.benchfig import Figure, payload, report
 from cardsvc.beneficiary.session import BeneficiarySession
 from cardsvc.beneficiary.verify import verify_card, verify_member
 from cardsvc.bio.matcher import Matcher
@@ -45,22 +45,6 @@ from hardware_sims.card.vpcd import VpcdCardServer
 from tests.fixtures.beneficiary import CARD_NOW, BeneficiaryWorld, build_world
 
 CEILINGS = {"apdus": 20, "bytes_read": 4096, "wall_ms": 100.0, "cpu_ms": 100.0}
-
-
-@dataclass
-class Figure:
-    name: str
-    value: float
-    ceiling: float
-    unit: str
-
-    @property
-    def ok(self) -> bool:
-        return self.value <= self.ceiling
-
-    def line(self) -> str:
-        mark = "ok  " if self.ok else "OVER"
-        return f"{mark} {self.name:<58} {self.value:>9.2f} {self.unit:<6} (ceiling {self.ceiling:g})"
 
 
 def _revocations(world: BeneficiaryWorld) -> RevocationStore:
@@ -112,29 +96,29 @@ def measure(rounds: int, out: Any = print) -> list[Figure]:
                     with PcscConnection(reader) as conn:
                         with_finger.append(_one(world, conn, store, matcher))
             wait_for_card_state(reader, present=False)
-    figures = []
     runs_by_label = (
         ("in-process", inproc),
         ("pcscd + vpcd", pcsc),
         ("pcscd + vpcd + fingerprint", with_finger),
     )
+    figures = []
     for label, runs in runs_by_label:
         figures += [
-            Figure(f"{label}: APDUs per verification", max(r[2] for r in runs), CEILINGS["apdus"], "APDUs"),
+            Figure(f"{label}: APDUs per verification", max(r[2] for r in runs), "APDUs", CEILINGS["apdus"]),
             Figure(
                 f"{label}: bytes read per verification",
                 max(r[3] for r in runs),
-                CEILINGS["bytes_read"],
                 "bytes",
+                CEILINGS["bytes_read"],
             ),
             Figure(
                 f"{label}: wall time (median)",
                 statistics.median(r[0] for r in runs),
-                CEILINGS["wall_ms"],
                 "ms",
+                CEILINGS["wall_ms"],
             ),
             Figure(
-                f"{label}: CPU time (median)", statistics.median(r[1] for r in runs), CEILINGS["cpu_ms"], "ms"
+                f"{label}: CPU time (median)", statistics.median(r[1] for r in runs), "ms", CEILINGS["cpu_ms"]
             ),
         ]
     return figures
@@ -147,13 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(f"Beneficiary card verification, {args.rounds} rounds each (max APDUs/bytes, median times)")
     figures = measure(args.rounds)
-    for f in figures:
-        print(f.line())
-    ok = all(f.ok for f in figures)
-    print("all figures within their ceilings" if ok else "SOME FIGURES ARE OVER THEIR CEILINGS")
+    ok = report(figures)
     if args.json_path:
-        payload = {"benchmark": "verify", "ok": ok, "figures": [asdict(f) | {"ok": f.ok} for f in figures]}
-        Path(args.json_path).write_text(json.dumps(payload, indent=2) + "\n")
+        Path(args.json_path).write_text(json.dumps(payload("verify", figures), indent=2) + "\n")
     return 0 if ok else 1
 
 

@@ -182,11 +182,13 @@ def report(
     pad = max((len(f.name) for f in listed), default=0) if width is None else width
     for figure in listed:
         out(figure.line(pad))
-    outside = [f.name for f in listed if not f.ok]
+    judged = [f for f in listed if f.ceiling is not None]
+    outside = [f.name for f in judged if not f.ok]
+    shown = f" ({len(listed) - len(judged)} shown, not judged)" if len(judged) < len(listed) else ""
     if outside:
-        out(f"{len(outside)} of {len(listed)} figures OUTSIDE their bounds: {'; '.join(outside)}")
+        out(f"{len(outside)} of {len(judged)} figures OUTSIDE their bounds{shown}: {'; '.join(outside)}")
     else:
-        out(f"all {len(listed)} figures within their bounds")
+        out(f"all {len(judged)} figures within their bounds{shown}")
     return not outside
 
 

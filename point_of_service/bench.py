@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from cardsvc.benchfig import Figure, report
 from cardsvc.beneficiary.session import BeneficiarySession
 from cardsvc.bio.extract import extract_template
 from cardsvc.bio.iso19794 import encode_compact
@@ -62,6 +63,8 @@ FINGERS = {2: 3, 7: 4}
 
 @dataclass(frozen=True)
 class Figures:
+    """One round's measurements; ``summarise`` turns the rounds into judged ``benchfig.Figure`` values."""
+
     apdus: int
     bytes_read: int
     bytes_sent: int
@@ -275,33 +278,24 @@ def run(rounds: int = 5, *, on_wait: Callable[[str], None] | None = None) -> dic
 
 def summarise(figures: list[Figures]) -> dict[str, Any]:
     med = {k: statistics.median(getattr(f, k) for f in figures) for k in asdict(figures[0])}
-    checks = {
-        "apdus": (max(f.apdus for f in figures), CEILING_APDUS),
-        "bytes_read": (max(f.bytes_read for f in figures), CEILING_BYTES),
-        "cpu_ms": (med["cpu_ms"], CEILING_CPU_MS),
-        "sensor_io_cpu_ms": (med["sensor_io_cpu_ms"], None),
-        "wall_ms": (med["wall_ms"], None),
-    }
+    judged = [
+        Figure("apdus", max(f.apdus for f in figures), "APDUs", CEILING_APDUS),
+        Figure("bytes_read", max(f.bytes_read for f in figures), "bytes", CEILING_BYTES),
+        Figure("cpu_ms", med["cpu_ms"], "ms", CEILING_CPU_MS),
+        Figure("sensor_io_cpu_ms", med["sensor_io_cpu_ms"], "ms", None),
+        Figure("wall_ms", med["wall_ms"], "ms", None),
+    ]
     return {
         "rounds": len(figures),
         "median": med,
-        "figures": {
-            name: {"value": value, "ceiling": ceiling, "ok": ceiling is None or value <= ceiling}
-            for name, (value, ceiling) in checks.items()
-        },
-        "ok": all(ceiling is None or value <= ceiling for value, ceiling in checks.values()),
+        "figures": {f.name: f.to_json() for f in judged},
+        "ok": all(f.ok for f in judged),
     }
 
 
 def report_lines(result: dict[str, Any]) -> list[str]:
-    units = {"apdus": "", "bytes_read": " B", "cpu_ms": " ms", "sensor_io_cpu_ms": " ms", "wall_ms": " ms"}
     lines = [
         f"one full POS verification through pcscd + vpcd, fingerprint included ({result['rounds']} rounds)"
     ]
-    for name, fig in result["figures"].items():
-        value = fig["value"]
-        shown = f"{value:.1f}" if isinstance(value, float) else str(value)
-        ceiling = "(no ceiling)" if fig["ceiling"] is None else f"ceiling {fig['ceiling']}{units[name]}"
-        verdict = "" if fig["ceiling"] is None else ("ok" if fig["ok"] else "OVER")
-        lines.append(f"  {name:<16} {shown:>8}{units[name]:<3}  {ceiling:<18} {verdict}")
+    report([Figure.from_json(f) for f in result["figures"].values()], lines.append)
     return lines
