@@ -86,6 +86,15 @@ def _custody(kind: str, module: str | None, token: str | None, key_label: str, s
     return Pkcs11Custody(module=module, token=token, pin=pin, key_label=key_label)
 
 
+def holder_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--district, --rights and --years of every certificate a district issues (terminals, officers)."""
+    f = click.option("--years", default=3, show_default=True, help="Validity (capped at the district's).")(f)
+    f = click.option("--rights", default=None, help="Comma-separated rights (default: by role, keymgmt.md).")(
+        f
+    )
+    return click.option("--district", required=True, help="Reference of the certifying district.")(f)
+
+
 def custody_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--key-label", default=None, help="Label of the key in the token (default: the reference)."
@@ -175,10 +184,8 @@ def add_district(
 
 @main.command("register-terminal")
 @click.argument("reference")
-@click.option("--district", required=True, help="Reference of the certifying district.")
+@holder_options
 @click.option("--type", "kind", type=click.Choice(sorted(TERMINAL_TYPES)), required=True)
-@click.option("--rights", default=None, help="Comma-separated rights (default: by terminal type).")
-@click.option("--years", default=3, show_default=True)
 @click.pass_context
 def register_terminal(
     ctx: click.Context, reference: str, district: str, kind: str, rights: str | None, years: int
@@ -203,12 +210,10 @@ def register_terminal(
 
 @main.command("issue-officer")
 @click.argument("reference")
-@click.option("--district", required=True)
+@holder_options
 @click.option("--role", "kind", type=click.Choice(sorted(OFFICER_TYPES)), required=True)
 @click.option("--public-key", default=None, help="Officer's public point (hex, 65 bytes) read from the card.")
 @click.option("--generate-key", is_flag=True, help="Demo without a card: generate the key here, encrypted.")
-@click.option("--rights", default=None)
-@click.option("--years", default=3, show_default=True)
 @click.pass_context
 def issue_officer(
     ctx: click.Context,
@@ -253,7 +258,7 @@ def issue_officer(
 
 @main.command("personalise-officer-card")
 @click.argument("reference")
-@click.option("--district", required=True)
+@holder_options
 @click.option("--role", "kind", type=click.Choice(sorted(OFFICER_TYPES)), required=True)
 @click.option("--reader", required=True, help="PC/SC reader holding the blank officer card.")
 @click.option(
@@ -264,8 +269,6 @@ def issue_officer(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Officer fingerprint template: compact minutiae, raw or 7F2E-wrapped (repeat per finger).",
 )
-@click.option("--rights", default=None)
-@click.option("--years", default=3, show_default=True)
 @click.pass_context
 def personalise_officer_card(
     ctx: click.Context,
