@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cardsvc.benchfig import Figure, report
 from hardware_sims.card.apdu import build_command
 from hardware_sims.card.apps.generic import CARD_AUTH_KEY, EF_BIG, GENERIC_AID
 from hardware_sims.card.cardos import SimulatedCard
@@ -72,8 +73,10 @@ def in_process(work: Path) -> dict[str, float]:
         "in-process READ BINARY 250 B": median_ms(lambda: check(card, READ_SHORT), 2000),
         "in-process READ BINARY 4 KB extended": median_ms(lambda: check(card, READ_4K), 2000),
         "in-process VERIFY (2 journaled writes)": median_ms(lambda: check(card, VERIFY), 300),
-        "in-process UPDATE BINARY 64 B (journaled)":
-            median_ms(lambda: [check(card, a) for a in UPDATE_64], 300) / 2,
+        "in-process UPDATE BINARY 64 B (journaled)": median_ms(
+            lambda: [check(card, a) for a in UPDATE_64], 300
+        )
+        / 2,
         "in-process INTERNAL AUTHENTICATE (P-256)": median_ms(lambda: check(card, INT_AUTH), 500),
     }
 
@@ -140,13 +143,7 @@ def main() -> int:
         figures["vpcd link 4 KB APDU, QUICKACK"] = big
         slow_short, _ = vpcd_link(work, quickack=False)
         figures["vpcd link short APDU, no QUICKACK (the trap)"] = slow_short
-    failed = False
-    for name, ms in figures.items():
-        ceiling = CEILINGS_MS[name]
-        ok = ms <= ceiling
-        failed |= not ok
-        print(f"{name:48s} {ms:8.3f} ms   (ceiling {ceiling:g} ms) {'ok' if ok else 'OVER'}")
-    return 1 if failed else 0
+    return 0 if report(Figure(name, ms, "ms", CEILINGS_MS[name]) for name, ms in figures.items()) else 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from cardsvc.benchfig import Figure, report
+
 #: Field-like mix for --quality mixed: most touches fine, some dry, wet, partial or smudged.
 QUALITY_MIX = {"good": 0.6, "dry": 0.15, "wet": 0.1, "partial": 0.1, "smudged": 0.05}
 _MIX_HELP = ", ".join(f"{q} {100 * p:.0f}%" for q, p in QUALITY_MIX.items())
@@ -52,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     from hardware_sims.fingers import impression, master_finger
 
     seeds = list(range(args.first_seed, args.first_seed + args.fingers))
-    ok = True
 
     t0 = time.perf_counter()
     for seed in seeds:
@@ -60,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     per_master = (time.perf_counter() - t0) / len(seeds)
     for seed in seeds:
         master_finger(seed)  # fill the cache for the impressions below
-    verdict = "OK" if per_master < MASTER_CEILING_S else "OVER"
-    ok &= per_master < MASTER_CEILING_S
-    print(f"master finger      {per_master:6.3f} s/finger      ceiling {MASTER_CEILING_S:.2f} s   {verdict}")
+    speed = [Figure("master finger (fresh, uncached)", per_master, "s per finger", MASTER_CEILING_S)]
 
     t0 = time.perf_counter()
     mix = np.random.default_rng(args.first_seed)
@@ -76,9 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     images = {(s, k): impression(s, k, quality_of()) for s in seeds for k in range(args.impressions)}
     per_imp = (time.perf_counter() - t0) / len(images)
-    verdict = "OK" if per_imp < IMPRESSION_CEILING_S else "OVER"
-    ok &= per_imp < IMPRESSION_CEILING_S
-    print(f"impression         {per_imp:6.3f} s/impression  ceiling {IMPRESSION_CEILING_S:.2f} s   {verdict}")
+    speed.append(Figure("impression", per_imp, "s per impression", IMPRESSION_CEILING_S))
+    ok = report(speed)
 
     templates = {}
     failed = 0

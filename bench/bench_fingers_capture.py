@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+from cardsvc.benchfig import Figure, report
+
 UPLOAD_CEILING_S = 1.0  # the brief: an image over the pty at full speed well under a second
 FULL_SPEED_CEILING_S = 1.5  # upload + mindtct + NFIQ2 on the host
 TIMED_CEILING_S = {57_600: 8.0, 115_200: 4.5}  # HARDWARE.md: about 7 s and 3.5 s for the image alone
@@ -64,19 +66,17 @@ def main(argv: list[str] | None = None) -> int:
 
     master_finger(1000)
     _median_capture(False, 115_200, 1)  # warm up nbis (model loading) outside the figures
-    ok = True
-    upload = _median_upload(args.rounds)
-    ok &= upload < UPLOAD_CEILING_S
-    print(f"image upload, pty full speed {upload:6.2f} s  ceiling {UPLOAD_CEILING_S:.2f} s")
-    full = _median_capture(False, 115_200, args.rounds)
-    ok &= full < FULL_SPEED_CEILING_S
-    print(f"capture, pty full speed      {full:6.2f} s  ceiling {FULL_SPEED_CEILING_S:.2f} s")
+    figures = [
+        Figure("image upload, pty full speed", _median_upload(args.rounds), "s", UPLOAD_CEILING_S),
+        Figure(
+            "capture, pty full speed", _median_capture(False, 115_200, args.rounds), "s", FULL_SPEED_CEILING_S
+        ),
+    ]
     if not args.no_timed:
         for baud, ceiling in TIMED_CEILING_S.items():
             t = _median_capture(True, baud, max(1, args.rounds // 2))
-            ok &= t < ceiling
-            print(f"capture, byte-rate at {baud:6d}  {t:6.2f} s  ceiling {ceiling:.2f} s")
-    return 0 if ok else 1
+            figures.append(Figure(f"capture, byte-rate model at {baud:,} baud", t, "s", ceiling))
+    return 0 if report(figures) else 1
 
 
 if __name__ == "__main__":

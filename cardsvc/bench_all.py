@@ -1,8 +1,10 @@
 """`cardsvc bench all`: every benchmark that exists, one after another, then one table.
 
 Each benchmark is run as its own process (as a user would run it), so one that crashes or is over its
-ceiling does not stop the others. A benchmark prints its own figures beside their ceilings and exits 1 when a
-figure is over; this command keeps the lines that name a ceiling, the exit status and the wall time.
+ceiling does not stop the others. A benchmark prints its figures as ``cardsvc.benchfig`` lines and exits 1
+when a figure is outside its bound; this command reads those lines back (and, for a benchmark that prints
+its own way, lines of the form "<label> <figure> [unit] ... ceiling|floor <bound>"), keeps the exit status
+and the wall time, and prints every figure the same way, with its ratio to its bound.
 Benchmarks run one at a time: the machine is shared, and parallel runs would distort each other.
 """
 
@@ -14,10 +16,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+
+from cardsvc.benchfig import NAME_WIDTH, Figure, FigureError, aligned, parse_line
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,6 +37,7 @@ BENCHES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("verify", ("bench/bench_verify.py",), "beneficiary card verification (APDUs, bytes, time)"),
     ("pos", ("bench/bench_pos.py",), "POS verification cost through pcscd + vpcd with the sensor"),
     ("ingest", ("bench/bench_ingest.py",), "central ingest rate against the signature-verification ceiling"),
+    ("ingest_dedup", ("bench/bench_ingest_dedup.py",), "central de-duplication against the matcher alone"),
 )
 
 
@@ -58,13 +63,14 @@ def benches(repo: Path = REPO) -> list[tuple[str, tuple[str, ...], str]]:
     return [*BENCHES, *found]
 
 
-CEILING_WORDS = ("ceiling", "floor", "ratio", "limit", "target", "<=", "≤")
-#: "<label>  <figure> [unit] [(note)]  ceiling|floor <bound>": the layout most benchmarks print.
+#: "<label>  <figure> [unit] [(note)]  ceiling|floor <bound>": how benchmarks printed before benchfig.
 _FIGURE = re.compile(
     r"^(?P<label>.*?)\s+(?P<figure>\d[\d,]*(?:\.\d+)?)\s*(?P<unit>[^\s\d()]*(?:\s[a-zA-Z/]+){0,2})(?:\s+\([^)]*\))?\s+"
-    r"\(?(?P<kind>ceiling|floor|limit|target)\s*:?\s*(?P<bound>\d[\d,]*(?:\.\d+)?)",
+    r"\(?(?P<kind>ceiling|floor|limit)\s*:?\s*(?P<bound>\d[\d,]*(?:\.\d+)?)",
     re.IGNORECASE,
 )
+#: A line that names a bound beside a number (kept as text when it is not read as a figure).
+_NAMES_A_BOUND = re.compile(r"(ceiling|floor|limit|target)\s*:?\s*[<>=≤≥]*\s*\d", re.IGNORECASE)
 CRASHED = "Traceback (most recent call last)"
 
 
@@ -75,31 +81,55 @@ class BenchResult:
     status: str  # "within ceilings" | "OVER a ceiling" | "failed (exit n)" | "missing" | "timed out"
     seconds: float
     exit_code: int | None
-    figures: list[str] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    unparsed: list[str] = field(default_factory=list)  # lines naming a bound not read as a figure
 
     @property
     def ok(self) -> bool:
         return self.status == "within ceilings"
 
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "what": self.what,
+            "status": self.status,
+            "seconds": self.seconds,
+            "exit_code": self.exit_code,
+            "figures": [f.to_json() for f in self.figures],
+            "unparsed": self.unparsed,
+        }
 
-def with_ratio(line: str) -> str:
-    """``line`` with "= <figure/ceiling> of ceiling" appended when it reads as figure-then-ceiling."""
-    m = _FIGURE.match(line)
+
+def legacy_figure(line: str) -> Figure | None:
+    """A figure from a line printed the old way ("<label> <figure> [unit] ... ceiling|floor <bound>")."""
+    m = _FIGURE.match(line.strip())
     if m is None:
-        return line
-    bound = float(m["bound"].replace(",", ""))
-    if bound == 0:
-        return line
-    ratio = float(m["figure"].replace(",", "")) / bound
-    kind = "floor" if m["kind"].lower() == "floor" else "ceiling"
-    return f"{line}   [{ratio:.2f} x {kind}]"
+        return None
+    try:
+        return Figure(
+            " ".join(m["label"].split()) or "figure",
+            float(m["figure"].replace(",", "")),
+            " ".join(m["unit"].split()),
+            float(m["bound"].replace(",", "")),
+            higher_is_better=m["kind"].lower() == "floor",
+        )
+    except FigureError:
+        return None
 
 
-def figure_lines(output: str, limit: int = 16) -> list[str]:
-    """The lines of a benchmark's output that compare a figure with its ceiling, with the ratio."""
-    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    picked = [with_ratio(ln) for ln in lines if any(w in ln.lower() for w in CEILING_WORDS)]
-    return picked[:limit]
+def read_figures(output: str, limit: int = 40) -> tuple[list[Figure], list[str]]:
+    """The figures a benchmark printed (benchfig lines, else old-style lines), and the lines that name a
+    bound but could not be read as a figure."""
+    figures: list[Figure] = []
+    unparsed: list[str] = []
+    for raw in output.splitlines():
+        line = raw.strip()
+        figure = parse_line(line) or legacy_figure(line)
+        if figure is not None:
+            figures.append(figure)
+        elif _NAMES_A_BOUND.search(line):
+            unparsed.append(line)
+    return figures[:limit], unparsed[:limit]
 
 
 def status_of(exit_code: int | None, output: str = "") -> str:
@@ -151,9 +181,9 @@ def run_bench(
     if time.perf_counter() > deadline and code not in (0, 1):
         code = None
     text = "".join(out)
-    return BenchResult(
-        name, what, status_of(code, text), round(time.perf_counter() - t0, 1), code, figure_lines(text)
-    )
+    figures, unparsed = read_figures(text)
+    seconds = round(time.perf_counter() - t0, 1)
+    return BenchResult(name, what, status_of(code, text), seconds, code, figures, unparsed)
 
 
 def run_all(
@@ -173,13 +203,20 @@ def run_all(
 
 
 def print_table(results: Sequence[BenchResult], echo: Callable[[str], None] = click.echo) -> None:
+    """One block per benchmark: status, wall time, what it measures; then each figure's benchfig line,
+    the columns aligned across every benchmark."""
     echo("")
-    echo(click.style("Benchmarks", bold=True))
+    echo(click.style("Benchmarks (verdict, figure, bound, figure / bound)", bold=True))
     width = max((len(r.name) for r in results), default=4)
+    every = [f for r in results for f in r.figures]
+    name_width = min(max((len(f.name) for f in every), default=0), NAME_WIDTH + 16)
+    lines = iter(aligned(every, name_width))
     for r in results:
         echo(f"  {r.name.ljust(width)}  {r.status:<16} {r.seconds:7.1f} s  {r.what}")
-        for line in r.figures:
-            echo(f"  {'':{width}}    {line}")
+        for _ in r.figures:
+            echo(f"      {next(lines)}")
+        for line in r.unparsed:
+            echo(f"      (as printed) {line}")
 
 
 def register(main: click.Group) -> None:
@@ -205,6 +242,6 @@ def register(main: click.Group) -> None:
         results = run_all(only=only, skip=skip, timeout=timeout)
         print_table(results)
         if json_path:
-            Path(json_path).write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+            Path(json_path).write_text(json.dumps([r.to_json() for r in results], indent=2) + "\n")
         ran = [r for r in results if r.status != "missing"]
         sys.exit(0 if ran and all(r.ok for r in ran) else 1)

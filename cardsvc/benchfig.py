@@ -98,15 +98,26 @@ class Figure:
             return "ok"
         return "UNDER" if self.higher_is_better else "OVER"
 
-    def line(self, width: int = NAME_WIDTH) -> str:
-        """The figure, its bound and their ratio on one line (read back by :func:`parse_line`)."""
-        unit = f" {self.unit}" if self.unit else ""
-        head = f"{self.verdict:<5} {self.name.ljust(width)}  {format_number(self.value):>10}{unit:<8}"
-        if self.ceiling is None:
+    def _bound(self) -> str:
+        return (
+            "no ceiling"
+            if self.ceiling is None
+            else f"{self.bound_word} {_bound_text(self.ceiling)}{self._unit}"
+        )
+
+    @property
+    def _unit(self) -> str:
+        return f" {self.unit}" if self.unit else ""
+
+    def line(self, width: int = NAME_WIDTH, *, unit_width: int = 8, bound_width: int = 22) -> str:
+        """The figure, its bound and their ratio on one line (read back by :func:`parse_line`); the widths
+        pad the name, unit and bound columns (:func:`aligned` pads a list of figures to one table)."""
+        head = f"{self.verdict:<5} {self.name.ljust(width)}  {format_number(self.value):>10}"
+        head += self._unit.ljust(unit_width)
+        if self.ratio is None:
             tail = "  no ceiling"
         else:
-            bound = f"{self.bound_word} {_bound_text(self.ceiling)}{unit}"
-            tail = f"  {bound:<22}  {self.ratio:5.2f} x {self.bound_word}"
+            tail = f"  {self._bound().ljust(bound_width)}  {self.ratio:5.2f} x {self.bound_word}"
         note = f"  ({self.note})" if self.note else ""
         return f"{head}{tail}{note}"
 
@@ -173,20 +184,33 @@ def parse_line(line: str) -> Figure | None:
         return None
 
 
+def aligned(figures: Iterable[Figure], name_width: int | None = None) -> list[str]:
+    """Each figure's line, the columns of all of them aligned (names padded to the longest unless
+    ``name_width`` is given)."""
+    listed = list(figures)
+    if not listed:
+        return []
+    width = max(len(f.name) for f in listed) if name_width is None else name_width
+    unit_width = max(len(f._unit) for f in listed)
+    bound_width = max(len(f._bound()) for f in listed)
+    return [f.line(width, unit_width=unit_width, bound_width=bound_width) for f in listed]
+
+
 def report(
     figures: Iterable[Figure], out: Callable[[str], None] = print, *, width: int | None = None
 ) -> bool:
-    """Print each figure's line (names padded to the longest unless ``width`` is given), then one verdict
-    line; True when every figure is within its bound."""
+    """Print each figure's line (aligned), then one verdict line; True when every figure is within its
+    bound."""
     listed = list(figures)
-    pad = max((len(f.name) for f in listed), default=0) if width is None else width
-    for figure in listed:
-        out(figure.line(pad))
+    for line in aligned(listed, width):
+        out(line)
     judged = [f for f in listed if f.ceiling is not None]
     outside = [f.name for f in judged if not f.ok]
     shown = f" ({len(listed) - len(judged)} shown, not judged)" if len(judged) < len(listed) else ""
     if outside:
         out(f"{len(outside)} of {len(judged)} figures OUTSIDE their bounds{shown}: {'; '.join(outside)}")
+    elif len(judged) == 1:
+        out(f"the figure is within its bound{shown}")
     else:
         out(f"all {len(judged)} figures within their bounds{shown}")
     return not outside
