@@ -54,6 +54,7 @@ from cardsvc.pki.chain import RevocationLookup, TrustAnchor
 log = logging.getLogger(__name__)  # batch ids, kinds, terminals and counts only: never keys or templates
 
 CHUNK: Final = 1000
+PIPELINE_CHUNK: Final = 500  # PostgreSQL pipeline: the last chunk's COPY is the one nothing overlaps
 COPY_THRESHOLD: Final = 200  # PostgreSQL: from this many rows on, insert by COPY
 RETRIES: Final = 5
 
@@ -231,8 +232,9 @@ def _ingest_pipelined(
     session: Session, batch: Batch, items: Sequence[TransactionItem], wire: bytes, content_hash: str,
     uploaded_by: str, now: int, cards: CardKeyCheck | None = None,
 ) -> tuple[IngestResult | None, list[dict[str, Any]]]:  # fmt: skip
-    """PostgreSQL, large batches: verify chunk k+1 while a second thread COPYs chunk k (psycopg2 releases
-    the GIL while the server works), all in one transaction, rolled back if any record fails.
+    """PostgreSQL, large batches: a second thread COPYs chunk k (psycopg2 releases the GIL while the
+    server works) while chunk k is verified and chunk k+1 built, all in one transaction that is committed
+    only once every record verified, and rolled back if any fails.
 
     Returns (result, every verified row). The result is None when a concurrent upload raced us to some
     records (or to the same batch): the transaction is rolled back and the caller retries with the rows.
@@ -242,7 +244,8 @@ def _ingest_pipelined(
     certified = _certified(cards, items, parsed, registered)
     row = _batch_row(batch, wire, content_hash, uploaded_by, now)
     verified: list[dict[str, Any]] = []
-    chunks = verified_rows(items, parsed, registered, CHUNK, certified)
+    # chunk k is COPYed while it is verified: nothing is committed until every record of the batch verified
+    chunks = verified_rows(items, parsed, registered, PIPELINE_CHUNK, certified, check_after=True)
     try:
         session.add(row)
         session.flush()
@@ -251,7 +254,8 @@ def _ingest_pipelined(
         return None, [r for chunk in chunks for r in chunk]
     dbapi = session.connection().connection.dbapi_connection
     raced = False
-    pending: Future[None] | None = None
+    copied = 0
+    pending: Future[int] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cardsvc-copy") as pool:
         try:
             for chunk in chunks:
@@ -261,11 +265,11 @@ def _ingest_pipelined(
                 if raced:
                     continue  # keep verifying: the retry needs every row
                 if pending is not None:
-                    raced = _raced(pending)
+                    raced, copied = _copied(pending, copied)
                 if not raced:
                     pending = pool.submit(_copy_fresh, dbapi, chunk)
             if pending is not None and not raced:
-                raced = _raced(pending)
+                raced, copied = _copied(pending, copied)
         except BaseException:
             if pending is not None:
                 wait([pending])
@@ -274,21 +278,19 @@ def _ingest_pipelined(
     if raced:
         session.rollback()
         return None, verified
-    row.new_items = session.execute(
-        select(func.count()).select_from(TransactionRow).where(TransactionRow.batch_id == row.id)
-    ).scalar_one()
+    row.new_items = copied  # the rows COPY stored: the ones not already held
     session.commit()
     log.info("batch %s stored: %s from terminal %s, %d items, %d new", row.id, row.kind, row.terminal_id,
              row.item_count, row.new_items)  # fmt: skip
     return IngestResult(Receipt.of(row), duplicate=False), verified
 
 
-def _raced(pending: Future[None]) -> bool:
+def _copied(pending: Future[int], copied: int) -> tuple[bool, int]:
+    """(raced, rows copied so far) once the pending COPY is done."""
     try:
-        pending.result()
+        return False, copied + pending.result()
     except RecordRaceError:
-        return True
-    return False
+        return True, copied
 
 
 def _retriable(exc: OperationalError) -> bool:
@@ -414,13 +416,17 @@ def registered_keys(session: Session, parsed: Sequence[tuple[Any, ...]]) -> dict
 def verified_rows(
     items: Sequence[TransactionItem], parsed: Sequence[tuple[Any, ...]], registered: dict[str, bytes],
     chunk_size: int, certified: dict[str, bytes] | None = None, verifier: BatchVerifier | None = None,
+    *, check_after: bool = False,
 ) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
     """Verify each record with its card's key and yield insert rows, ``chunk_size`` at a time (no I/O).
 
     Keys are parsed once per distinct key. Signatures are checked by ``verifier`` (default: the process's
     :func:`cardsvc.pki.batchverify.shared_verifier`): a large batch goes to worker processes in jobs,
     all submitted up front, while this thread builds the rows; a chunk is yielded only once every
-    signature in it verified. Raises UnprocessableError naming the first bad item.
+    signature in it verified. ``check_after``: a chunk is yielded first and its signatures are checked
+    when the next one is asked for (the last: when the generator ends), so a caller inside a transaction
+    it rolls back on error can store chunk k while chunk k is verified. Raises UnprocessableError naming
+    the first bad item.
     """
     verifier = verifier or shared_verifier()
     keys: dict[bytes, bytes] = {}
@@ -478,9 +484,12 @@ def verified_rows(
             }
         )
         if len(rows) >= chunk_size or index == total - 1:
-            checked = _check_jobs(jobs, checked, index + 1, items, parsed)
+            if not check_after:
+                checked = _check_jobs(jobs, checked, index + 1, items, parsed)
             yield rows
             rows = []
+            if check_after:
+                checked = _check_jobs(jobs, checked, index + 1, items, parsed)
 
 
 def _check_jobs(
@@ -518,10 +527,10 @@ def store_transactions(session: Session, rows: list[dict[str, Any]]) -> None:
     _copy_fresh(dbapi, rows)
 
 
-def _copy_fresh(dbapi: Any, rows: list[dict[str, Any]]) -> None:
+def _copy_fresh(dbapi: Any, rows: list[dict[str, Any]]) -> int:
     """PostgreSQL: COPY the rows not already held straight into ``transactions`` (DB-API level, so it can
     run in the pipeline thread). A concurrent batch that stored one of them first makes this fail on the
-    UNIQUE constraint: raised as RecordRaceError, and ingest retries."""
+    UNIQUE constraint: raised as RecordRaceError, and ingest retries. Returns how many rows it stored."""
     unique: dict[tuple[str, int, bytes], dict[str, Any]] = {
         (r["card_id"], r["counter"], r["content_hash"]): r for r in rows
     }
@@ -540,6 +549,7 @@ def _copy_fresh(dbapi: Any, rows: list[dict[str, Any]]) -> None:
         if fresh:
             columns = list(fresh[0])
             cursor.copy_from(io.StringIO(_copy_lines(columns, fresh, set())), "transactions", columns=columns)
+        return len(fresh)
     except Exception as exc:  # psycopg2's own errors: the raw cursor bypasses SQLAlchemy's wrapping
         code = getattr(exc, "pgcode", None)
         if code == "23505":
