@@ -17,7 +17,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,6 +198,9 @@ def run_demo(
         echo(f"summary written to {json_path}")
     if pilot.failed:
         raise DemoError(f"the demo stopped: stage {pilot.failed}")
+    failed = [name for name, ok in summary.figures.get("checks", {}).items() if not ok]
+    if failed:
+        raise DemoError(f"the pilot ran but these checks failed: {', '.join(failed)}")
     return summary
 
 
@@ -647,9 +650,41 @@ def _finish(p: Pilot) -> None:
     s.figures["failed_stage"] = p.failed
     if p.failed:
         s.add("FAILED", p.failed)
+    else:
+        checks = pilot_checks(s.figures, p.attempts, counted)
+        s.figures["checks"] = checks
+        failed = [name for name, ok in checks.items() if not ok]
+        s.figures["passed"] = not failed
+        s.add("verdict", "PASSED: every check held" if not failed else f"FAILED checks: {', '.join(failed)}")
     s.add("stage times (s)", ", ".join(f"{k} {v}" for k, v in p.stage_seconds.items()))
     for item in p.missing:
         s.add("not done", item)
+
+
+def pilot_checks(
+    figures: Mapping[str, Any], attempts: Mapping[str, int], refused: Mapping[str, int]
+) -> dict[str, bool]:
+    """What the pilot must show (issue 8): every household enrolled and its card activated and in the FKO
+    ledger, every attack tried and refused for its own reason, every torn debit and crash recovered, no
+    double debit, every transaction the cards signed reconciled at central, no honest card flagged."""
+    attacks = ("impostor", "clone", "tampered", "revoked")
+    return {
+        "households_enrolled": figures.get("households_enrolled") == figures.get("households_requested"),
+        "cards_activated": figures.get("cards_activated") == figures.get("households_enrolled"),
+        "fko_ledger_matches": figures.get("fko_ledger_matches") is True,
+        "genuine_members_accepted": int(figures.get("verifications_accepted") or 0) > 0,
+        "every_attack_refused": all(
+            attempts.get(a, 0) > 0 and refused.get(a) == attempts[a] for a in attacks
+        ),
+        "torn_debits_recovered": figures.get("torn_debits_recovered") == attempts.get("torn", 0) > 0,
+        "terminal_crashes_recovered": figures.get("terminal_crashes_recovered")
+        == attempts.get("crash", 0)
+        > 0,
+        "no_double_debit": figures.get("double_debits") == 0,
+        "every_transaction_reconciled": figures.get("transactions_total") is not None
+        and figures.get("transactions_reconciled") == figures.get("transactions_total"),
+        "no_honest_card_flagged": figures.get("duplicates_flagged") == 0,
+    }
 
 
 def _write_report(p: Pilot, out_dir: Path) -> str:

@@ -172,3 +172,23 @@ def test_demo_page_links_centrals_report_only_when_this_run_wrote_it(tmp_path: P
     assert 'href="central/report.html"' in linked
     unlinked = write_report(summary, tmp_path / "failed").read_text()
     assert "href=" not in unlinked and "was not written" in unlinked
+
+
+def test_the_pilot_passes_only_when_every_check_holds(demo_run: tuple[dict[str, Any], str, Path]) -> None:
+    """The summary says PASSED only when every check holds; a check that fails is named (and exits 1)."""
+    from cardsvc.demo import pilot_checks
+
+    summary, _, _ = demo_run
+    assert summary["passed"] is True and all(summary["checks"].values()), summary["checks"]
+    attempts = summary["attacks_attempted"]
+    refused = {
+        "impostor": summary["impostors_refused"], "clone": summary["clones_refused"],
+        "tampered": summary["tampered_refused"], "revoked": summary["revoked_refused"],
+    }  # fmt: skip
+    assert all(pilot_checks(summary, attempts, refused).values())
+    one_missed = {**refused, "clone": refused["clone"] - 1}
+    assert pilot_checks(summary, attempts, one_missed)["every_attack_refused"] is False
+    lost = {**summary, "transactions_reconciled": summary["transactions_total"] - 1}
+    assert pilot_checks(lost, attempts, refused)["every_transaction_reconciled"] is False
+    doubled = {**summary, "double_debits": 1}
+    assert pilot_checks(doubled, attempts, refused)["no_double_debit"] is False
