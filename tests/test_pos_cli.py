@@ -133,10 +133,10 @@ def test_cli_signin_admit_discharge_refusals_journal(
     card_id = card_number(CARD_ID)
     ack = sign_authorisation(pki.district.signer, Authorisation(AuthKind.SYNC_ACK, CARD_ID, 1, 1, 2),
                              pki.district.cert)  # fmt: skip
-    with Journal(home / JOURNAL_FILE) as journal:
+    with Journal(home / JOURNAL_FILE) as terminal_journal:
         item = StoredAuthorisation("ack1", "sync_ack", "card", f"{card_id:016x}", POS_CARD_NOW,
                                    POS_CARD_NOW + 86_400, ack.encode(), ())  # fmt: skip
-        store_authorisations(journal, [item.to_json()])
+        store_authorisations(terminal_journal, [item.to_json()])
     assert "acknowledgement up to counter 2 waits for the card" in pos("status")
     out = pos("verify", "--member", "0", "--finger", "2", finger=3)
     assert "central's sync acknowledgement presented: offline limits now 0 of 20 debits" in out
