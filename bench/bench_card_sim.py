@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import random
 import socket
-import statistics
 import struct
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from cardsvc.benchfig import Figure, report
+from cardsvc.benchfig import Figure, median_ms, report
 from hardware_sims.card.apdu import build_command
 from hardware_sims.card.apps.generic import CARD_AUTH_KEY, EF_BIG, GENERIC_AID
 from hardware_sims.card.cardos import SimulatedCard
@@ -44,17 +41,6 @@ CEILINGS_MS = {
     "vpcd link 4 KB APDU, QUICKACK": 2.0,
     "vpcd link short APDU, no QUICKACK (the trap)": 100.0,
 }
-
-
-def median_ms(action: Callable[[], object], rounds: int) -> float:
-    for _ in range(min(20, rounds)):
-        action()
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter_ns()
-        action()
-        samples.append(time.perf_counter_ns() - start)
-    return statistics.median(samples) / 1e6
 
 
 def check(card: SimulatedCard, apdu: bytes) -> bytes:
@@ -127,8 +113,8 @@ def vpcd_link(work: Path, quickack: bool) -> tuple[float, float]:
             for apdu in (SELECT_APP, SELECT_BIG):
                 reader.transmit(apdu)
             rounds = 200 if quickack else 20
-            short = median_ms(lambda: reader.transmit(READ_SHORT), rounds)
-            big = median_ms(lambda: reader.transmit(READ_4K), rounds)
+            short = median_ms(lambda: reader.transmit(READ_SHORT), rounds, warmup=min(20, rounds))
+            big = median_ms(lambda: reader.transmit(READ_4K), rounds, warmup=min(20, rounds))
             return short, big
     finally:
         reader.close()

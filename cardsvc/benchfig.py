@@ -19,12 +19,28 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 #: Width the name column is padded to (longer names push the rest of the line right).
 NAME_WIDTH = 44
+
+
+def median_ms(action: Callable[[], object], rounds: int, warmup: int = 20) -> float:
+    """Median wall time of ``action`` in ms over ``rounds`` calls, after ``warmup`` untimed calls."""
+    if rounds < 1:
+        raise FigureError(f"rounds must be at least 1, not {rounds}")
+    for _ in range(warmup):
+        action()
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter_ns()
+        action()
+        samples.append(time.perf_counter_ns() - start)
+    return statistics.median(samples) / 1e6
 
 
 class FigureError(ValueError):

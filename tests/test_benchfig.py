@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from cardsvc.benchfig import Figure, FigureError, format_number, parse_line, payload, report
+from cardsvc.benchfig import Figure, FigureError, format_number, median_ms, parse_line, payload, report
 
 FIGURES = [
     Figure("short APDU round trip, raw, median of 1000", 0.149, "ms", 1.0),
@@ -119,3 +119,11 @@ def test_payload_carries_the_overall_verdict() -> None:
     assert document["benchmark"] == "apdu" and document["ok"] is True and document["rounds"] == 20
     assert [f["name"] for f in document["figures"]] == [FIGURES[0].name, FIGURES[1].name]
     assert payload("pki", FIGURES)["ok"] is False
+
+
+def test_median_ms_times_every_round_after_the_warm_up() -> None:
+    calls: list[int] = []
+    assert median_ms(lambda: calls.append(1), 7, warmup=3) >= 0
+    assert len(calls) == 10
+    with pytest.raises(FigureError, match="at least 1"):
+        median_ms(lambda: None, 0)

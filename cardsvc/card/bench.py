@@ -8,15 +8,13 @@ on one limited to short APDUs. A benchmark, not a test: the suite never asserts 
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cardsvc.benchfig import Figure, payload, report
+from cardsvc.benchfig import Figure, median_ms, payload, report
 from cardsvc.card.iso import Ins
 from cardsvc.card.pcsc import PcscConnection
 from cardsvc.card.pcscd import VPCD_PORTS, PcscdHandle, ensure_pcscd, wait_for_card_state
@@ -52,17 +50,6 @@ def served_card(daemon: PcscdHandle, state_dir: Path, slot: int = 0, **card_kwar
     wait_for_card_state(reader, present=False)  # so the next card on this slot is not mistaken for it
 
 
-def _median_ms(action: Callable[[], object], rounds: int, warmup: int = 20) -> float:
-    for _ in range(warmup):
-        action()
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter_ns()
-        action()
-        samples.append(time.perf_counter_ns() - start)
-    return statistics.median(samples) / 1e6
-
-
 def _read_figures(reader: str, label: str, reps: int) -> tuple[float, int, bytes]:
     with PcscConnection(reader, exclusive=True) as pcsc:
         conn = CountingConnection(pcsc)
@@ -75,7 +62,7 @@ def _read_figures(reader: str, label: str, reps: int) -> tuple[float, int, bytes
         apdus = conn.count - before
         if len(content) != FILE_SIZE:
             raise RuntimeError(f"{label}: read {len(content)} bytes, expected {FILE_SIZE}")
-        ms = _median_ms(lambda: session.read_binary(length=FILE_SIZE), reps, warmup=3)
+        ms = median_ms(lambda: session.read_binary(length=FILE_SIZE), reps, warmup=3)
         return ms, apdus, content
 
 
@@ -91,7 +78,7 @@ def measure(daemon: PcscdHandle, work_dir: Path, rounds: int = 1000, read_reps: 
             figures.append(
                 Figure(
                     f"short APDU round trip, raw, median of {rounds}",
-                    _median_ms(lambda: pcsc.send_and_receive(raw), rounds),
+                    median_ms(lambda: pcsc.send_and_receive(raw), rounds),
                     "ms",
                     CEILING_SHORT_MS,
                 )
@@ -99,7 +86,7 @@ def measure(daemon: PcscdHandle, work_dir: Path, rounds: int = 1000, read_reps: 
             figures.append(
                 Figure(
                     f"short APDU round trip, send_apdu, median of {rounds}",
-                    _median_ms(lambda: session.send_apdu(Ins.READ_BINARY, 0, 0, le=16), rounds),
+                    median_ms(lambda: session.send_apdu(Ins.READ_BINARY, 0, 0, le=16), rounds),
                     "ms",
                     CEILING_SHORT_MS,
                 )
