@@ -499,7 +499,8 @@ def sync(settings: Settings, url: str | None) -> None:
     report = service.sync()
     click.echo(
         f"batches made {report.batches_made}, sent {report.batches_sent} ({report.duplicates} already held), "
-        f"records {report.records_sent}; downloaded: {', '.join(report.downloads) or 'nothing'}"
+        f"records {report.records_sent}, fallbacks {report.fallbacks_sent}; "
+        f"downloaded: {', '.join(report.downloads) or 'nothing'}"
     )
     if report.reason is not None:
         _refuse(SyncError(report.reason, report.error or ""))
