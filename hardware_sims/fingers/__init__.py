@@ -1,7 +1,7 @@
 """Synthetic fingers (SFinGe method): seeded master fingerprints and their impressions on a 500 dpi sensor.
 
-    >>> from hardware_sims.fingers import impression
-    >>> image = impression(seed=7, k=0)          # uint8, 288 high x 256 wide, dark ridges
+>>> from hardware_sims.fingers import impression
+>>> image = impression(seed=7, k=0)          # uint8, 288 high x 256 wide, dark ridges
 """
 
 from hardware_sims.fingers.impression import (
