@@ -312,54 +312,29 @@ class Journal:
         minutiae: int,
         sealed_template: bytes,
     ) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO captures VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    household_id,
-                    member_no,
-                    finger,
-                    CaptureStatus.CAPTURED,
-                    None,
-                    quality,
-                    attempts,
-                    minutiae,
-                    sealed_template,
-                    self.now(),
-                    self.operator,
-                ),
-            )
-            self.event(
-                "capture.finger",
-                f"{household_id}/{member_no}",
-                {"finger": finger, "quality": quality, "attempts": attempts, "minutiae": minutiae},
-            )
+        row = (CaptureStatus.CAPTURED, None, quality, attempts, minutiae, sealed_template)
+        details = {"finger": finger, "quality": quality, "attempts": attempts, "minutiae": minutiae}
+        self._put_capture(household_id, member_no, finger, row, "capture.finger", details)
 
     def record_finger_exception(
         self, household_id: str, member_no: int, finger: int, reason: MemberException, note: str
     ) -> None:
+        self._put_capture(
+            household_id, member_no, finger, (CaptureStatus.EXCEPTION, reason.value, None, None, None, None),
+            "capture.exception", {"finger": finger, "reason": reason.value, "note": note},
+        )  # fmt: skip
+
+    def _put_capture(
+        self, household_id: str, member_no: int, finger: int, row: tuple[Any, ...], action: str,
+        details: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """One captures row (status, reason, quality, attempts, minutiae, sealed template) and its event."""
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO captures VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    household_id,
-                    member_no,
-                    finger,
-                    CaptureStatus.EXCEPTION,
-                    reason.value,
-                    None,
-                    None,
-                    None,
-                    None,
-                    self.now(),
-                    self.operator,
-                ),
+                (household_id, member_no, finger, *row, self.now(), self.operator),
             )
-            self.event(
-                "capture.exception",
-                f"{household_id}/{member_no}",
-                {"finger": finger, "reason": reason.value, "note": note},
-            )
+            self.event(action, f"{household_id}/{member_no}", details)
 
     def record_member_status(
         self, household_id: str, member_no: int, status: str, reason: str | None, note: str = ""
