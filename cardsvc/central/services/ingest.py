@@ -10,12 +10,13 @@ batches are inserted with ON CONFLICT DO NOTHING on (card, counter, record hash)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import logging
 import time as _time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
@@ -169,20 +170,24 @@ def ingest_batch(
                 key = public_key_bytes(load_public_key(item.card_key))
                 cards.check(item, key, f"batch.items[{index}]")
     rows: list[dict[str, Any]] = []
+    verify: Callable[[], None] | None = None
     items = [i for i in batch.items if isinstance(i, TransactionItem)]
     if items and _pipelined(session, items):
         result, rows = _ingest_pipelined(session, batch, items, wire, content_hash, uploaded_by, now, cards)
         if result is not None:
             return result
-    elif items:  # verified once, before any retry, and outside any transaction
+    elif items:  # verified once, before any retry, outside any transaction: the rows are built while the
+        # signatures are checked (on worker processes for a large batch), the check completed before commit
         parsed = parse_records(items)
         registered = registered_keys(session, parsed)
         session.rollback()
         certified = _certified(cards, items, parsed, registered)
-        rows = _sorted_unique(verified_rows(items, parsed, registered, len(items), certified))
+        pending = verified_rows(items, parsed, registered, len(items), certified, check_after=True)
+        rows = _sorted_unique([next(pending)])
+        verify = functools.partial(_exhaust, pending)
     for attempt in range(RETRIES):
         try:
-            return _store(session, batch, rows, wire, content_hash, uploaded_by, now, officer_checks)
+            return _store(session, batch, rows, wire, content_hash, uploaded_by, now, officer_checks, verify)
         except (IntegrityError, RecordRaceError):
             session.rollback()
             existing = _find(session, content_hash)
@@ -197,6 +202,11 @@ def ingest_batch(
                 raise
             _time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _exhaust(chunks: Iterator[Any]) -> None:
+    for _ in chunks:
+        pass
 
 
 def _certified(
@@ -329,7 +339,10 @@ def _find(session: Session, content_hash: str) -> Receipt | None:
 def _store(
     session: Session, batch: Batch, rows: list[dict[str, Any]], wire: bytes, content_hash: str,
     uploaded_by: str, now: int, officer_checks: dict[int, str | None] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> IngestResult:  # fmt: skip
+    """Insert the batch and its items; ``before_commit`` (e.g. the rest of the signature check) runs in the
+    open transaction, which is rolled back if it raises."""
     row = _batch_row(batch, wire, content_hash, uploaded_by, now)
     if batch.kind is BatchKind.TRANSACTIONS:
         session.add(row)
@@ -368,6 +381,12 @@ def _store(
             for n, e in entries
         )
         row.new_items = len(entries)
+    if before_commit is not None:
+        try:
+            before_commit()
+        except BaseException:
+            session.rollback()
+            raise
     session.commit()
     log.info("batch %s stored: %s from terminal %s, %d items, %d new", row.id, row.kind, row.terminal_id,
              row.item_count, row.new_items)  # fmt: skip
