@@ -201,3 +201,71 @@ def test_cli_place_without_a_running_simulator_says_so(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["sensor", "place", "--control", str(missing), "--finger", "1"])
     assert result.exit_code != 0
     assert "sensor control socket" in result.output and str(missing) in result.output
+
+
+@pytest.fixture
+def bulk_fp(sensor_sim: SensorSimulator):
+    """The capture driver's module: pyfingerprint with its packet reader replaced by a bulk one."""
+    from cardsvc.bio.capture import _bulk_module
+
+    fp = _bulk_module()(sensor_sim.port, 57600, 0xFFFFFFFF, 0x00000000)
+    assert fp.verifyPassword()
+    yield fp
+    fp._PyFingerprint__serial.close()
+
+
+def test_bulk_reader_downloads_the_same_image_and_keeps_every_command(bulk_fp, sensor_sim) -> None:
+    image = impression(4, 1)
+    sensor_sim.place(image)
+    assert bulk_fp.readImage()
+    for size in (32, 128, 256):  # packets of every size the module allows
+        bulk_fp.setMaxPacketSize(size)
+        got = bulk_fp.download_image_array()
+        assert got.shape == (288, 256) and got.dtype == np.uint8
+        assert np.array_equal(got, (image >> 4) * 17)
+    sensor_sim.lift()
+    assert enrol(bulk_fp, sensor_sim, 3) == 0  # pyfingerprint's own flows, through the bulk reader
+    assert search(bulk_fp, sensor_sim, 3, 2)[0] == 0
+    assert search(bulk_fp, sensor_sim, 5, 0) == (-1, -1)
+
+
+class _Wire:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self, n: int = 1) -> bytes:
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+
+    def isOpen(self) -> bool:  # pyserial's name, asked by pyfingerprint's __del__
+        return False
+
+
+def _packet(kind: int, payload: bytes, checksum_delta: int = 0) -> bytes:
+    length = len(payload) + 2
+    checksum = (kind + (length >> 8) + (length & 0xFF) + sum(payload) + checksum_delta) & 0xFFFF
+    return (
+        b"\xef\x01\xff\xff\xff\xff"
+        + bytes([kind])
+        + length.to_bytes(2, "big")
+        + payload
+        + checksum.to_bytes(2, "big")
+    )
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        (_packet(0x07, b"\x00", checksum_delta=1), "checksum is wrong"),
+        (b"\xee\x01" + _packet(0x07, b"\x00")[2:], "valid header"),
+        (_packet(0x02, bytes(64))[:40], "of a packet's 66 bytes"),  # the line went quiet mid-packet
+        (b"\xef\x01\xff", "of a packet's 9 header bytes"),
+    ],
+)
+def test_bulk_reader_refuses_a_bad_packet_as_pyfingerprint_does(wire: bytes, message: str) -> None:
+    from cardsvc.bio.capture import _bulk_module
+
+    fp = object.__new__(_bulk_module())
+    fp._PyFingerprint__serial = _Wire(wire)
+    with pytest.raises(Exception, match=message):
+        fp._PyFingerprint__readPacket()

@@ -121,10 +121,69 @@ class SensorModule(Protocol):
 SensorFactory = Callable[[str, int, int, int], SensorModule]
 
 
-def _pyfingerprint(port: str, baud: int, address: int, password: int) -> SensorModule:
+IMAGE_WIDTH, IMAGE_HEIGHT = 256, 288  # R30x image: 4 bits per pixel on the wire, two pixels a byte
+_STARTCODE = b"\xef\x01"
+_HEADER = 9  # start code (2), address (4), packet type (1), length (2) = payload + checksum
+_ACK, _DATA, _END_DATA, _COMMAND = 0x07, 0x02, 0x08, 0x01
+_DOWNLOAD_IMAGE = 0x0A
+
+
+def _bulk_module() -> type:
+    """pyfingerprint's PyFingerprint with a packet reader that reads each packet in two serial reads.
+
+    pyfingerprint 1.5 reads every byte with its own ``serial.read()`` and draws the image pixel by pixel
+    through PIL into a file: about 450 ms of CPU per 36,864-byte image, several times the rest of a
+    verification (bench/bench_fingers_capture.py). The subclass keeps pyfingerprint's commands and replaces
+    only its private packet reader (``__readPacket``, name-mangled; pyfingerprint is pinned in
+    pyproject.toml), and adds :meth:`download_image_array`, which decodes the nibbles with numpy. The
+    checks are pyfingerprint's own: start code, checksum, packet types; errors are its bare Exceptions."""
     from pyfingerprint.pyfingerprint import PyFingerprint
 
-    module: SensorModule = PyFingerprint(port, baud, address, password)
+    class BulkPyFingerprint(PyFingerprint):
+        def _PyFingerprint__readPacket(self) -> tuple[int, list[int]]:
+            port = self._PyFingerprint__serial
+            header = port.read(_HEADER)
+            if len(header) < _HEADER:
+                raise Exception(f"the sensor sent {len(header)} of a packet's {_HEADER} header bytes")
+            if header[:2] != _STARTCODE:
+                raise Exception("The received packet do not begin with a valid header!")
+            length = int.from_bytes(header[7:9], "big")
+            body = port.read(length)
+            if length < 2 or len(body) < length:
+                raise Exception(f"the sensor sent {len(body)} of a packet's {length} bytes")
+            payload = body[:-2]
+            checksum = (header[6] + header[7] + header[8] + sum(payload)) & 0xFFFF
+            if int.from_bytes(body[-2:], "big") != checksum:
+                raise Exception("The received packet is corrupted (the checksum is wrong)!")
+            return header[6], list(payload)
+
+        def download_image_array(self) -> np.ndarray:
+            """The image in the sensor's buffer as uint8 (288 x 256, 16 grey levels scaled to 0-255)."""
+            self._PyFingerprint__writePacket(_COMMAND, (_DOWNLOAD_IMAGE,))
+            kind, payload = self._PyFingerprint__readPacket()
+            if kind != _ACK:
+                raise Exception("The received packet is no ack packet!")
+            if payload[:1] != [0]:
+                raise Exception(f"Could not download image (code {payload[:1]})")
+            chunks = []
+            while kind != _END_DATA:
+                kind, payload = self._PyFingerprint__readPacket()
+                if kind not in (_DATA, _END_DATA):
+                    raise Exception("The received packet is no data packet!")
+                chunks.append(bytes(payload))
+            packed = np.frombuffer(b"".join(chunks), dtype=np.uint8)
+            if packed.size != IMAGE_WIDTH * IMAGE_HEIGHT // 2:
+                raise Exception(f"the image is {packed.size} bytes, not {IMAGE_WIDTH * IMAGE_HEIGHT // 2}")
+            pixels = np.empty(packed.size * 2, dtype=np.uint8)
+            pixels[0::2] = packed >> 4
+            pixels[1::2] = packed & 0x0F
+            return (pixels * 17).reshape(IMAGE_HEIGHT, IMAGE_WIDTH)
+
+    return BulkPyFingerprint
+
+
+def _pyfingerprint(port: str, baud: int, address: int, password: int) -> SensorModule:
+    module: SensorModule = _bulk_module()(port, baud, address, password)
     return module
 
 
@@ -215,6 +274,10 @@ class FingerprintSensor:
 
     def download_image(self) -> np.ndarray:
         """Fetch the last captured image as a uint8 array (288 high x 256 wide)."""
+        bulk = getattr(self.module, "download_image_array", None)
+        if bulk is not None:
+            image: np.ndarray = self._call("downloadImage", bulk)
+            return image
         with tempfile.TemporaryDirectory(prefix="fpimg-") as tmp:
             path = str(Path(tmp) / "capture.png")
             self._call("downloadImage", self.module.downloadImage, path)
