@@ -409,7 +409,9 @@ def renew(obj: Ctx, reader: str, auth_file: Path, station_file: Path | None, sen
             sensor.close()
     p = result.profile
     cover = ", ".join(f"scheme {s.scheme_id}: {s.cover_paise / 100:.2f}" for s in p.schemes)
-    click.echo(f"{result.card_id} renewed for {p.policy_start} to {p.policy_end} ({cover})")
+    click.echo(
+        f"{result.card_id} renewed for {p.policy_start} to {p.policy_end} ({cover}; {result.apdus} APDUs)"
+    )
 
 
 def _card_authorisation(path: Path) -> Any:

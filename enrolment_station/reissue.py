@@ -249,6 +249,7 @@ class RenewalResult:
     profile: HouseholdProfile
     records: list[TransactionRecord]
     recovered: str = ""  # "", "resumed", "completed"
+    apdus: int = 0  # on the beneficiary card in the last call (SELECTs included)
 
 
 def _step(serial: int, name: str) -> str:
@@ -299,7 +300,11 @@ def renew(
         first = int(steps[_step(auth.serial, "opened")]["counter"]) + 1
         records = [r for r in session.read_log(first, card_key=public.card_certificate.public_point)
                    if r.record_type is RecordType.RENEWAL and r.reference == auth.serial]  # fmt: skip
-        return _commit_done(service, card_id, auth, station_authorisation, certified, records, "completed")
+        done_now = _commit_done(
+            service, card_id, auth, station_authorisation, certified, records, "completed"
+        )
+        done_now.apdus = session.counter.apdus
+        return done_now
     if status.lifecycle is not ben.Lifecycle.ACTIVATED:
         raise AuthorisationError(f"card {card_id} is {status.lifecycle.name}: only an activated card renews")
     if not opened_on_card and any(w.held for w in status.wallets):
@@ -362,7 +367,9 @@ def renew(
         CvCertificate.parse(bytes.fromhex(certified["fko_certificate"])),
         time=int(now.timestamp()), operator_id=chr_id(identity.chr),
     )  # fmt: skip
-    return _commit_done(service, card_id, auth, station_authorisation, certified, records, recovered)
+    result = _commit_done(service, card_id, auth, station_authorisation, certified, records, recovered)
+    result.apdus = session.counter.apdus
+    return result
 
 
 def _check_station_renew(

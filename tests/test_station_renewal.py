@@ -354,6 +354,7 @@ def test_renewed_card_is_accepted_by_a_pos_terminal_through_pcsc(
     with PcscConnection(served.reader, exclusive=True) as conn:
         result = renew_until_done(rc.camp.personaliser, conn, _card_auth(rc, card_id, start, end),
                                   now=rc.clock.now(), fko=rc.camp.session())  # fmt: skip
+    print(f"renewal through pcscd + vpcd: {result.apdus} APDUs on the beneficiary card")
     verified = pos_verify()
     assert (verified.profile.policy_start, verified.profile.policy_end) == (start, end)
     assert verified.card_certificate.encode() == result.certificate.encode()
