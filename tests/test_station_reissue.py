@@ -234,3 +234,52 @@ def test_bad_authorisations_are_refused(
             fko=camp.fko,
         )
     assert camp.journal.events("card.split") == []
+
+
+def test_split_lowering_torn_at_every_apdu_lowers_the_original_exactly_once(
+    station_camp: OpenCamp, station_world: StationWorld
+) -> None:
+    """Pull the original card at each APDU of the lowering (before and after the card acted): the re-run
+    finds the record in the card's log when the card made it, and never lowers twice."""
+    from cardsvc.card.transport import CardRemovedError
+    from enrolment_station.journal import HouseholdStatus
+    from enrolment_station.reissue import lower_original
+    from tests.test_station_tearing import TearingConnection
+
+    camp = station_camp.camp
+    assert isinstance(camp, Camp)
+    card_id, original = _enrolled(camp, station_world)
+
+    def fresh() -> tuple[str, Any]:
+        with camp.journal.transaction():
+            camp.journal.set_household_status("HH-0001", HouseholdStatus.CAPTURED)
+        card = station_world.blank_card()
+        return camp.personalise(InProcessConnection(card), "HH-0001").card_id, card
+
+    def grant(card: str, k: int) -> SignedAuthorisation:
+        return _auth(station_world, AuthKind.SPLIT, card, members=(1,), auth_id=f"{k:016x}")
+
+    clean = TearingConnection(original, None, after=False)
+    lower_original(camp.personaliser, clean, grant(card_id, 0).authorisation,
+                   [_lowering(station_world, card_id, 1_000_000)], now=station_world.now())  # fmt: skip
+    total = clean.sent
+    outcomes = set()
+    for k in range(1, total + 1):
+        for after in (False, True):
+            card_id, card = fresh()
+            signed, lowering = grant(card_id, 2 * k + after), [_lowering(station_world, card_id, 1_000_000)]
+            torn = TearingConnection(card, k, after=after)
+            with pytest.raises((CardRemovedError, AuthorisationError)):  # pulled (at SELECT: "no card")
+                lower_original(
+                    camp.personaliser, torn, signed.authorisation, lowering, now=station_world.now()
+                )
+            assert torn.torn
+            with InProcessConnection(card) as c:
+                outcomes.add(BeneficiarySession(c).status().counter)
+            [record] = lower_original(camp.personaliser, InProcessConnection(card), signed.authorisation,
+                                      lowering, now=station_world.now())  # fmt: skip
+            with InProcessConnection(card) as c:
+                status = BeneficiarySession(c).status()
+            assert (status.counter, status.wallet(1).balance) == (1, 2_000_000), (k, after)
+            assert record.counter == 1 and record.balance_after == 2_000_000
+    assert outcomes == {0, 1}  # torn before and after the card made its record
