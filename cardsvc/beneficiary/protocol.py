@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import IntEnum
 
+from cardsvc import tlv as _tlv
 from cardsvc.formats.profile import ContentHashes, ProfileFormatError, expect_tags, split_tlvs, tlv
 from cardsvc.formats.transaction import RecordType
 from cardsvc.pki.rights import Right
@@ -487,6 +488,21 @@ class Authorisation:
                 raise ProfileFormatError("authorisation covers: 1-4 schemes in ascending order, once each")
         return cls(k, cid.decode("ascii", "replace"), int.from_bytes(serial, "big"), scheme[0],
                    int.from_bytes(value, "big"), chain, sig, policy, tuple(covers))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ certificates
+CVC_TAG = 0x7F21
+
+
+def split_certificates(data: bytes) -> list[bytes]:
+    """Concatenated CV certificates (EF 0101, PUT CERTIFICATE / COMMIT RENEWAL data) as each one's bytes."""
+    try:
+        parts = _tlv.parse_tlvs(bytes(data), strict=True)
+    except _tlv.TlvError as exc:
+        raise ProfileFormatError(f"certificates: {exc}") from None
+    if any(p.tag != CVC_TAG for p in parts):
+        raise ProfileFormatError("certificates: only 7F21 CV certificates")
+    return [bytes(p) for p in parts]
 
 
 # ------------------------------------------------------------------------------------------ renewal commit

@@ -28,13 +28,13 @@ from cardsvc.card.session import ApplicationSession
 from cardsvc.card.transport import CardConnection
 from cardsvc.formats.profile import (
     HouseholdProfile,
+    ProfileFormatError,
     StoredPhoto,
     StoredTemplate,
     encode_photos,
     encode_templates,
     parse_photos,
     parse_templates,
-    split_tlvs,
 )
 from cardsvc.formats.transaction import RECORD_LENGTH, RecordType, TransactionRecord
 from cardsvc.pki.cvc import CvCertificate
@@ -150,10 +150,12 @@ class BeneficiarySession(ApplicationSession):
         raw = self._read_object(fmt.FileId.CERTIFICATES, status.object_lengths[0])
         if not raw:
             return PublicPart(status, None, None)
-        parts = split_tlvs(raw, "certificates")
-        first_len = len(raw) - sum(_tlv_size(v) for _, v in parts[1:])
-        card = CvCertificate.parse(raw[:first_len])
-        fko = CvCertificate.parse(raw[first_len:])
+        parts = fmt.split_certificates(raw)
+        if len(parts) != 2:
+            raise ProfileFormatError(
+                f"EF 0101 holds {len(parts)} certificates, not the card's and the FKO's"
+            )
+        card, fko = (CvCertificate.parse(p) for p in parts)
         self.card_certificate = card
         return PublicPart(status, card, fko)
 
@@ -414,11 +416,6 @@ def sign_authorisation(signer: Signer, auth: fmt.Authorisation, chain: CvCertifi
 
 def _public_key(point: bytes) -> ec.EllipticCurvePublicKey:
     return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
-
-
-def _tlv_size(value: bytes) -> int:
-    n = len(value)
-    return 2 + (1 if n < 0x80 else 2 if n <= 0xFF else 3) + n
 
 
 def digest_hex(data: bytes) -> str:

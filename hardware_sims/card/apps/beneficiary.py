@@ -364,16 +364,14 @@ class BeneficiaryApplication(Application):
     ) -> tuple[bytes, bytes, HouseholdProfile, ContentHashes]:
         """PUT CERTIFICATE's and COMMIT RENEWAL's checks of ``card CVC || FKO CVC [|| district CVC]`` against
         the objects given: key, id, role, issuer, policy period, content digest, FKO signature (and chain)."""
-        parts = split_tlvs(data, "certificates")
-        if len(parts) not in (2, 3) or any(tag != 0x7F21 for tag, _ in parts):
+        parts = fmt.split_certificates(data)
+        if len(parts) not in (2, 3):
             raise IsoError(SW.WRONG_DATA, "certificates = the card CVC, the FKO CVC [, the district CVC]")
-        sizes = [_tlv_len(value) for _, value in parts]
-        card_raw = data[: sizes[0]]
-        fko_raw = data[sizes[0] : sizes[0] + sizes[1]]
+        card_raw, fko_raw = parts[0], parts[1]
         cert = CvCertificate.parse(card_raw)
         fko = CvCertificate.parse(fko_raw)
         if len(parts) == 3:  # the whole chain to the root, checked at the card's clock
-            district = CvCertificate.parse(data[sizes[0] + sizes[1] :])
+            district = CvCertificate.parse(parts[2])
             now = datetime.fromtimestamp(card.now(), tz=UTC)
             try:
                 validate_chain([district, fko, cert], self.anchor, now=now)
@@ -713,11 +711,6 @@ class BeneficiaryApplication(Application):
                 self._open_renewal(card, state, auth)
             self._put_state(card, state)
         return b"", SW.OK
-
-
-def _tlv_len(value: bytes) -> int:
-    n = len(value)
-    return 2 + (1 if n < 0x80 else 2 if n <= 0xFF else 3) + n
 
 
 def _card_number(card_id: str) -> int:
