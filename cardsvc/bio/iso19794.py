@@ -94,7 +94,7 @@ class IsoRecord:
             raise TemplateFormatError(
                 f"truncated record: {len(data)} bytes, the header alone needs {RECORD_HEADER.size}"
             )
-        magic, version, length, device, width, height, xres, yres, n_views, _reserved = (
+        magic, version, length, device, width, height, xres, yres, n_views, reserved = (
             RECORD_HEADER.unpack_from(data)
         )
         if magic != MAGIC:
@@ -112,6 +112,8 @@ class IsoRecord:
             raise TemplateFormatError(f"resolution {xres}x{yres} pixels/cm has a zero (not conformant)")
         if n_views == 0:
             raise TemplateFormatError("record holds no finger view")
+        if reserved:
+            raise TemplateFormatError(f"the header's reserved byte is {reserved:#04x}, not 0 (damaged?)")
         offset = RECORD_HEADER.size
         views = []
         for index in range(n_views):
