@@ -301,6 +301,11 @@ def test_verification_steps_tick_one_by_one_as_the_card_passes_them(
     s.hw.apdu_delay = 0.1  # a real card's pace: about 2 s for the whole verification
     seen = watch_steps(page)
     page.click("#read-card", no_wait_after=True)
+    for _ in range(100):  # three steps ticked: the screen while the card is still being read
+        if seen and sum(state == "ok" for _, state in seen[-1][0]) >= 3:
+            screens.shot_while_waiting(lang, "pos-card-reading")
+            break
+        page.wait_for_timeout(50)
     page.wait_for_selector("#member-0")
     counts = [ticked(states) for states, _ in seen]
     assert counts == sorted(counts), f"a ticked step was unticked: {counts}"

@@ -84,6 +84,19 @@ def station_screens(station_world: StationWorld, tmp_path: Path) -> Iterator[Sta
     server.stop()
 
 
+def wait_for_live_stage(page: Any, url: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Poll the live personalisation stage beside the pending request until the service reports one."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = page.request.get(url).json()
+        if data.get("number"):
+            return dict(data)
+        time.sleep(0.1)
+    raise AssertionError("no personalisation stage while the card was written")
+
+
 def wait_for_live_image(page: Any, url: str, timeout: float = 15.0) -> dict[str, Any]:
     """Poll the live endpoint beside the pending capture request (the page itself is mid-navigation)."""
     import time
@@ -137,6 +150,8 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
         if hid == "HH-0001":  # the live image and quality are served while the capture request runs
             live = wait_for_live_image(page, s.url("/live/capture.json"))
             assert live["member"] in (1, 2) and live["text"]
+            page.wait_for_timeout(900)  # the page's own poll (every 0.4 s) shows it too
+            screens.shot_while_waiting(lang, "station-capture-live")
         page.wait_for_selector("#write-card")
         assert page.locator("img.finger-image").count() >= 2, "the captured images are shown"
         if hid == "HH-0001":
@@ -145,7 +160,16 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
         else:
             assert page.locator("#member-2 .badge.warn").count() == 1, "the child has no fingerprints"
         s.hw.blank = s.world.blank_card()
-        page.click("#write-card")
+        if blank_shot:  # a card at a real card's pace: the live panel names each stage while it is written
+            s.hw.apdu_delay = 0.2
+            page.click("#write-card", no_wait_after=True)
+            stage = wait_for_live_stage(page, s.url("/live/card.json"))
+            assert stage["number"] >= 1 and hindi(stage["text"]) == (lang == "hi")
+            page.wait_for_timeout(500)  # the page's own poll (every 0.4 s) shows it too
+            screens.shot_while_waiting(lang, "station-personalisation")
+            s.hw.apdu_delay = 0.0
+        else:
+            page.click("#write-card")
         page.wait_for_selector("#card-face")
         stage = page.request.get(s.url("/live/card.json")).json()
         assert (stage["stage"], stage["number"], stage["of"]) == ("activating", 5, 5), (
