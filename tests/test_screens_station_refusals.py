@@ -53,8 +53,12 @@ def test_bad_list_names_every_bad_row_and_imports_nothing(station: tuple[Any, An
     client, camp = station
     page = upload(client, BAD).get_data(as_text=True)
     assert "The eligibility list was refused; nothing was imported." in page
-    assert "line 2" in page and "line 3" in page, "the dummy name and the bad gender are both named"
+    assert "Line 2, name:" in page and "Line 3, gender:" in page, "the dummy name and the bad gender"
     assert camp.journal.household_ids() == []
+    assert client.get("/households?lang=hi").status_code == 200  # the operator switches to Hindi
+    page = upload(client, BAD).get_data(as_text=True)
+    assert "पंक्ति 3, लिंग:" in page, "where the row is wrong, in the operator's language"
+    client.get("/households?lang=en")
     assert "1 households imported." in upload(client, GOOD).get_data(as_text=True)
 
 

@@ -21,6 +21,7 @@ from flask import (
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
+from markupsafe import Markup
 from werkzeug.utils import secure_filename
 from werkzeug.wrappers.response import Response as WResponse
 
@@ -58,6 +59,13 @@ BATCH_KINDS: dict[str, Any] = {
     BatchKind.CAMP: _l("Camp enrolments"), BatchKind.FKO_LEDGER: _l("FKO card ledger"),
     BatchKind.TRANSACTIONS: _l("Card transactions"), BatchKind.FALLBACKS: _l("Fallbacks used"),
 }  # fmt: skip
+#: Eligibility list columns (and whole-file places) named in a refused row, in the operator's words.
+COLUMNS: dict[str, Any] = {
+    "household_id": _l("household"), "village_code": _l("village code"), "member_no": _l("member number"),
+    "name": _l("name"), "gender": _l("gender"), "year_of_birth": _l("year of birth"),
+    "relation": _l("relation"), "header": _l("header"), "row": _l("row"), "file": _l("file"),
+}  # fmt: skip
+MAX_ROWS_SHOWN = 30
 CARD_STATES: dict[str, Any] = {
     CardState.STARTED: _l("Being written"),
     CardState.ACTIVATED: _l("Activated, not handed over"),
@@ -243,6 +251,14 @@ def import_list() -> WResponse:
     upload.save(path)
     try:
         listing = ctx.camp.import_list(path)
+    except EligibilityError as exc:
+        p = problem_of(exc)
+        flash(f"{p['problem']} {p['next_step']}", "error")
+        for row in exc.problems[:MAX_ROWS_SHOWN]:  # each bad row: where in the operator's words, why as found
+            where = _("Line %(n)s, %(column)s:", n=row.line, column=COLUMNS.get(row.column, row.column))
+            flash(Markup('{} <span translate="no" lang="en">{}</span>').format(where, row.reason), "error")
+        if len(exc.problems) > MAX_ROWS_SHOWN:
+            flash(_("… and %(n)s more rows.", n=len(exc.problems) - MAX_ROWS_SHOWN), "error")
     except StationError as exc:
         p = problem_of(exc)
         flash(f"{p['problem']} {p['next_step']} ({p['detail']})", "error")
