@@ -297,11 +297,13 @@ def test_record_breaking_the_format_is_refused_naming_it(field: Field) -> None:
 
 
 def test_overlapping_batches_through_the_copy_pipeline(field: Field, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The PostgreSQL bulk path (forced for small batches): records already held are skipped, not raced."""
+    """The PostgreSQL bulk path (forced for small batches): records already held make the optimistic COPY
+    fail; the batch is stored again with the look-up, each record once."""
     from cardsvc.central.services import ingest
 
     monkeypatch.setattr(ingest, "COPY_THRESHOLD", 1)
-    monkeypatch.setattr(ingest, "CHUNK", 2)  # several chunks through the pipeline
+    monkeypatch.setattr(ingest, "CHUNK", 2)
+    monkeypatch.setattr(ingest, "PIPELINE_CHUNK", 2)  # several chunks through the pipeline
     for n in range(5):
         field.card.transact(RecordType.CASH, 1_000, field.now - 100 + n, field.terminal.terminal_id, 0x0E, 17)
     log = field.card.log

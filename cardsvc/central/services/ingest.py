@@ -277,7 +277,7 @@ def _ingest_pipelined(
                 if pending is not None:
                     raced, copied = _copied(pending, copied)
                 if not raced:
-                    pending = pool.submit(_copy_fresh, dbapi, chunk)
+                    pending = pool.submit(_copy_fresh, dbapi, chunk, lookup=False)
             if pending is not None and not raced:
                 raced, copied = _copied(pending, copied)
         except BaseException:
@@ -546,24 +546,28 @@ def store_transactions(session: Session, rows: list[dict[str, Any]]) -> None:
     _copy_fresh(dbapi, rows)
 
 
-def _copy_fresh(dbapi: Any, rows: list[dict[str, Any]]) -> int:
+def _copy_fresh(dbapi: Any, rows: list[dict[str, Any]], *, lookup: bool = True) -> int:
     """PostgreSQL: COPY the rows not already held straight into ``transactions`` (DB-API level, so it can
     run in the pipeline thread). A concurrent batch that stored one of them first makes this fail on the
-    UNIQUE constraint: raised as RecordRaceError, and ingest retries. Returns how many rows it stored."""
+    UNIQUE constraint: raised as RecordRaceError, and ingest retries. Returns how many rows it stored.
+
+    ``lookup=False`` (the pipeline's first attempt): no look-up, every row COPYed; a record already held
+    then fails the COPY like a race does, and the retry stores the batch with the look-up."""
     unique: dict[tuple[str, int, bytes], dict[str, Any]] = {
         (r["card_id"], r["counter"], r["content_hash"]): r for r in rows
     }
     cursor = dbapi.cursor()
     try:
-        wanted = sorted({(r["card_id"], r["counter"]) for r in rows})
-        cursor.execute(  # only the (card, counter) pairs of these rows, through the unique index
-            "SELECT t.card_id, t.counter, t.content_hash FROM transactions t"
-            " JOIN unnest(%s::varchar[], %s::bigint[]) AS k(card_id, counter)"
-            " ON t.card_id = k.card_id AND t.counter = k.counter",
-            ([c for c, _ in wanted], [n for _, n in wanted]),
-        )
-        for card_id, counter, digest in cursor.fetchall():
-            unique.pop((card_id, counter, bytes(digest)), None)
+        if lookup:
+            wanted = sorted({(r["card_id"], r["counter"]) for r in rows})
+            cursor.execute(  # only the (card, counter) pairs of these rows, through the unique index
+                "SELECT t.card_id, t.counter, t.content_hash FROM transactions t"
+                " JOIN unnest(%s::varchar[], %s::bigint[]) AS k(card_id, counter)"
+                " ON t.card_id = k.card_id AND t.counter = k.counter",
+                ([c for c, _ in wanted], [n for _, n in wanted]),
+            )
+            for card_id, counter, digest in cursor.fetchall():
+                unique.pop((card_id, counter, bytes(digest)), None)
         fresh = [unique[k] for k in sorted(unique)]
         if fresh:
             columns = list(fresh[0])
