@@ -297,6 +297,9 @@ def renew(
             or public.card_certificate.encode().hex() != certified["certificate"]
         ):
             raise CardMismatchError(f"card {card_id} holds a renewal certificate this journal did not record")
+        if station_authorisation is not None:
+            profile = HouseholdProfile.parse(bytes.fromhex(certified["profile"]))
+            _check_station_renew(service, station_authorisation, auth, profile, now=now)
         first = int(steps[_step(auth.serial, "opened")]["counter"]) + 1
         records = [r for r in session.read_log(first, card_key=public.card_certificate.public_point)
                    if r.record_type is RecordType.RENEWAL and r.reference == auth.serial]  # fmt: skip
