@@ -29,7 +29,11 @@ class OneThreadApp:
         name: str = "screens",
     ) -> None:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self.app, self._cleanup = self._worker.submit(factory).result()
+        try:
+            self.app, self._cleanup = self._worker.submit(factory).result()
+        except BaseException:
+            self._worker.shutdown()  # no thread left behind by an app that could not be built
+            raise
         self.live_prefix = live_prefix
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
