@@ -347,4 +347,3 @@ class RevocationStore:
             if found is not None and (best is None or found.revoked_at < best.revoked_at):
                 best = found
         return best
-
