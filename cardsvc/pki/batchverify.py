@@ -91,13 +91,15 @@ class BatchVerifier:
         self.min_parallel = min_parallel
         self.job_size = job_size
         self._pool: ProcessPoolExecutor | None = None
+        self._pid = 0  # the process that started the pool: a forked child (a server worker) starts its own
         self._lock = threading.Lock()
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
-            if self._pool is None:
+            if self._pool is None or self._pid != os.getpid():
                 context = multiprocessing.get_context("spawn")
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+                self._pid = os.getpid()
             return self._pool
 
     def warm(self) -> None:
@@ -130,7 +132,7 @@ class BatchVerifier:
     def shutdown(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
+        if pool is not None and self._pid == os.getpid():
             pool.shutdown(wait=True, cancel_futures=True)
 
 
