@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from cardsvc.benchfig import NAME_WIDTH, Figure, FigureError, aligned, parse_line
+from cardsvc.benchfig import Figure, FigureError, aligned, parse_line
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -209,8 +209,7 @@ def print_table(results: Sequence[BenchResult], echo: Callable[[str], None] = cl
     echo(click.style("Benchmarks (verdict, figure, bound, figure / bound)", bold=True))
     width = max((len(r.name) for r in results), default=4)
     every = [f for r in results for f in r.figures]
-    name_width = min(max((len(f.name) for f in every), default=0), NAME_WIDTH + 16)
-    lines = iter(aligned(every, name_width))
+    lines = iter(aligned(every))
     for r in results:
         echo(f"  {r.name.ljust(width)}  {r.status:<16} {r.seconds:7.1f} s  {r.what}")
         for _ in r.figures:
