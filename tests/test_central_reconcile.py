@@ -275,3 +275,32 @@ def test_records_accepted_before_their_camp_are_checked_against_the_registered_k
         sources = {bytes(h): k for h, k in session.execute(query)}
     assert sources[genuine.log[0].content_hash()] == "registered"
     assert sources[forger.log[0].content_hash()] == "presented"
+
+
+def test_a_renewed_card_is_inside_its_new_period_once_the_renewal_is_on_its_ledger(world: World) -> None:
+    """Central authorised the next year (RENEW_POLICY); use after the RENEWAL record is inside the period,
+    use before it (the card still the old year's) is not."""
+    from cardsvc.central.services.authorise import CardKind, issue_card_authorisation
+    from cardsvc.central.services.publish import CentralKey
+    from cardsvc.pki.signer import SoftwareSigner
+
+    end = (world.now - 35 * DAY) // DAY * DAY
+    card = world.card(policy=(end - 365 * DAY, end))
+    world.debit(card, RecordType.CASH, 1_000, end - 5 * DAY)  # inside the first year
+    world.debit(card, RecordType.CASH, 1_000, end + 2 * DAY)  # after its end, before the renewal: flagged
+    world.debit(card, RecordType.RENEWAL, 3_000_000, end + 3 * DAY)
+    world.debit(card, RecordType.CASH, 1_000, end + 4 * DAY)  # the renewed year
+    world.upload(BatchKind.TRANSACTIONS, card.items())
+    with get_db(world.app).sessions() as session:
+        key = CentralKey(SoftwareSigner.generate(), "INROOT")
+        issue_card_authorisation(
+            session,
+            key,
+            CardKind.RENEW_POLICY,
+            f"{card.card_id:016x}",
+            now=world.now,
+            policy=(end, end + 365 * DAY),
+        )
+        session.commit()
+    world.reconcile()
+    assert [f.details["counter"] for f in world.flags(FlagKind.OUTSIDE_POLICY)] == [2]

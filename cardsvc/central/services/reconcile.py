@@ -11,21 +11,32 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from cardsvc.central.models import Card, Facility, FkoLedgerRow, FlagRow, Operator, Terminal, TransactionRow
+from cardsvc.central.models import (
+    AuthorisationRow,
+    Card,
+    Facility,
+    FkoLedgerRow,
+    FlagRow,
+    Operator,
+    Terminal,
+    TransactionRow,
+)
 from cardsvc.central.services.fallbacks import override_rate_flags
 from cardsvc.central.services.ingest import KeySource, insert_ignore
 from cardsvc.formats.batch import load_public_key
-from cardsvc.formats.errors import SignatureError
+from cardsvc.formats.errors import FormatError, SignatureError
 from cardsvc.formats.transaction import (
     GENESIS_PREV_HASH,
     PREV_HASH_LENGTH,
@@ -33,6 +44,8 @@ from cardsvc.formats.transaction import (
     RecordType,
     verify_raw_signature,
 )
+
+log = logging.getLogger(__name__)
 
 
 class FlagKind(StrEnum):
@@ -179,9 +192,10 @@ def reconcile(session: Session, now: int, policy: ReconcilePolicy | None = None)
         report.records += 1
     report.cards = len(ledger)
 
+    renewed = renewed_periods(session)
     for card_id, records in ledger.items():
         card = cards.get(card_id)
-        flags.extend(_card_checks(card_id, records, card, policy))
+        flags.extend(_card_checks(card_id, records, card, policy, renewed.get(card_id, ())))
         flags.extend(_actor_checks(card_id, records, terminal_revoked, operator_revoked))
         flags.extend(_travel_checks(card_id, records, places, policy))
         if card is None and any(r.key_source == KeySource.PRESENTED for r in records):
@@ -275,7 +289,40 @@ def _settle_presented_keys(session: Session) -> Iterable[Flag]:
         )
 
 
-def _card_checks(card_id: str, records: list[_Rec], card: Any, policy: ReconcilePolicy) -> Iterable[Flag]:
+def renewed_periods(session: Session) -> dict[str, list[tuple[int, int]]]:
+    """The policy periods central authorised by RENEW_POLICY, per card (unix start, end exclusive).
+
+    The card register keeps the camp's period; a renewed card's records of the new year are inside the
+    period once the card's ledger shows the renewal committed (a RENEWAL record before them)."""
+    from cardsvc.beneficiary.protocol import Authorisation
+
+    out: defaultdict[str, list[tuple[int, int]]] = defaultdict(list)
+    rows = session.execute(
+        select(AuthorisationRow.card_id, AuthorisationRow.wire).where(
+            AuthorisationRow.kind == "renew_policy", AuthorisationRow.audience == "card"
+        )
+    )
+    for card_id, wire in rows:
+        try:
+            auth = Authorisation.parse(bytes(wire))
+        except FormatError:
+            log.warning("card %s: a stored renew_policy authorisation does not parse", card_id)
+            continue
+        if auth.policy is not None:
+            first, last = auth.policy
+            start = int(datetime(first.year, first.month, first.day, tzinfo=UTC).timestamp())
+            end = int(datetime(last.year, last.month, last.day, tzinfo=UTC).timestamp()) + 86_400
+            out[card_id].append((start, end))
+    return dict(out)
+
+
+def _card_checks(
+    card_id: str,
+    records: list[_Rec],
+    card: Any,
+    policy: ReconcilePolicy,
+    renewals: Sequence[tuple[int, int]] = (),
+) -> Iterable[Flag]:
     """Counter duplicates and gaps, chain links, balance arithmetic and the policy period of one card."""
     by_counter: defaultdict[int, list[_Rec]] = defaultdict(list)
     for rec in records:
@@ -302,6 +349,7 @@ def _card_checks(card_id: str, records: list[_Rec], card: Any, policy: Reconcile
 
     blocks: dict[int, int] = {}
     previous: _Rec | None = None
+    windows: list[tuple[int, int]] = [] if card is None else [(card.policy_start, card.policy_end)]
     balances = starting_balances(card)  # one balance per scheme on the card; unknown ones are absent
     for counter in range(1, highest + 1):
         found = by_counter.get(counter)
@@ -323,7 +371,9 @@ def _card_checks(card_id: str, records: list[_Rec], card: Any, policy: Reconcile
         if rec.record_type == RecordType.BLOCK:
             blocks[counter] = rec.amount
         renewal = rec.record_type == RecordType.RENEWAL
-        if card is not None and not renewal and not card.policy_start <= rec.time < card.policy_end:
+        if renewal and renewals:
+            windows = [*windows[:1], *renewals]  # committed on the card: the authorised periods count
+        if card is not None and not renewal and not any(start <= rec.time < end for start, end in windows):
             yield Flag(
                 FlagKind.OUTSIDE_POLICY,
                 {"counter": counter, "time": rec.time, "policy": [card.policy_start, card.policy_end]},
