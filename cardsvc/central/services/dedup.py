@@ -146,23 +146,20 @@ MemberKey = tuple[str, int]
 def _weigh(
     matcher: Matcher,
     gallery: Gallery,
-    index: Mapping[Identity, int],
+    fingers: Mapping[MemberKey, list[tuple[int, int]]],
     a: MemberKey,
     b: MemberKey,
     threshold: float,
     policy: DedupPolicy,
 ) -> Evidence | None:
-    """Compare every finger of member ``a`` with every finger of member ``b`` and decide."""
-    fingers_a = [i for i in index if i[:2] == a]
-    fingers_b = [i for i in index if i[:2] == b]
+    """Compare every finger of member ``a`` with every finger of member ``b`` and decide; ``fingers``: each
+    member's (finger position, gallery index)."""
     scores = {
-        (fa[2], fb[2]): matcher.compare(
-            gallery.encoded[index[fa]].detached(), gallery.encoded[index[fb]].detached()
-        )
-        for fa in fingers_a
-        for fb in fingers_b
+        (pa, pb): matcher.compare(gallery.encoded[ka].detached(), gallery.encoded[kb].detached())
+        for pa, ka in fingers[a]
+        for pb, kb in fingers[b]
     }
-    return member_evidence(scores, len(fingers_a), len(fingers_b), threshold, policy)
+    return member_evidence(scores, len(fingers[a]), len(fingers[b]), threshold, policy)
 
 
 def deduplicate(
@@ -197,13 +194,18 @@ def deduplicate(
         report.gallery_templates += len(templates)
         gallery = matcher.gallery(cast("Mapping[Hashable, FingerTemplate]", templates))
         threshold = fmr_to_threshold(policy.target_fmr / max(1, len(gallery)))
-        index = {cast("Identity", identity): k for k, identity in enumerate(gallery.identities)}
+        fingers: defaultdict[MemberKey, list[tuple[int, int]]] = defaultdict(list)
+        members_of: defaultdict[str, set[int]] = defaultdict(set)
+        for k, identity in enumerate(gallery.identities):
+            cid, member, position = cast("Identity", identity)
+            fingers[(cid, member)].append((position, k))
+            members_of[cid].add(member)
         weighed: set[tuple[MemberKey, MemberKey]] = set()
         for card_id in sorted(new_cards):
             report.searched_cards += 1
-            for (cid, member, _finger), probe in templates.items():
-                if cid != card_id:
-                    continue
+            own = [(m, k) for m in sorted(members_of[card_id]) for _, k in fingers[(card_id, m)]]
+            for member, k in own:
+                probe = gallery.encoded[k].detached()
                 for hit in matcher.search(
                     probe, gallery, target_fmr=policy.target_fmr, shortlist=policy.shortlist
                 ):
@@ -217,7 +219,7 @@ def deduplicate(
                         continue
                     weighed.add(pair)
                     report.candidates += 1
-                    evidence = _weigh(matcher, gallery, index, *pair, threshold, policy)
+                    evidence = _weigh(matcher, gallery, fingers, *pair, threshold, policy)
                     if evidence is None:
                         report.dismissed += 1
                         continue
