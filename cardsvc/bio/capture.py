@@ -122,10 +122,7 @@ SensorFactory = Callable[[str, int, int, int], SensorModule]
 
 
 IMAGE_WIDTH, IMAGE_HEIGHT = 256, 288  # R30x image: 4 bits per pixel on the wire, two pixels a byte
-_STARTCODE = b"\xef\x01"
 _HEADER = 9  # start code (2), address (4), packet type (1), length (2) = payload + checksum
-_ACK, _DATA, _END_DATA, _COMMAND = 0x07, 0x02, 0x08, 0x01
-_DOWNLOAD_IMAGE = 0x0A
 
 
 def _bulk_module() -> type:
@@ -137,15 +134,17 @@ def _bulk_module() -> type:
     only its private packet reader (``__readPacket``, name-mangled; pyfingerprint is pinned in
     pyproject.toml), and adds :meth:`download_image_array`, which decodes the nibbles with numpy. The
     checks are pyfingerprint's own: start code, checksum, packet types; errors are its bare Exceptions."""
-    from pyfingerprint.pyfingerprint import PyFingerprint
+    from pyfingerprint import pyfingerprint as pf
 
-    class BulkPyFingerprint(PyFingerprint):
+    start_code = pf.FINGERPRINT_STARTCODE.to_bytes(2, "big")
+
+    class BulkPyFingerprint(pf.PyFingerprint):
         def _PyFingerprint__readPacket(self) -> tuple[int, list[int]]:
             port = self._PyFingerprint__serial
             header = port.read(_HEADER)
             if len(header) < _HEADER:
                 raise Exception(f"the sensor sent {len(header)} of a packet's {_HEADER} header bytes")
-            if header[:2] != _STARTCODE:
+            if header[:2] != start_code:
                 raise Exception("The received packet do not begin with a valid header!")
             length = int.from_bytes(header[7:9], "big")
             body = port.read(length)
@@ -159,16 +158,16 @@ def _bulk_module() -> type:
 
         def download_image_array(self) -> np.ndarray:
             """The image in the sensor's buffer as uint8 (288 x 256, 16 grey levels scaled to 0-255)."""
-            self._PyFingerprint__writePacket(_COMMAND, (_DOWNLOAD_IMAGE,))
+            self._PyFingerprint__writePacket(pf.FINGERPRINT_COMMANDPACKET, (pf.FINGERPRINT_DOWNLOADIMAGE,))
             kind, payload = self._PyFingerprint__readPacket()
-            if kind != _ACK:
+            if kind != pf.FINGERPRINT_ACKPACKET:
                 raise Exception("The received packet is no ack packet!")
-            if payload[:1] != [0]:
+            if payload[:1] != [pf.FINGERPRINT_OK]:
                 raise Exception(f"Could not download image (code {payload[:1]})")
             chunks = []
-            while kind != _END_DATA:
+            while kind != pf.FINGERPRINT_ENDDATAPACKET:
                 kind, payload = self._PyFingerprint__readPacket()
-                if kind not in (_DATA, _END_DATA):
+                if kind not in (pf.FINGERPRINT_DATAPACKET, pf.FINGERPRINT_ENDDATAPACKET):
                     raise Exception("The received packet is no data packet!")
                 chunks.append(bytes(payload))
             packed = np.frombuffer(b"".join(chunks), dtype=np.uint8)
