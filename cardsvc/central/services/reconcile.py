@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from cardsvc.beneficiary.protocol import Authorisation
 from cardsvc.central.models import (
     AuthorisationRow,
     Card,
@@ -294,8 +295,6 @@ def renewed_periods(session: Session) -> dict[str, list[tuple[int, int]]]:
 
     The card register keeps the camp's period; a renewed card's records of the new year are inside the
     period once the card's ledger shows the renewal committed (a RENEWAL record before them)."""
-    from cardsvc.beneficiary.protocol import Authorisation
-
     out: defaultdict[str, list[tuple[int, int]]] = defaultdict(list)
     rows = session.execute(
         select(AuthorisationRow.card_id, AuthorisationRow.wire).where(
