@@ -52,6 +52,8 @@ TERMINAL_SEED = 4242
 CARDS = 24
 RECORDS_PER_CARD = 25  # 600 records
 BATCH_ITEMS = 30  # 20 batches: a wide window to kill in
+LINK_PAUSE_S = 0.15  # the terminal process pauses this long after each upload (a slow link), >= 13 x 0.15 s
+#                      between the 7th batch stored and the last, however fast central stores one
 
 
 # ------------------------------------------------------------------------------------- processes
@@ -66,12 +68,25 @@ from point_of_service.journal import Journal
 from point_of_service.services.sync import HttpTransport, SyncService
 from point_of_service.trust import TrustState
 
-journal_path, url, terminal_id, seed, max_items = sys.argv[1:6]
+journal_path, url, terminal_id, seed, max_items, link_pause = sys.argv[1:7]
+
+
+class SlowLink(HttpTransport):
+    # A village GPRS link: each upload is followed by a pause, so the drill's kill lands mid-upload
+    # however fast this machine stores a batch.
+
+    def request(self, method, path, body, headers):
+        answer = super().request(method, path, body, headers)
+        if method == "POST":
+            time.sleep(float(link_pause))
+        return answer
+
+
 signer = SoftwareSigner(p256_key(random.Random(int(seed))))
 identity = SimpleNamespace(terminal_id=int(terminal_id), signer=signer)
 with Journal(journal_path) as journal:
     trust = TrustState.load(journal, TrustAnchor("INROOT00001", signer.public_key()))
-    service = SyncService(journal, identity, trust, HttpTransport(url, timeout=10),
+    service = SyncService(journal, identity, trust, SlowLink(url, timeout=10),
                           now=lambda: int(time.time()), max_items=int(max_items))
     report = service.sync()
     print(json.dumps({"sent": report.batches_sent, "records": report.records_sent,
@@ -224,7 +239,8 @@ def test_terminal_killed_mid_upload_resumes_without_loss(
     start it again: it sends what is left (at most the batch in flight again, answered as a duplicate)."""
     journal, made = _terminal_journal(tmp_path)
     central = central_process.start()
-    args = (str(journal), central.url, str(TERMINAL_ID), str(TERMINAL_SEED), str(BATCH_ITEMS))
+    args = (str(journal), central.url, str(TERMINAL_ID), str(TERMINAL_SEED), str(BATCH_ITEMS),
+            str(LINK_PAUSE_S))  # fmt: skip
     tried = [f"{made} records in {made // BATCH_ITEMS} batches, terminal process SIGKILLed once central "
              f"stored {kill_after_batches} batch(es)"]  # fmt: skip
     proc = _python(TERMINAL_PROCESS, *args)
