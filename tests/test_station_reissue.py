@@ -16,26 +16,18 @@ from cardsvc.beneficiary.session import sign_authorisation as sign_card_authoris
 from cardsvc.card.inprocess import InProcessConnection
 from cardsvc.formats.transaction import RecordType
 from cardsvc.pki.signer import SoftwareSigner
-from enrolment_station.authorisation import (
-    AuthKind,
-    SchemeGrant,
-    SignedAuthorisation,
-    StationAuthorisation,
-    sign_authorisation,
-)
+from enrolment_station.authorisation import AuthKind, SchemeGrant, SignedAuthorisation, sign_authorisation
 from enrolment_station.camp import Camp
 from enrolment_station.errors import AuthorisationError
 from enrolment_station.journal import CardState
 from enrolment_station.reissue import issue_authorised
-from tests.fixtures.station import (
-    DISTRICT,
-    DISTRICT_SECRET,
-    ROOT,
-    ROOT_SECRET,
-    OpenCamp,
-    StationWorld,
-    verify_issued,
+from tests.fixtures.reissue import (
+    card_authorisation,
+    personalise_again,
+    station_authorisation,
+    verify_as_terminal,
 )
+from tests.fixtures.station import OpenCamp, StationWorld
 
 
 def _enrolled(camp: Camp, world: StationWorld) -> tuple[str, Any]:
@@ -55,28 +47,16 @@ def _auth(
     auth_id: str = "a1b2c3d4e5f60718",
     cover: int = 1_000_000,
 ) -> SignedAuthorisation:
-    now = world.now()
-    start = now.date()
-    auth = StationAuthorisation(
-        auth_id=auth_id, kind=kind, household_id="HH-0001", card_id=card_id, issued=int(now.timestamp()),
-        not_after=int((now + valid_for).timestamp()), policy_start=start,
-        policy_end=start.replace(year=start.year + 1) - timedelta(days=1),
-        schemes=(SchemeGrant(1, cover),), members=members, signer=ROOT if by_root else DISTRICT,
+    """Central's authorisation for the station to split or replace HH-0001's card, issued now."""
+    return station_authorisation(
+        world, kind, "HH-0001", card_id, now=world.now(), members=members, cover=cover, by_root=by_root,
+        valid_for=valid_for, auth_id=auth_id,
     )  # fmt: skip
-    if by_root:
-        return sign_authorisation(auth, world.km.load_signer(ROOT, ROOT_SECRET))
-    return sign_authorisation(
-        auth, world.km.load_signer(DISTRICT, DISTRICT_SECRET), (world.km.store.certificate(DISTRICT),)
-    )
 
 
 def _lowering(world: StationWorld, card_id: str, value: int, serial: int = 1) -> ben.Authorisation:
     """Central's SPLIT card authorisation: lower scheme 1 of the original card by ``value``."""
-    return sign_card_authorisation(
-        world.km.load_signer(DISTRICT, DISTRICT_SECRET),
-        ben.Authorisation(ben.AuthKind.SPLIT, card_id, serial, 1, value),
-        world.km.store.certificate(DISTRICT),
-    )
+    return card_authorisation(world, ben.Authorisation(ben.AuthKind.SPLIT, card_id, serial, 1, value))
 
 
 def test_split_card_for_a_migrant_member_lowers_the_original_on_its_chip(
@@ -101,10 +81,10 @@ def test_split_card_for_a_migrant_member_lowers_the_original_on_its_chip(
     assert [m.name for m in result.profile.members] == ["Sita Devi"]
     assert result.profile.schemes[0].cover_paise == 1_000_000
     with InProcessConnection(split_card) as c:
-        assert verify_issued(station_world, c).card_id == result.card_id  # type: ignore[attr-defined]
+        assert verify_as_terminal(station_world, c, station_world.now()).card_id == result.card_id
     with InProcessConnection(original) as c:  # the original carries 1,000,000 less, by a card-signed record
-        verified = verify_issued(station_world, c)
-        assert verified.status.wallet(1).balance == 3_000_000 - 1_000_000  # type: ignore[attr-defined]
+        verified = verify_as_terminal(station_world, c, station_world.now())
+        assert verified.status.wallet(1).balance == 3_000_000 - 1_000_000
         session = BeneficiarySession(c)
         identity = station_world.identity()
         session.terminal_authenticate(identity.chain, identity.terminal, card_id)
@@ -242,19 +222,12 @@ def test_split_lowering_torn_at_every_apdu_lowers_the_original_exactly_once(
     """Pull the original card at each APDU of the lowering (before and after the card acted): the re-run
     finds the record in the card's log when the card made it, and never lowers twice."""
     from cardsvc.card.transport import CardRemovedError
-    from enrolment_station.journal import HouseholdStatus
     from enrolment_station.reissue import lower_original
     from tests.test_station_tearing import TearingConnection
 
     camp = station_camp.camp
     assert isinstance(camp, Camp)
     card_id, original = _enrolled(camp, station_world)
-
-    def fresh() -> tuple[str, Any]:
-        with camp.journal.transaction():
-            camp.journal.set_household_status("HH-0001", HouseholdStatus.CAPTURED)
-        card = station_world.blank_card()
-        return camp.personalise(InProcessConnection(card), "HH-0001").card_id, card
 
     def grant(card: str, k: int) -> SignedAuthorisation:
         return _auth(station_world, AuthKind.SPLIT, card, members=(1,), auth_id=f"{k:016x}")
@@ -266,7 +239,7 @@ def test_split_lowering_torn_at_every_apdu_lowers_the_original_exactly_once(
     outcomes = set()
     for k in range(1, total + 1):
         for after in (False, True):
-            card_id, card = fresh()
+            card_id, card = personalise_again(camp, station_world, "HH-0001")
             signed, lowering = grant(card_id, 2 * k + after), [_lowering(station_world, card_id, 1_000_000)]
             torn = TearingConnection(card, k, after=after)
             with pytest.raises((CardRemovedError, AuthorisationError)):  # pulled (at SELECT: "no card")

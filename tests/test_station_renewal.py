@@ -21,18 +21,18 @@ from cardsvc.card.errors import ApduError
 from cardsvc.card.inprocess import InProcessConnection
 from cardsvc.formats.transaction import RecordType
 from cardsvc.pki.signer import SoftwareSigner
-from enrolment_station.authorisation import (
-    AuthKind,
-    SchemeGrant,
-    SignedAuthorisation,
-    StationAuthorisation,
-    sign_authorisation,
-)
+from enrolment_station.authorisation import AuthKind, SignedAuthorisation
 from enrolment_station.camp import Camp
 from enrolment_station.errors import AuthorisationError
 from enrolment_station.fingers import SyntheticFingerReader
 from enrolment_station.reissue import RenewalResult, renew, renew_until_done
 from hardware_sims.card.cardos import SimulatedCard
+from tests.fixtures.reissue import (
+    card_authorisation,
+    personalise_again,
+    station_authorisation,
+    verify_as_terminal,
+)
 from tests.fixtures.station import (
     DISTRICT,
     DISTRICT_SECRET,
@@ -81,16 +81,7 @@ class RenewalCamp:
 
     def enrol(self) -> tuple[str, SimulatedCard]:
         """HH-0200 on a fresh blank card (captured once; later cards reuse the capture)."""
-        from enrolment_station.journal import HouseholdStatus
-
-        journal = self.camp.journal
-        if journal.household_status("HH-0200") is HouseholdStatus.LISTED:
-            self.camp.capture_household("HH-0200")
-        with journal.transaction():
-            journal.set_household_status("HH-0200", HouseholdStatus.CAPTURED)
-        card = self.world.blank_card(clock=self.clock)
-        result = self.camp.personalise(InProcessConnection(card), "HH-0200")
-        return result.card_id, card
+        return personalise_again(self.camp, self.world, "HH-0200", clock=self.clock)
 
 
 @pytest.fixture
@@ -113,35 +104,21 @@ def _card_auth(rc: RenewalCamp, card_id: str, start: date, end: date, *, serial:
                cover: int = NEW_COVER, by_root: bool = False) -> ben.Authorisation:  # fmt: skip
     auth = ben.Authorisation(ben.AuthKind.RENEW_POLICY, card_id, serial, 0, 0, policy=(start, end),
                              covers=((1, cover),))  # fmt: skip
-    km = rc.world.km
-    if by_root:
-        return sign_card_authorisation(km.load_signer(ROOT, ROOT_SECRET), auth)
-    return sign_card_authorisation(
-        km.load_signer(DISTRICT, DISTRICT_SECRET), auth, km.store.certificate(DISTRICT)
-    )
+    return card_authorisation(rc.world, auth, by_root=by_root)
 
 
 def _station_auth(rc: RenewalCamp, card_id: str, start: date, end: date, cover: int = NEW_COVER
                   ) -> SignedAuthorisation:  # fmt: skip
-    now = rc.clock.now()
-    auth = StationAuthorisation(
-        auth_id="5eed5eed5eed5eed", kind=AuthKind.RENEW, household_id="HH-0200", card_id=card_id,
-        issued=int(now.timestamp()), not_after=int((now + timedelta(days=7)).timestamp()), policy_start=start,
-        policy_end=end, schemes=(SchemeGrant(1, cover),), members=(0, 1), signer=ROOT,
+    return station_authorisation(
+        rc.world, AuthKind.RENEW, "HH-0200", card_id, now=rc.clock.now(), members=(0, 1), cover=cover,
+        policy=(start, end), by_root=True, auth_id="5eed5eed5eed5eed",
     )  # fmt: skip
-    return sign_authorisation(auth, rc.world.km.load_signer(ROOT, ROOT_SECRET))
 
 
 def _verify(rc: RenewalCamp, card: SimulatedCard, at: datetime) -> VerifiedCard:
     """verify_card as a terminal runs it, at ``at``."""
-    identity = rc.world.identity()
     with InProcessConnection(card) as conn:
-        _, verified = verify_card(
-            conn, anchor=rc.world.anchor, district_certificates=list(identity.bundle.districts.values()),
-            revocations=identity.revocations, terminal_chain=identity.chain,
-            terminal_signer=identity.terminal, now=at,
-        )  # fmt: skip
-    return verified
+        return verify_as_terminal(rc.world, conn, at)
 
 
 def _old_period(card: SimulatedCard) -> tuple[date, date]:
