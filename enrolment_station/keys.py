@@ -29,10 +29,10 @@ from cardsvc.formats.profile import reference_id
 from cardsvc.pki.bundle import TrustBundle, apply_bundle
 from cardsvc.pki.chain import TrustAnchor, validate_chain
 from cardsvc.pki.cvc import CvCertificate
-from cardsvc.pki.errors import FormatError, PkiError
+from cardsvc.pki.errors import FormatError, PkiError, PointError
 from cardsvc.pki.revocation import RevocationStore
 from cardsvc.pki.rights import Right, Role
-from cardsvc.pki.signer import FileSigner, Signer, SoftwareSigner
+from cardsvc.pki.signer import FileSigner, Signer, SoftwareSigner, load_public_point
 from cardsvc.tlv import strict_codec
 from enrolment_station.errors import KeyError_
 
@@ -73,6 +73,8 @@ def install(
         raise KeyError_(f"{terminal / 'key.enc'} exists; a station home is installed once")
     read_chain(chain_file.read_bytes())  # refuse garbage early
     TrustBundle.read(bundle_dir)
+    if dedup_point is not None:
+        _dedup_public_key(dedup_point)  # a P-256 point or refuse, before anything is copied
     shutil.copyfile(key_file, terminal / "key.enc")
     os.chmod(terminal / "key.enc", 0o600)
     shutil.copyfile(chain_file, terminal / "chain.cvc")
@@ -80,7 +82,6 @@ def install(
         shutil.rmtree(home / "bundle")
     shutil.copytree(bundle_dir, home / "bundle")
     if dedup_point is not None:
-        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), dedup_point)  # a P-256 point or refuse
         (home / DEDUP_KEY_FILE).write_text(dedup_point.hex() + "\n")
 
 
@@ -150,8 +151,12 @@ class StationIdentity:
         """Central's de-duplication public key (HOME/central-dedup.pub, 65-byte point in hex), if any."""
         if self.home is None or not (self.home / DEDUP_KEY_FILE).exists():
             return None
-        point = bytes.fromhex((self.home / DEDUP_KEY_FILE).read_text().strip())
-        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+        path = self.home / DEDUP_KEY_FILE
+        try:
+            point = bytes.fromhex(path.read_text().strip())
+        except ValueError:
+            raise KeyError_(f"{path} does not hold a hex public point") from None
+        return _dedup_public_key(point)
 
     # -- sealing of templates in the journal -----------------------------------------------------------
     def seal(self, data: bytes, context: str) -> bytes:
@@ -163,6 +168,14 @@ class StationIdentity:
             return AESGCM(self.seal_key).decrypt(blob[:12], blob[12:], context.encode())
         except InvalidTag:
             raise KeyError_(f"sealed data for {context} does not open with this station's key") from None
+
+
+def _dedup_public_key(point: bytes) -> ec.EllipticCurvePublicKey:
+    """Central's de-duplication key from its 65-byte point; KeyError_ (saying why) when it is not one."""
+    try:
+        return load_public_point(point)
+    except PointError as exc:
+        raise KeyError_(f"central's de-duplication key is refused: {exc.message}") from None
 
 
 def _private_bytes(signer: Signer) -> bytes:

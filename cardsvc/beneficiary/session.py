@@ -13,8 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from cardsvc.beneficiary import protocol as fmt
 from cardsvc.beneficiary.errors import (
     BalanceError,
@@ -38,8 +36,7 @@ from cardsvc.formats.profile import (
 )
 from cardsvc.formats.transaction import RECORD_LENGTH, RecordType, TransactionRecord
 from cardsvc.pki.cvc import CvCertificate
-from cardsvc.pki.errors import FormatError as PkiFormatError
-from cardsvc.pki.signer import POINT_LEN, Signer, load_public_point, verify_signature
+from cardsvc.pki.signer import Signer, load_public_point, verify_signature
 from cardsvc.pki.termauth import sign_terminal_auth, terminal_auth_commands
 
 
@@ -197,9 +194,8 @@ class BeneficiarySession(ApplicationSession):
 
     # --- personalisation (enrolment station, terminal authenticated with ENROL) ---------------------
     def generate_key(self) -> bytes:
+        """A new card key pair; its public point (PointError if the card answers anything else)."""
         point = self._cmd(fmt.BenIns.GENERATE_KEY, le=256)
-        if len(point) != POINT_LEN:
-            raise PkiFormatError(f"card returned a {len(point)}-byte public point")
         load_public_point(point)
         return point
 
@@ -294,7 +290,7 @@ class BeneficiarySession(ApplicationSession):
         return self.card_certificate.public_point
 
     def _check_record(self, record: TransactionRecord, req: fmt.DebitRequest, card_key: bytes | None) -> None:
-        record.verify(_public_key(self._point(card_key)))
+        record.verify(load_public_point(self._point(card_key)))
         expected = (req.record_type, req.scheme_id, req.amount, req.time, req.operator_id, req.facility_id,
                     req.reference, req.member_index)  # fmt: skip
         got = (record.record_type, record.scheme_id, record.amount, record.time, record.operator_id,
@@ -304,7 +300,7 @@ class BeneficiarySession(ApplicationSession):
 
     def read_log(self, from_counter: int = 1, *, card_key: bytes | None = None) -> list[TransactionRecord]:
         """Records from ``from_counter`` on (those still in the cyclic log), each verified."""
-        key = _public_key(self._point(card_key))
+        key = load_public_point(self._point(card_key))
         out: list[TransactionRecord] = []
         nxt = from_counter
         while True:
@@ -360,7 +356,7 @@ class BeneficiarySession(ApplicationSession):
         )
         if not raw or len(raw) % RECORD_LENGTH:
             raise BeneficiaryCardError(f"COMMIT RENEWAL answered {len(raw)} bytes, not whole records")
-        key = _public_key(card_certificate.public_point)
+        key = load_public_point(card_certificate.public_point)
         records = [
             TransactionRecord.parse(raw[i : i + RECORD_LENGTH]) for i in range(0, len(raw), RECORD_LENGTH)
         ]
@@ -412,10 +408,6 @@ def sign_authorisation(signer: Signer, auth: fmt.Authorisation, chain: CvCertifi
 
     unsigned = replace(auth, chain=chain.encode() if chain else b"", signature=b"")
     return replace(unsigned, signature=signer.sign(unsigned.signed_bytes()))
-
-
-def _public_key(point: bytes) -> ec.EllipticCurvePublicKey:
-    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
 
 
 def digest_hex(data: bytes) -> str:

@@ -32,6 +32,8 @@ from cardsvc.formats.transaction import (
     sign_raw,
     verify_raw_signature,
 )
+from cardsvc.pki.errors import PointError
+from cardsvc.pki.signer import load_public_point
 
 BATCH_FORMAT: Final = "cardsvc-batch"
 BATCH_VERSION: Final = 1
@@ -155,10 +157,11 @@ def _text(value: Any, where: str) -> str:
 
 
 def load_public_key(sec1: bytes, where: str = "public key") -> ec.EllipticCurvePublicKey:
-    """A P-256 public key from its SEC1 point encoding (65 bytes uncompressed or 33 compressed)."""
+    """A P-256 public key from its SEC1 point encoding (65 bytes uncompressed or 33 compressed), decoded by
+    :func:`cardsvc.pki.signer.load_public_point`; FieldValueError naming ``where`` when it is not one."""
     try:
-        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), sec1)
-    except ValueError:
+        return load_public_point(sec1, compressed=True)
+    except PointError:
         raise FieldValueError(f"{where} is not a P-256 point") from None
 
 

@@ -24,6 +24,11 @@ class FormatError(PkiError):
     rule = "format"
 
 
+class PointError(FormatError):
+    """Bytes are not a P-256 public point: wrong length or prefix (the point is 04 || X || Y, 65 bytes), or
+    coordinates off the curve. Raised by :func:`cardsvc.pki.signer.load_public_point`, the one decoder."""
+
+
 class ValidationError(PkiError):
     """A well-formed object was refused by a validation rule."""
 

@@ -30,10 +30,11 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from cardsvc.formats.errors import SignatureError
 from cardsvc.formats.transaction import sign_raw, verify_raw_signature
-from cardsvc.pki.errors import FormatError, KeyCustodyError, SignatureInvalidError
+from cardsvc.pki.errors import KeyCustodyError, PointError, SignatureInvalidError
 
 CURVE = ec.SECP256R1()
 POINT_LEN = 65
+COMPRESSED_POINT_LEN = 33
 SIGNATURE_LEN = 64
 
 
@@ -50,17 +51,30 @@ class Signer(Protocol):
         ...
 
 
-def load_public_point(point: bytes) -> ec.EllipticCurvePublicKey:
-    """Parse an uncompressed P-256 point; raises FormatError if it is not one (or not on the curve)."""
-    if len(point) != POINT_LEN or point[0] != 0x04:
-        raise FormatError(f"public key must be a {POINT_LEN}-byte uncompressed P-256 point, got {len(point)}")
+def load_public_point(point: bytes, *, compressed: bool = False) -> ec.EllipticCurvePublicKey:
+    """Decode a P-256 public point: the 65-byte uncompressed SEC1 encoding 04 || X || Y (also the 33-byte
+    compressed 02/03 || X when ``compressed``). The project's one place that turns bytes into a public key.
+
+    Raises :class:`~cardsvc.pki.errors.PointError` (a FormatError) for a wrong length or prefix, or for
+    coordinates that are not a point on the curve."""
+    point = bytes(point)
+    uncompressed = len(point) == POINT_LEN and point[0] == 0x04
+    short = compressed and len(point) == COMPRESSED_POINT_LEN and point[0] in (0x02, 0x03)
+    if not (uncompressed or short):
+        shape = f"{POINT_LEN}-byte uncompressed"
+        if compressed:
+            shape += f" or {COMPRESSED_POINT_LEN}-byte compressed"
+        prefix = f", prefix {point[0]:02x}" if point else ""
+        raise PointError(f"public key must be a {shape} P-256 point, got {len(point)} bytes{prefix}")
     try:
         return ec.EllipticCurvePublicKey.from_encoded_point(CURVE, point)
-    except ValueError as exc:
-        raise FormatError(f"public key is not a point on P-256: {exc}") from None
+    except ValueError:
+        raise PointError("public key is not a point on P-256") from None
 
 
 def point_of(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """Encode a P-256 public key as its 65-byte uncompressed point 04 || X || Y (what certificates, cards and
+    batches carry); the inverse of :func:`load_public_point`."""
     return public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
 
 

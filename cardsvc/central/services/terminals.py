@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session
 from cardsvc.central.errors import AuthenticationError, ConflictError, NotFoundError
 from cardsvc.central.models import Facility, Operator, Terminal, TerminalStatus
 from cardsvc.formats.batch import id_hex, load_public_key
+from cardsvc.pki.signer import point_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ class DbTerminalDirectory:
 
 def public_key_bytes(key: ec.EllipticCurvePublicKey) -> bytes:
     """The uncompressed SEC1 point (65 bytes) we store and carry in batches."""
-    return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return point_of(key)
 
 
 def add_facility(
