@@ -412,6 +412,8 @@ def renew(obj: Ctx, reader: str, auth_file: Path, station_file: Path | None, sen
     click.echo(
         f"{result.card_id} renewed for {p.policy_start} to {p.policy_end} ({cover}; {result.apdus} APDUs)"
     )
+    if result.takes_effect is not None:
+        click.echo(f"the card keeps its current year until {result.takes_effect}, then takes on the new one")
 
 
 def _card_authorisation(path: Path) -> Any:

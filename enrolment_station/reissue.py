@@ -23,7 +23,7 @@ import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 
 from cardsvc.beneficiary import protocol as ben
 from cardsvc.beneficiary.session import BeneficiarySession
@@ -250,6 +250,9 @@ class RenewalResult:
     records: list[TransactionRecord]
     recovered: str = ""  # "", "resumed", "completed"
     apdus: int = 0  # on the beneficiary card in the last call (SELECTs included)
+    #: committed ahead of its year: the card keeps its current year until this day and makes the RENEWAL
+    #: records then (``records`` is empty); None when the new year is already in force
+    takes_effect: date | None = None
 
 
 def _step(serial: int, name: str) -> str:
@@ -288,20 +291,22 @@ def renew(
     opened_on_card = status.renewal_open == auth.serial
     if status.auth_serial >= auth.serial and not opened_on_card:
         certified = steps.get(_step(auth.serial, "certified"))
-        if certified is None or (status.policy_start, status.policy_end) != (start, end):
+        on_card = status.renewal_scheduled == (auth.serial, start, end) or (
+            status.policy_start, status.policy_end) == (start, end)  # fmt: skip
+        if certified is None or not on_card:
             raise AuthorisationError(f"renewal serial {auth.serial} was already used on this card")
         session.terminal_authenticate(identity.chain, identity.terminal, card_id)  # committed, answer lost
         public = session.read_public(status)
-        if (
-            public.card_certificate is None
-            or public.card_certificate.encode().hex() != certified["certificate"]
+        held = public.card_certificate  # a scheduled renewal's certificate stays inside the card till its day
+        if held is None or (
+            status.renewal_scheduled is None and held.encode().hex() != certified["certificate"]
         ):
             raise CardMismatchError(f"card {card_id} holds a renewal certificate this journal did not record")
         if station_authorisation is not None:
             profile = HouseholdProfile.parse(bytes.fromhex(certified["profile"]))
             _check_station_renew(service, station_authorisation, auth, profile, now=now)
         first = int(steps[_step(auth.serial, "opened")]["counter"]) + 1
-        records = [r for r in session.read_log(first, card_key=public.card_certificate.public_point)
+        records = [r for r in session.read_log(first, card_key=held.public_point)
                    if r.record_type is RecordType.RENEWAL and r.reference == auth.serial]  # fmt: skip
         done_now = _commit_done(
             service, card_id, auth, station_authorisation, certified, records, "completed"
@@ -314,11 +319,7 @@ def renew(
         raise AuthorisationError(
             f"card {card_id} has an open admission (held cover): discharge or release it before the renewal"
         )
-    if start > now.date():
-        raise AuthorisationError(
-            f"the new policy year starts {start}: renew on or after that day "
-            "(an FKO certifies no future period)"
-        )
+    _check_renewal_period(status, start, end, today=now.date())
     session.terminal_authenticate(identity.chain, identity.terminal, card_id)
     old, _ = session.read_profile(status)
     if station_authorisation is not None:
@@ -375,6 +376,30 @@ def renew(
     return result
 
 
+def _check_renewal_period(status: ben.CardStatus, start: date, end: date, *, today: date) -> None:
+    """The card's own rules, checked first so the operator hears why: a renewal camp may run up to
+    RENEWAL_WINDOW before the new year starts; a year starting later than today begins after the current
+    one ends (the card keeps the current year until then) and extends it."""
+    if status.renewal_scheduled is not None:
+        serial, s, e = status.renewal_scheduled
+        raise AuthorisationError(f"the card already holds renewal {serial} for {s} to {e}, not yet started")
+    current_end = status.policy_end
+    if current_end is not None and end <= current_end:
+        raise AuthorisationError(f"the renewal to {end} does not extend the policy (it ends {current_end})")
+    if start <= today:
+        return
+    window = ben.RENEWAL_WINDOW
+    if start > today + window:
+        raise AuthorisationError(
+            f"the new policy year starts {start}, more than {window.days} days after today ({today}): "
+            f"renew at a camp from {start - window} on"
+        )
+    if current_end is not None and start <= current_end:
+        raise AuthorisationError(
+            f"the new policy year starts {start}, inside the current one (ends {current_end})"
+        )
+
+
 def _check_station_renew(
     service: PersonalisationService,
     signed: SignedAuthorisation,
@@ -409,8 +434,9 @@ def _commit_done(
     """Journal the committed renewal: the card row takes the new certificate, profile, period and cover."""
     journal = service.journal
     profile = HouseholdProfile.parse(bytes.fromhex(certified["profile"]))
+    scheduled = "" if records else profile.policy_start.isoformat()  # records come when the year starts
     details = {"certificate": certified["certificate"], "profile": certified["profile"],
-               "records": [r.encode().hex() for r in records]}  # fmt: skip
+               "records": [r.encode().hex() for r in records], "takes_effect": scheduled}  # fmt: skip
     journal.step_done(card_id, _step(auth.serial, "committed"), details)
     with journal.transaction() as db:
         if station_authorisation is not None:
@@ -428,6 +454,7 @@ def _commit_done(
             "policy": [profile.policy_start.isoformat(), profile.policy_end.isoformat()],
             "cover": [[s.scheme_id, s.cover_paise] for s in profile.schemes],
             "records": [[r.scheme_id, r.counter, r.balance_after] for r in records], "recovered": recovered,
+            "takes_effect": scheduled,
         })  # fmt: skip
     return _renewal_result(card_id, details, recovered)
 
@@ -435,12 +462,14 @@ def _commit_done(
 def _renewal_result(card_id: str, committed: Mapping[str, object], recovered: str) -> RenewalResult:
     records = committed["records"]
     assert isinstance(records, list)
+    takes_effect = str(committed.get("takes_effect") or "")
     return RenewalResult(
         card_id,
         CvCertificate.parse(bytes.fromhex(str(committed["certificate"]))),
         HouseholdProfile.parse(bytes.fromhex(str(committed["profile"]))),
         [TransactionRecord.parse(bytes.fromhex(r)) for r in records],
         recovered,
+        takes_effect=date.fromisoformat(takes_effect) if takes_effect else None,
     )
 
 

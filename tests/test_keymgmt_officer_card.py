@@ -231,9 +231,11 @@ def test_card_signs_only_beneficiary_bodies_under_its_own_name_and_rights(office
         session.activate_card(_card_body(FKO, "INTRM-ROGUE", role=Role.POS_TERMINAL, rights=Right.DEBIT))
     with pytest.raises(IncorrectDataError):  # another officer's name as issuer
         session.activate_card(_card_body("INFKO-OTHER", "CARD-1"))
-    with pytest.raises(IncorrectDataError):
-        session.activate_card(_card_body(FKO, "CARD-1", effective=date(2026, 12, 1)))
+    with pytest.raises(IncorrectDataError):  # more than 90 days after the card clock (2026-11-23)
+        session.activate_card(_card_body(FKO, "CARD-1", effective=date(2027, 2, 22)))
     assert session.read_ledger().entries == ()
+    session.activate_card(_card_body(FKO, "CARD-1", effective=date(2027, 2, 21)))  # a renewal camp: 90 days
+    assert len(session.read_ledger().entries) == 1
 
 
 def test_facility_operator_card_cannot_activate(km: KeyManager, softhsm: SoftHsm, tmp_path: Path) -> None:

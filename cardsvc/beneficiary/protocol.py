@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from enum import IntEnum
 
 from cardsvc import tlv as _tlv
@@ -28,6 +28,11 @@ MAX_PENDING_BLOCKS = 8
 IA_DOMAIN = b"RSBY-IA\x01"
 AUTH_DOMAIN = b"RSBY-AUTH\x01"
 MIN_CHALLENGE, MAX_CHALLENGE = 8, 32
+RENEWAL_WINDOW = timedelta(days=90)
+"""How far ahead of today a renewed policy year may start: renewal camps run in the weeks BEFORE the year.
+The one home of the rule: the FKO card certifies no body effective later than today + this window, the
+beneficiary card opens and commits no renewal starting later, and the station refuses first
+(docs/card-os.md, docs/card-layout.md)."""
 
 
 class BenIns(IntEnum):
@@ -115,6 +120,7 @@ class StatusTag(IntEnum):
     AUTH_SERIAL = 0x8B
     WALLETS = 0xA0  # 30 { 80 scheme | 81 balance (4) | 82 held (4) }
     RENEWAL_OPEN = 0x8C  # serial (4) of the RENEW_POLICY authorisation awaiting COMMIT RENEWAL (absent: none)
+    RENEWAL_SCHEDULED = 0x8D  # serial (4) | start | end (YYYYMMDD) of a committed renewal not yet in force
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,8 @@ class CardStatus:
     auth_serial: int
     wallets: tuple[Wallet, ...] = field(default=())
     renewal_open: int = 0  # serial of an open renewal (AUTHORISE RENEW_POLICY done, not yet committed)
+    #: a renewal committed before its year starts: (serial, start, end); the card takes it on at ``start``
+    renewal_scheduled: tuple[int, date, date] | None = None
 
     def wallet(self, scheme_id: int) -> Wallet:
         for w in self.wallets:
@@ -180,13 +188,23 @@ class CardStatus:
         )
 
     def _renewal_tlv(self) -> bytes:
-        return tlv(StatusTag.RENEWAL_OPEN, self.renewal_open.to_bytes(4, "big")) if self.renewal_open else b""
+        out = tlv(StatusTag.RENEWAL_OPEN, self.renewal_open.to_bytes(4, "big")) if self.renewal_open else b""
+        if self.renewal_scheduled is not None:
+            serial, start, end = self.renewal_scheduled
+            period = (start.strftime("%Y%m%d") + end.strftime("%Y%m%d")).encode()
+            out += tlv(StatusTag.RENEWAL_SCHEDULED, serial.to_bytes(4, "big") + period)
+        return out
 
     @classmethod
     def parse(cls, data: bytes) -> CardStatus:
         items = split_tlvs(data, "status")
-        renewal_open = 0
-        if items and items[-1][0] == StatusTag.RENEWAL_OPEN:  # optional, last
+        renewal_open, scheduled = 0, None
+        if items and items[-1][0] == StatusTag.RENEWAL_SCHEDULED:  # optional, last
+            value = items.pop()[1]
+            if len(value) != 20:
+                raise ProfileFormatError("status scheduled renewal must be serial (4) and 16 digits")
+            scheduled = (int.from_bytes(value[:4], "big"), *parse_policy(value[4:]))
+        if items and items[-1][0] == StatusTag.RENEWAL_OPEN:  # optional, after the wallets
             value = items.pop()[1]
             if len(value) != 4:
                 raise ProfileFormatError("status renewal serial must be 4 bytes")
@@ -205,7 +223,11 @@ class CardStatus:
             keygen,
             serial,
             wallets,
-        ) = expect_tags(items, [t for t in StatusTag if t is not StatusTag.RENEWAL_OPEN], "status")
+        ) = expect_tags(
+            items,
+            [t for t in StatusTag if t not in (StatusTag.RENEWAL_OPEN, StatusTag.RENEWAL_SCHEDULED)],
+            "status",
+        )
         try:
             usable, free = struct.unpack(">II", memory)
             max_count, max_amount = struct.unpack(">HI", limits)
@@ -242,6 +264,7 @@ class CardStatus:
                 auth_serial=int.from_bytes(serial, "big"),
                 wallets=tuple(out),
                 renewal_open=renewal_open,
+                renewal_scheduled=scheduled,
             )
         except (struct.error, ValueError, IndexError, UnicodeDecodeError) as exc:
             raise ProfileFormatError(f"malformed status: {exc}") from None
@@ -527,6 +550,7 @@ def parse_commit_renewal(data: bytes) -> tuple[int, int, bytes]:
 
 __all__ = [
     "BENEFICIARY_AID",
+    "RENEWAL_WINDOW",
     "Attestation",
     "AuthKind",
     "Authorisation",

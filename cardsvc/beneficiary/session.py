@@ -11,6 +11,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cardsvc.beneficiary import protocol as fmt
@@ -347,13 +348,19 @@ class BeneficiarySession(ApplicationSession):
     ) -> list[TransactionRecord]:
         """COMMIT RENEWAL (RENEW): the card checks the new certificate against the staged profile and the
         authorised period and cover, then in one transaction replaces profile and certificate and sets
-        each wallet; the RENEWAL records it made (one per scheme) are returned, each verified."""
+        each wallet; the RENEWAL records it made (one per scheme) are returned, each verified.
+
+        A period starting after the card's today (within ``fmt.RENEWAL_WINDOW``) is held instead: the card
+        answers no record and keeps its current year until the start date (GET STATUS shows it as
+        ``renewal_scheduled``); it makes the RENEWAL records then. Returns [] in that case."""
         certs = card_certificate.encode() + fko_certificate.encode()
         if district_certificate is not None:
             certs += district_certificate.encode()
         raw = self._cmd(
             fmt.BenIns.COMMIT_RENEWAL, fmt.commit_renewal_data(time, operator_id, certs), le=self._le
         )
+        if not raw and card_certificate.effective > datetime.fromtimestamp(time, tz=UTC).date():
+            return []  # held until the new year starts
         if not raw or len(raw) % RECORD_LENGTH:
             raise BeneficiaryCardError(f"COMMIT RENEWAL answered {len(raw)} bytes, not whole records")
         key = load_public_point(card_certificate.public_point)

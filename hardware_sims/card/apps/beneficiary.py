@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from cardsvc.beneficiary import protocol as fmt
@@ -75,6 +75,7 @@ class CardState:
     lengths: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     debited: dict[str, int] = field(default_factory=dict)  # counter -> amount debited (for re-sync)
     renewal: dict[str, Any] = field(default_factory=dict)  # open renewal: serial, policy, covers
+    scheduled: dict[str, Any] = field(default_factory=dict)  # committed renewal whose year has not started
 
     def encode(self) -> bytes:
         return json.dumps(self.__dict__, separators=(",", ":"), sort_keys=True).encode()
@@ -165,6 +166,7 @@ class BeneficiaryApplication(Application):
 
     # ------------------------------------------------------------------ dispatch
     def process(self, apdu: CommandApdu, card: CardServices) -> Response:
+        self._take_effect(card)  # a renewal committed ahead of its year is taken on from its first day
         handlers = {
             fmt.BenIns.GET_STATUS: self._get_status,
             fmt.BenIns.MSE_SET_DST: self._mse_set_dst,
@@ -213,8 +215,14 @@ class BeneficiaryApplication(Application):
             log_capacity=self.log_capacity, policy_start=start, policy_end=end,
             object_lengths=(lengths[0], lengths[1], lengths[2], lengths[3]),
             key_generated=self._key_generated(card), auth_serial=state.auth_serial, wallets=wallets,
-            renewal_open=int(state.renewal.get("serial", 0)),
+            renewal_open=int(state.renewal.get("serial", 0)), renewal_scheduled=self._scheduled(state),
         )  # fmt: skip
+
+    @staticmethod
+    def _scheduled(state: CardState) -> tuple[int, date, date] | None:
+        if not state.scheduled:
+            return None
+        return (int(state.scheduled["serial"]), *fmt.parse_policy(state.scheduled["policy"].encode()))
 
     def _get_status(self, apdu: CommandApdu, card: CardServices) -> Response:
         return self._status(card, self._state(card)).encode(), SW.OK
@@ -370,11 +378,12 @@ class BeneficiaryApplication(Application):
         card_raw, fko_raw = parts[0], parts[1]
         cert = CvCertificate.parse(card_raw)
         fko = CvCertificate.parse(fko_raw)
-        if len(parts) == 3:  # the whole chain to the root, checked at the card's clock
-            district = CvCertificate.parse(parts[2])
+        if len(parts) == 3:  # the whole chain to the root, checked at the card's clock (or at the start of
+            district = CvCertificate.parse(parts[2])  # a period starting within RENEWAL_WINDOW)
             now = datetime.fromtimestamp(card.now(), tz=UTC)
+            at = cert.not_before if now < cert.not_before <= now + fmt.RENEWAL_WINDOW else now
             try:
-                validate_chain([district, fko, cert], self.anchor, now=now)
+                validate_chain([district, fko, cert], self.anchor, now=at)
             except PkiError as exc:
                 raise IsoError(SW.WRONG_DATA, f"certificate chain refused: {exc}") from None
         if not self._key_generated(card) or cert.public_point != card.public_key(self, fmt.CARD_KEY_REF):
@@ -414,11 +423,11 @@ class BeneficiaryApplication(Application):
         card stays ACTIVATED with the old year's profile, certificate, hashes and wallet until COMMIT."""
         assert auth.policy is not None
         self._lifecycle(state, fmt.Lifecycle.ACTIVATED, what="AUTHORISE RENEW_POLICY")
+        if state.scheduled:
+            serial, start = state.scheduled["serial"], state.scheduled["policy"][:8]
+            raise IsoError(SW.CONDITIONS_NOT_SATISFIED, f"renewal {serial} is committed and starts {start}")
+        self._check_period(card, state, *auth.policy)
         start, end = auth.policy
-        if state.policy and end.strftime("%Y%m%d") <= state.policy[8:]:
-            raise IsoError(
-                SW.WRONG_DATA, f"renewal to {end} does not extend the policy (ends {state.policy[8:]})"
-            )
         scope = card.app_df(self)
         size = fmt.FILE_SIZES[fmt.FileId.PROFILE]
         if card.fs.child(scope, fmt.FileId.NEXT_PROFILE) is None:  # 6A84 from the store when the card is full
@@ -433,6 +442,31 @@ class BeneficiaryApplication(Application):
             "policy": start.strftime("%Y%m%d") + end.strftime("%Y%m%d"),
             "covers": [[s, c] for s, c in auth.covers],
         }
+
+    def _check_period(self, card: CardServices, state: CardState, start: date, end: date) -> None:
+        """A renewed period must extend the current one; one starting after today must start within
+        RENEWAL_WINDOW and after the current period ends (it is held until then: no two periods at once)."""
+        if state.policy and end.strftime("%Y%m%d") <= state.policy[8:]:
+            raise IsoError(
+                SW.WRONG_DATA, f"renewal to {end} does not extend the policy (ends {state.policy[8:]})"
+            )
+        today = self._today(card)
+        if start <= today:
+            return
+        if start > today + fmt.RENEWAL_WINDOW:
+            raise IsoError(
+                SW.WRONG_DATA,
+                f"the renewed year starts {start}, more than {fmt.RENEWAL_WINDOW.days} days after {today}",
+            )
+        if state.policy and start.strftime("%Y%m%d") <= state.policy[8:]:
+            raise IsoError(
+                SW.WRONG_DATA,
+                f"the renewed year starts {start}, inside the current one (ends {state.policy[8:]})",
+            )
+
+    @staticmethod
+    def _today(card: CardServices) -> date:
+        return datetime.fromtimestamp(card.now(), tz=UTC).date()
 
     def _commit_renewal(self, apdu: CommandApdu, card: CardServices) -> Response:
         """The staged profile and the FKO's new certificate replace the old ones, the wallet takes the new
@@ -465,7 +499,37 @@ class BeneficiaryApplication(Application):
             raise IsoError(SW.WRONG_DATA, "the new profile's cover is not the authorised one")
         if (new.household_id, new.members) != (old.household_id, old.members):
             raise IsoError(SW.WRONG_DATA, "a renewal keeps the household and its members")
-        number, reference = _card_number(self.card_id), int(granted["serial"])
+        self._check_period(card, state, new.policy_start, new.policy_end)  # the card's clock moved on
+        renewal = {
+            "serial": int(granted["serial"]), "policy": policy, "covers": covers,
+            "limits": [new.limits.max_count, new.limits.max_amount],
+            "hashes": [h.hex() for h in (hashes.profile, hashes.templates, hashes.photos)],
+            "certificates": (card_raw + fko_raw).hex(), "terminal": reference_id(terminal),
+            "operator": operator,
+        }  # fmt: skip
+        if new.policy_start > self._today(card):  # held: the current year, profile and wallet stay in force
+            with card.transaction():
+                state.renewal, state.scheduled = {}, renewal
+                self._put_state(card, state)
+            return b"", SW.OK
+        return b"".join(self._apply_renewal(card, state, renewal, new_raw, time)), SW.OK
+
+    def _take_effect(self, card: CardServices) -> None:
+        """A scheduled renewal takes effect at the card's first command on or after its start date: the
+        RENEWAL records are made then, so every debit of the old year comes before them in the log."""
+        state = self._state(card)
+        if not state.scheduled or self._today(card) < fmt.parse_policy(state.scheduled["policy"].encode())[0]:
+            return
+        new_raw = self._object(card, fmt.FileId.NEXT_PROFILE)
+        self._apply_renewal(card, state, state.scheduled, new_raw, int(card.now()))
+
+    def _apply_renewal(
+        self, card: CardServices, state: CardState, renewal: dict[str, Any], new_raw: bytes, time: int
+    ) -> list[bytes]:
+        """The new profile and certificate replace the old, the wallet takes the new cover (one signed
+        RENEWAL record per scheme), the staged profile EF goes: ONE transaction."""
+        covers = renewal["covers"]
+        number, reference = _card_number(self.card_id), int(renewal["serial"])
         wallet = {key: 0 for key in state.balances}
         wallet.update((str(sid), cover) for sid, cover in covers)
         records: list[bytes] = []
@@ -475,8 +539,8 @@ class BeneficiaryApplication(Application):
             record = TransactionRecord(
                 record_type=RecordType.RENEWAL, card_id=number, counter=state.counter + len(records) + 1,
                 scheme_id=int(key), amount=after, balance_after=after, time=time,
-                terminal_id=reference_id(terminal), operator_id=operator, facility_id=0, reference=reference,
-                member_index=0, prev_hash=link,
+                terminal_id=int(renewal["terminal"]), operator_id=int(renewal["operator"]), facility_id=0,
+                reference=reference, member_index=0, prev_hash=link,
             )  # fmt: skip
             raw = record.signed_part() + card.sign(self, fmt.CARD_KEY_REF, record.signed_part())
             records.append(raw)
@@ -487,7 +551,7 @@ class BeneficiaryApplication(Application):
             tail = old_size - 2 - len(new_raw)
             if tail > 0:  # no byte of the old profile stays behind the new one
                 card.write_file(self, fmt.FileId.PROFILE, 2 + len(new_raw), bytes(tail))
-            blob = card_raw + fko_raw
+            blob = bytes.fromhex(renewal["certificates"])
             card.write_file(self, fmt.FileId.CERTIFICATES, 0, len(blob).to_bytes(2, "big") + blob)
             card.checkpoint("renewal profile and certificate written")
             for raw in records:
@@ -499,13 +563,13 @@ class BeneficiaryApplication(Application):
                 card.fs.delete(staged.path)
             state.counter += len(records)
             state.last_link = link.hex()
-            state.hashes = [h.hex() for h in (hashes.profile, hashes.templates, hashes.photos)]
-            state.policy = policy
+            state.hashes = list(renewal["hashes"])
+            state.policy = renewal["policy"]
             state.balances = {str(sid): cover for sid, cover in covers}
-            state.max_count, state.max_amount = new.limits.max_count, new.limits.max_amount
-            state.renewal = {}
+            state.max_count, state.max_amount = renewal["limits"]
+            state.renewal, state.scheduled = {}, {}
             self._put_state(card, state)
-        return b"".join(records), SW.OK
+        return records
 
     # ------------------------------------------------------------------ clone check
     def _internal_authenticate(self, apdu: CommandApdu, card: CardServices) -> Response:
@@ -702,7 +766,7 @@ class BeneficiaryApplication(Application):
             state.since_count, state.since_amount = len(left), sum(left.values())
         elif auth.kind is fmt.AuthKind.SUPERSEDE:
             state.lifecycle = fmt.Lifecycle.SUPERSEDED
-            state.renewal = {}
+            state.renewal, state.scheduled = {}, {}
         elif auth.kind is not fmt.AuthKind.RENEW_POLICY:
             raise IsoError(SW.WRONG_DATA, f"{auth.kind.name} travels with DEBIT, not AUTHORISE")
         state.auth_serial = auth.serial

@@ -15,6 +15,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
+from cardsvc.beneficiary.protocol import RENEWAL_WINDOW
 from cardsvc.pki import officer as fmt
 from cardsvc.pki.chain import check_extensions
 from cardsvc.pki.cvc import CvCertificate
@@ -245,8 +246,11 @@ class OfficerApplication(Application):
             raise IsoError(SW.WRONG_DATA, "body claims rights this officer does not hold")
         if not own.valid_at(today):
             raise IsoError(SW.CONDITIONS_NOT_SATISFIED, f"officer certificate not valid on {today:%Y-%m-%d}")
-        if body.effective > today.date():
-            raise IsoError(SW.WRONG_DATA, f"body effective date {body.effective} is in the future")
+        if body.effective > today.date() + RENEWAL_WINDOW:  # renewal camps run before the year starts
+            raise IsoError(
+                SW.WRONG_DATA,
+                f"body effective date {body.effective} is more than {RENEWAL_WINDOW.days} days ahead",
+            )
         lc, bio, count, head = self._state(card)
         if count >= self.ledger_capacity:
             raise IsoError(SW.NOT_ENOUGH_MEMORY, "activation ledger is full: return the card to the district")
