@@ -288,7 +288,7 @@ def test_a_renewed_card_is_inside_its_new_period_once_the_renewal_is_on_its_ledg
     card = world.card(policy=(end - 365 * DAY, end))
     world.debit(card, RecordType.CASH, 1_000, end - 5 * DAY)  # inside the first year
     world.debit(card, RecordType.CASH, 1_000, end + 2 * DAY)  # after its end, before the renewal: flagged
-    world.debit(card, RecordType.RENEWAL, 3_000_000, end + 3 * DAY)
+    world.debit(card, RecordType.RENEWAL, 3_000_000, end + 3 * DAY, reference=1)  # the RENEW_POLICY's serial
     world.debit(card, RecordType.CASH, 1_000, end + 4 * DAY)  # the renewed year
     world.upload(BatchKind.TRANSACTIONS, card.items())
     with get_db(world.app).sessions() as session:

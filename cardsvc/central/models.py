@@ -23,7 +23,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 #: BIGINT on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY auto-increments.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -99,6 +99,38 @@ class Card(Base):
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
     #: every scheme on the card with its cover ``[{scheme_id, cover_paise}]`` when the camp reported them
     schemes: Mapped[list[Any] | None] = mapped_column(JSON)
+    #: earlier periods, oldest first (empty until the card is renewed): services/renewals.py
+    periods: Mapped[list[CardPeriod]] = relationship(
+        primaryjoin="Card.card_id == foreign(CardPeriod.card_id)", order_by="CardPeriod.serial",
+        viewonly=True, lazy="select",
+    )  # fmt: skip
+
+
+class CardPeriod(Base):
+    """One policy period of a renewed card, kept as history. ``cards`` holds the CURRENT period (scheme,
+    cover, schemes, start and end); once a renewal is committed on the card, the camp's period (serial 0)
+    and each renewal (its RENEW_POLICY serial, the RENEWAL records' ``reference``) are rows here, so
+    reconciliation and settlement still judge old-year records by the old year. services/renewals.py.
+
+    Times as in ``cards``: from 00:00:00 UTC of the first day to 23:59:59 of the last (the camp's values
+    as the camp sent them)."""
+
+    __tablename__ = "card_periods"
+    __table_args__ = (UniqueConstraint("card_id", "serial", name="uq_card_periods_card_serial"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    card_id: Mapped[str] = mapped_column(String(HEX_ID))
+    serial: Mapped[int] = mapped_column(BigInteger)  # 0: the camp's period
+    policy_start: Mapped[int] = mapped_column(BigInteger)
+    policy_end: Mapped[int] = mapped_column(BigInteger)
+    scheme_id: Mapped[int] = mapped_column(SmallInteger)
+    cover_paise: Mapped[int] = mapped_column(BigInteger)
+    schemes: Mapped[list[Any] | None] = mapped_column(JSON)
+    #: the RENEW_POLICY authorisation (None: the camp's period)
+    authorisation_id: Mapped[str | None] = mapped_column(String(HEX_ID))
+    #: the counter of the renewal's first RENEWAL record: records after it may use this period
+    counter: Mapped[int | None] = mapped_column(BigInteger)
+    committed_at: Mapped[int | None] = mapped_column(BigInteger)  # that record's time
+    recorded_at: Mapped[int] = mapped_column(BigInteger)  # when central moved the register
 
 
 class BatchRow(Base):

@@ -24,7 +24,7 @@ from operator import itemgetter
 from typing import Any, Final, Protocol, TypeVar
 
 from sqlalchemy import JSON, Table, func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from cardsvc.central.errors import (
@@ -48,7 +48,7 @@ from cardsvc.formats.batch import (
     load_public_key,
 )
 from cardsvc.formats.errors import FormatError, SignatureError
-from cardsvc.formats.transaction import SIGNED_LENGTH, unpack_fields, verify_raw_signature
+from cardsvc.formats.transaction import SIGNED_LENGTH, RecordType, unpack_fields, verify_raw_signature
 from cardsvc.pki.batchverify import BatchVerifier, Pending, shared_verifier
 from cardsvc.pki.chain import RevocationLookup, TrustAnchor
 
@@ -144,7 +144,33 @@ def ingest_batch(
     ``anchor``: FKO ledger items' officer certificates are validated to it (services/ledgers.py).
     ``require_signed_ledgers`` (default: when ``anchor`` is given): an FKO ledger item without the officer
     card's signature is refused (``unsigned_ledger``).
+
+    A new transactions batch holding RENEWAL records then moves the register of those cards to the
+    renewals central authorised (services/renewals.py), in a transaction of its own: the batch is stored
+    whatever happens there, and reconciliation applies what was not applied.
     """
+    result, rows = _ingest(session, directory, wire, uploaded_by, now, cards, anchor, revocations,
+                           require_signed_ledgers)  # fmt: skip
+    renewed = sorted({r["card_id"] for r in rows if r["record_type"] == RecordType.RENEWAL})
+    if renewed and not result.duplicate:
+        from cardsvc.central.services.renewals import apply_renewals
+
+        try:
+            apply_renewals(session, now, renewed)
+            session.commit()
+        except SQLAlchemyError:
+            session.rollback()
+            log.warning("batch %s: the card register was not moved for %d renewed card(s); reconciliation "
+                        "will", result.receipt.batch_id, len(renewed), exc_info=True)  # fmt: skip
+    return result
+
+
+def _ingest(
+    session: Session, directory: TerminalDirectory, wire: bytes, uploaded_by: str, now: int,
+    cards: CardKeyCheck | None, anchor: TrustAnchor | None, revocations: RevocationLookup | None,
+    require_signed_ledgers: bool | None,
+) -> tuple[IngestResult, list[dict[str, Any]]]:  # fmt: skip
+    """:func:`ingest_batch` itself; also returns the stored transaction rows (none for a duplicate)."""
     try:
         signed = SignedBatch.parse(wire)
     except FormatError as exc:
@@ -155,7 +181,7 @@ def ingest_batch(
     existing = _find(session, content_hash)
     session.rollback()  # end the read transaction: on SQLite every transaction holds the write lock
     if existing is not None:
-        return IngestResult(existing, duplicate=True)
+        return IngestResult(existing, duplicate=True), []
     officer_checks: dict[int, str | None] = {}
     for index, item in enumerate(batch.items):
         if isinstance(item, FkoLedgerEntry):
@@ -175,7 +201,7 @@ def ingest_batch(
     if items and _pipelined(session, items):
         result, rows = _ingest_pipelined(session, batch, items, wire, content_hash, uploaded_by, now, cards)
         if result is not None:
-            return result
+            return result, rows
     elif items:  # verified once, before any retry, outside any transaction: the rows are built while the
         # signatures are checked (on worker processes for a large batch), the check completed before commit
         parsed = parse_records(items)
@@ -187,12 +213,15 @@ def ingest_batch(
         verify = functools.partial(_exhaust, pending)
     for attempt in range(RETRIES):
         try:
-            return _store(session, batch, rows, wire, content_hash, uploaded_by, now, officer_checks, verify)
+            stored = _store(
+                session, batch, rows, wire, content_hash, uploaded_by, now, officer_checks, verify
+            )
+            return stored, rows
         except (IntegrityError, RecordRaceError):
             session.rollback()
             existing = _find(session, content_hash)
             if existing is not None:
-                return IngestResult(existing, duplicate=True)
+                return IngestResult(existing, duplicate=True), []
             if attempt == RETRIES - 1:
                 raise
             # a concurrent batch committed some of the same records first: look again, store the rest

@@ -16,16 +16,13 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from cardsvc.beneficiary.protocol import Authorisation
 from cardsvc.central.models import (
-    AuthorisationRow,
     Card,
     Facility,
     FkoLedgerRow,
@@ -36,8 +33,15 @@ from cardsvc.central.models import (
 )
 from cardsvc.central.services.fallbacks import override_rate_flags
 from cardsvc.central.services.ingest import KeySource, insert_ignore
+from cardsvc.central.services.renewals import (
+    PeriodWindow,
+    apply_renewals,
+    camp_period,
+    period_windows,
+    unmatched_renewals,
+)
 from cardsvc.formats.batch import load_public_key
-from cardsvc.formats.errors import FormatError, SignatureError
+from cardsvc.formats.errors import SignatureError
 from cardsvc.formats.transaction import (
     GENESIS_PREV_HASH,
     PREV_HASH_LENGTH,
@@ -64,6 +68,7 @@ class FlagKind(StrEnum):
     FORGED_RECORD = "forged_record"  # verified with a presented key that is not the card's registered one
     DUPLICATE_ENROLMENT = "duplicate_enrolment"  # a finger matches another card's (services/dedup.py)
     OVERRIDE_RATE = "override_rate"  # an operator overrides fingerprints unusually often (fallbacks.py)
+    UNAUTHORISED_RENEWAL = "unauthorised_renewal"  # a RENEWAL record answering no authorisation of central's
 
 
 #: Findings about a state that later uploads may cure: recomputed from scratch on each run.
@@ -113,6 +118,18 @@ class ReconcileReport:
         return {"cards": self.cards, "records": self.records, "flags": flags, "new_flags": self.new_flags}
 
 
+class _CampCard(NamedTuple):
+    """A renewed card as its records are first judged: the camp's period, scheme and cover."""
+
+    card_id: str
+    policy_start: int
+    policy_end: int
+    cover_paise: int
+    fko_id: str
+    scheme_id: int
+    schemes: list[Any] | None
+
+
 class _Rec(NamedTuple):
     """One stored record as the reconciliation reads it (a plain tuple: this loop runs over every record)."""
 
@@ -153,7 +170,8 @@ _COLUMNS = (
 def reconcile(session: Session, now: int, policy: ReconcilePolicy | None = None) -> ReconcileReport:
     """Run every check over everything stored; record new findings; return what was found."""
     policy = policy or ReconcilePolicy()
-    cards = {
+    apply_renewals(session, now)  # the register follows renewals committed on cards (services/renewals.py)
+    cards: dict[str, Any] = {
         c.card_id: c
         for c in session.execute(
             select(
@@ -193,10 +211,16 @@ def reconcile(session: Session, now: int, policy: ReconcilePolicy | None = None)
         report.records += 1
     report.cards = len(ledger)
 
-    renewed = renewed_periods(session)
+    periods = period_windows(session)
+    for card_id, camp in camp_period(session, sorted(periods)).items():
+        if card_id in cards:  # a renewed card: its records are judged from the camp's period and cover on
+            cards[card_id] = _CampCard(
+                card_id, camp.policy_start, camp.policy_end, camp.cover_paise, cards[card_id].fko_id,
+                camp.scheme_id, camp.schemes,
+            )  # fmt: skip
     for card_id, records in ledger.items():
         card = cards.get(card_id)
-        flags.extend(_card_checks(card_id, records, card, policy, renewed.get(card_id, ())))
+        flags.extend(_card_checks(card_id, records, card, policy, periods.get(card_id, ())))
         flags.extend(_actor_checks(card_id, records, terminal_revoked, operator_revoked))
         flags.extend(_travel_checks(card_id, records, places, policy))
         if card is None and any(r.key_source == KeySource.PRESENTED for r in records):
@@ -204,8 +228,15 @@ def reconcile(session: Session, now: int, policy: ReconcilePolicy | None = None)
     flags.extend(_package_mix(mix, policy))
     flags.extend(_fko_counts(session, policy))
     flags.extend(override_rate_flags(session))
+    flags.extend(
+        Flag(
+            FlagKind.UNAUTHORISED_RENEWAL, {"counter": u.counter, "reference": u.reference}, card_id=u.card_id
+        )
+        for u in unmatched_renewals(session)
+    )
 
     session.execute(delete(FlagRow).where(FlagRow.kind.in_([k.value for k in STATEFUL])))
+    _withdraw_cured(session, flags, sorted(periods))
     before = session.execute(select(func.count()).select_from(FlagRow)).scalar_one()
     rows = {
         f.dedup_key(): {
@@ -290,29 +321,26 @@ def _settle_presented_keys(session: Session) -> Iterable[Flag]:
         )
 
 
-def renewed_periods(session: Session) -> dict[str, list[tuple[int, int]]]:
-    """The policy periods central authorised by RENEW_POLICY, per card (unix start, end exclusive).
-
-    The card register keeps the camp's period; a renewed card's records of the new year are inside the
-    period once the card's ledger shows the renewal committed (a RENEWAL record before them)."""
-    out: defaultdict[str, list[tuple[int, int]]] = defaultdict(list)
-    rows = session.execute(
-        select(AuthorisationRow.card_id, AuthorisationRow.wire).where(
-            AuthorisationRow.kind == "renew_policy", AuthorisationRow.audience == "card"
-        )
-    )
-    for card_id, wire in rows:
-        try:
-            auth = Authorisation.parse(bytes(wire))
-        except FormatError:
-            log.warning("card %s: a stored renew_policy authorisation does not parse", card_id)
-            continue
-        if auth.policy is not None:
-            first, last = auth.policy
-            start = int(datetime(first.year, first.month, first.day, tzinfo=UTC).timestamp())
-            end = int(datetime(last.year, last.month, last.day, tzinfo=UTC).timestamp()) + 86_400
-            out[card_id].append((start, end))
-    return dict(out)
+def _withdraw_cured(session: Session, flags: Sequence[Flag], renewed: Sequence[str]) -> None:
+    """An open ``outside_policy`` finding on a renewed card that this run no longer makes (the renewal's
+    records arrived after the new year's records were judged) is withdrawn; resolved ones stay."""
+    if not renewed:
+        return
+    current = {f.dedup_key() for f in flags if f.kind is FlagKind.OUTSIDE_POLICY}
+    for start in range(0, len(renewed), 500):
+        stale = [
+            row_id
+            for row_id, key in session.execute(
+                select(FlagRow.id, FlagRow.dedup_key).where(
+                    FlagRow.kind == FlagKind.OUTSIDE_POLICY.value,
+                    FlagRow.resolved_at.is_(None),
+                    FlagRow.card_id.in_(renewed[start : start + 500]),
+                )
+            )
+            if key not in current
+        ]
+        if stale:
+            session.execute(delete(FlagRow).where(FlagRow.id.in_(stale)))
 
 
 def _card_checks(
@@ -320,9 +348,12 @@ def _card_checks(
     records: list[_Rec],
     card: Any,
     policy: ReconcilePolicy,
-    renewals: Sequence[tuple[int, int]] = (),
+    periods: Sequence[PeriodWindow] = (),
 ) -> Iterable[Flag]:
-    """Counter duplicates and gaps, chain links, balance arithmetic and the policy period of one card."""
+    """Counter duplicates and gaps, chain links, balance arithmetic and the policy period of one card.
+
+    ``periods``: a renewed card's periods (services/renewals.py); ``card`` then carries the camp's period
+    and cover. A renewal's period counts from its first RENEWAL record on (``counter``)."""
     by_counter: defaultdict[int, list[_Rec]] = defaultdict(list)
     for rec in records:
         by_counter[rec.counter].append(rec)
@@ -349,6 +380,7 @@ def _card_checks(
     blocks: dict[int, int] = {}
     previous: _Rec | None = None
     windows: list[tuple[int, int]] = [] if card is None else [(card.policy_start, card.policy_end)]
+    renewals = {p.counter: (p.start, p.end + 1) for p in periods if p.serial and p.counter is not None}
     balances = starting_balances(card)  # one balance per scheme on the card; unknown ones are absent
     for counter in range(1, highest + 1):
         found = by_counter.get(counter)
@@ -370,12 +402,13 @@ def _card_checks(
         if rec.record_type == RecordType.BLOCK:
             blocks[counter] = rec.amount
         renewal = rec.record_type == RecordType.RENEWAL
-        if renewal and renewals:
-            windows = [*windows[:1], *renewals]  # committed on the card: the authorised periods count
+        if renewal and counter in renewals:
+            windows.append(renewals[counter])  # committed on the card: the authorised period counts
         if card is not None and not renewal and not any(start <= rec.time < end for start, end in windows):
+            in_force = list(windows[-1]) if len(windows) == 1 else [windows[-1][0], windows[-1][1] - 1]
             yield Flag(
                 FlagKind.OUTSIDE_POLICY,
-                {"counter": counter, "time": rec.time, "policy": [card.policy_start, card.policy_end]},
+                {"counter": counter, "time": rec.time, "policy": in_force},
                 card_id=card_id,
                 facility_id=rec.facility_id,
             )
