@@ -42,9 +42,13 @@ PREFERRED = (Finger.RIGHT_INDEX, Finger.LEFT_INDEX)
 FALLBACKS = (Finger.RIGHT_THUMB, Finger.LEFT_THUMB, Finger.RIGHT_MIDDLE, Finger.LEFT_MIDDLE)
 FINGERS_PER_MEMBER = 2
 CHILD_AGE = 5  # under this age fingerprints are not taken (recorded as CHILD)
-#: A duplicate STOPS a household and calls the supervisor, so false stops must be rare. 1:1 threshold inside
-#: one household (-10 log10 FMR): 60 = 1 in a million per comparison. Measured on synthetic fingers
-#: (enrolment impressions vs each other): genuine pairs scored 81-120, the top impostor of 276 pairs 49.
+#: 1:1 threshold inside one household (-10 log10 FMR): 60 = 1 in a million per comparison. The station judges
+#: ONE finger at a time, as it is captured: a single score at or above this against any earlier finger of the
+#: household stops the household for the supervisor (DuplicateFingerError), so false stops must be rare.
+#: (Central's de-duplication across camps weighs a pair of members on all their fingers instead: the two best
+#: finger pairs together against 2 T, cardsvc/central/services/dedup.py member_evidence.) Synthetic fingers,
+#: `bench/bench_fingers.py` (20 fingers x 4 impressions, MCC card-quantised): genuine 65-120, top impostor 39
+#: of 3,040 pairs with good touches; 53 with the field mix of dry, wet, partial and smudged (--quality mixed).
 HOUSEHOLD_THRESHOLD = 60.0
 #: The camp-wide 1:N search is held to this false-hit rate over the whole gallery (threshold raised with its
 #: size: 66 for 40 fingers, 75 for 300).
