@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from cardsvc.central.dashboard.users import Role
 from cardsvc.central.dashboard.views import ACCESS, PUBLIC
 from cardsvc.central.extensions import get_db
-from cardsvc.central.models import AuthorisationRow, Card, FlagRow, PublishedList
+from cardsvc.central.models import AuthorisationRow, Card, FlagRow, Package, PublishedList
 from cardsvc.central.services.flags import open_flags
 from cardsvc.formats.profile import card_chr
 from cardsvc.pki.chain import TrustAnchor
@@ -125,6 +125,8 @@ def valid_form(d: Dashboard, endpoint: str) -> dict[str, str]:
         "dashboard.publish_revocations": {},
         "dashboard.authorise": {"kind": "sync_ack", "card": d.clean_card},
         "dashboard.review_duplicate": {"outcome": "different", "note": "two brothers, papers seen"},
+        "dashboard.check_catalogue": {"packages": CATALOGUE_V2},
+        "dashboard.publish_catalogue": {"packages": CATALOGUE_V2},
     }.get(endpoint, {})
 
 
@@ -302,6 +304,7 @@ def test_hindi_pages_show_every_data_value_in_words(desk: Dashboard) -> None:
         "/dashboard/flags", f"/dashboard/cards/{desk.card_id}", "/dashboard/facilities/1",
         "/dashboard/settlement?facility=1&start=2026-12-01&end=2027-01-31", "/dashboard/reports",
         "/dashboard/revocations", "/dashboard/authorisations", "/dashboard/dedup", "/dashboard/audit",
+        "/dashboard/catalogue",
     ]  # fmt: skip
     for path in pages:
         html = staff.text(path)
@@ -323,6 +326,94 @@ def test_without_central_key_the_screens_say_so_and_sign_nothing(desk: Dashboard
     assert "signing key is not configured" in staff.text("/dashboard/revocations")
     refused = staff.post("/dashboard/authorisations", {"kind": "sync_ack", "card": desk.clean_card})
     assert refused.status_code == 422 and "signing key is not configured" in refused.get_data(as_text=True)
+    assert staff.post("/dashboard/catalogue/publish", {"packages": CATALOGUE_V2}).status_code == 302
+    assert "signing key is not configured" in staff.text("/dashboard/catalogue")
     with get_db(desk.app).sessions() as session:
         assert session.execute(select(PublishedList)).first() is None
     assert audit_actions(desk.app) == ["login"]
+
+
+CATALOGUE_V2 = (
+    "code,name,rate,category\n"
+    '301,Normal delivery,"5,000",obstetrics\n'  # rate changed
+    "302,Caesarean section,9000,obstetrics\n"  # unchanged
+    '501,Hernia repair,"₹ 12,500.50",surgery\n'  # new
+)  # 410 left out: stays as it is
+CATALOGUE_BAD = (
+    "code,name,rate,category\n"
+    "301,Normal delivery,4500,obstetrics\n"
+    "302,,9000,obstetrics\n"  # missing name
+    "301,Twins delivery,12x00,obstetrics\n"  # duplicate code and bad rate
+    "abc,Hernia repair,0,surgery\n"  # bad code, rate not above zero
+    "777,Only three columns\n"
+)
+
+
+def test_catalogue_bad_upload_names_every_bad_line_and_changes_nothing(desk: Dashboard) -> None:
+    staff = Staff(desk.app, "anita")
+    answer = staff.post("/dashboard/catalogue", {"packages": CATALOGUE_BAD})
+    assert answer.status_code == 422
+    html = answer.get_data(as_text=True)
+    problems = re.findall(r'<li data-problem="(\w+)" data-field="(\w+)">(.*?)</li>', html)
+    assert [(code, field) for code, field, _ in problems] == [
+        ("missing_name", "name"), ("duplicate_code", "code"), ("bad_rate", "rate"), ("bad_code", "code"),
+        ("bad_rate", "rate"), ("bad_columns", "line"),
+    ]  # fmt: skip
+    texts = [re.sub(r"<[^>]+>", "", t) for _, _, t in problems]
+    assert texts[0] == "Line 3, name: The name is missing."
+    assert texts[1] == "Line 4, code: This code is already on line 2. «301»"
+    assert texts[2].startswith("Line 4, rate: The rate must be an amount in rupees greater than zero")
+    assert texts[2].endswith("«12x00»")
+    assert texts[5].startswith("Line 6: Give four columns")
+    assert "Twins delivery" in html, "the text stays in the form to be corrected"
+    hindi = Staff(desk.app, "anita", lang="hi")
+    hindi_html = hindi.post("/dashboard/catalogue", {"packages": CATALOGUE_BAD}).get_data(as_text=True)
+    assert "पंक्ति 3" in hindi_html and "The name is missing" not in hindi_html
+    with get_db(desk.app).sessions() as session:
+        assert session.execute(select(PublishedList)).first() is None
+        assert session.execute(select(Package).where(Package.version > 1)).first() is None
+    assert audit_actions(desk.app) == ["login", "login"]
+
+
+def test_catalogue_checked_then_published_verifies_at_a_terminal(desk: Dashboard) -> None:
+    from point_of_service.catalogue import verify_catalogue
+
+    staff = Staff(desk.app, "anita")
+    page = staff.text("/dashboard/catalogue")
+    assert "Not published from here yet" in page
+    assert "301,Normal delivery,4500,obstetrics" in page, "the list now, ready to edit"
+    checked = staff.post("/dashboard/catalogue", {"packages": CATALOGUE_V2})
+    assert checked.status_code == 200
+    html = checked.get_data(as_text=True)
+    assert re.findall(r'data-change="(\w+)" data-code="(\d+)"', html) == [("rate", "301"), ("new", "501")]
+    assert "New packages: 1. Rates changed: 1. Names or specialities changed: 0. Unchanged: 1." in html
+    with get_db(desk.app).sessions() as session:
+        assert session.execute(select(PublishedList)).first() is None, "checking writes nothing"
+    assert staff.post("/dashboard/catalogue/publish", {"packages": CATALOGUE_V2}).status_code == 302
+    with get_db(desk.app).sessions() as session:
+        rows = session.execute(select(PublishedList)).scalars().all()
+        assert [r.kind for r in rows] == ["catalogue"]
+        version, wire = rows[0].version, bytes(rows[0].wire)
+    page = staff.text("/dashboard/catalogue")
+    assert f"Package catalogue version {version} signed and published: terminals receive it at" in page
+    assert re.search(r"Version [\d,]+, signed .*: 4 packages\.", page)
+    staff.post("/dashboard/catalogue/publish", {"packages": CATALOGUE_V2})
+    assert "Nothing changed since version" in staff.text("/dashboard/catalogue")
+    with get_db(desk.app).sessions() as session:
+        assert session.execute(select(PublishedList.version)).scalars().all() == [version]
+        versions = {(p.code, p.version) for p in session.execute(select(Package)).scalars()}
+    assert versions == {(301, 1), (301, 2), (302, 1), (410, 1), (501, 1)}, "old rates kept for old claims"
+    anchor = TrustAnchor(desk.key.chr, desk.key.signer.public_key())
+    catalogue = verify_catalogue(wire, anchor, now=datetime.fromtimestamp(NOW, UTC))
+    rates = {p.code: p.rate_paise for p in catalogue.packages}
+    assert rates == {301: 500_000, 302: 900_000, 410: 700_000, 501: 1_250_050}
+    assert audit_actions(desk.app) == ["login", "publish-catalogue"]
+    assert "Package catalogue published" in staff.text("/dashboard/audit")
+
+
+def test_catalogue_is_read_only_for_officers_and_auditors(desk: Dashboard) -> None:
+    for name in ("ravi", "priya"):
+        staff = Staff(desk.app, name)
+        page = staff.text("/dashboard/catalogue")
+        assert 'id="nav-catalogue"' in page and "Cataract surgery" in page
+        assert 'id="catalogue-form"' not in page and 'id="publish-catalogue"' not in page

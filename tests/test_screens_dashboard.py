@@ -18,6 +18,7 @@ from cardsvc.central.app import create_app
 from cardsvc.central.dashboard import init_dashboard
 from cardsvc.central.dashboard.users import Role, UserError, UserStore
 from cardsvc.central.extensions import get_db
+from cardsvc.central.services.catalogue import add_package_version
 from cardsvc.central.services.dedup import record_flags
 from cardsvc.central.services.publish import CentralKey
 from cardsvc.central.services.reconcile import Flag, FlagKind, reconcile
@@ -36,6 +37,12 @@ STAFF_PASSWORD = "Central-Staff-2026"
 AUDITOR_PASSWORD = "Auditor-Reads-2026"
 DISTRICT_PASSWORD = "Patna-Officer-2026"
 ROOT_CHR = "INROOT00001"
+#: The package catalogue central holds (code, name, rate in paise, speciality).
+PACKAGES = [
+    (301, "Normal delivery", 450_000, "obstetrics"),
+    (302, "Caesarean section", 900_000, "obstetrics"),
+    (410, "Cataract surgery", 700_000, "ophthalmology"),
+]
 
 
 @dataclass
@@ -86,6 +93,8 @@ def build_dashboard(sqlite_url: str, tmp_path: Path) -> Dashboard:
         add_facility(session, 3, "Patna Medical College", "Patna", 25.61, 85.14)
         session.flush()
         register_terminal(session, terminal.terminal_id, terminal.key.public_key(), NOW - 365 * DAY)
+        for code, name, paise, category in PACKAGES:
+            add_package_version(session, code, name, paise, NOW - 200 * DAY, category)
         session.commit()
     card, clean = SimCard.new(0xC001, random.Random(21)), SimCard.new(0xC002, random.Random(22))
     twins = [SimCard.new(0xC003, random.Random(23)), SimCard.new(0xC004, random.Random(24))]
@@ -313,3 +322,60 @@ def test_weak_passwords_and_unknown_users_refused(tmp_path: Path) -> None:
     assert store.check("nobody", "District-Officer-1") is None
     assert "District-Officer-1" not in (tmp_path / "u.json").read_text()
     assert oct((tmp_path / "u.json").stat().st_mode & 0o777) == "0o600"
+
+
+CATALOGUE_BAD = (
+    "code,name,rate,category\n301,Normal delivery,4500,obstetrics\n302,,9000,obstetrics\n"
+    "301,Twins delivery,12x00,obstetrics\n"
+)  # fmt: skip
+CATALOGUE_NEW = (
+    "code,name,rate,category\n301,Normal delivery,5000,obstetrics\n302,Caesarean section,9000,obstetrics\n"
+    '410,Cataract surgery,7000,ophthalmology\n501,Hernia repair,"12,500",surgery\n'
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("lang", ["en", "hi"])
+def test_package_catalogue_checked_and_published(dashboard: Dashboard, screens: Screens, lang: str) -> None:
+    d, page = dashboard, screens.page
+    screens.hindi_only = True
+    seen = requests_seen(d, screens)
+    login(d, screens, lang, "anita", STAFF_PASSWORD)
+    page.wait_for_selector("#flags")
+    page.click("#nav-catalogue")
+    page.wait_for_selector("#packages-now")
+    assert page.locator("#packages-now tbody tr").count() == 3
+    assert "₹\u00a04,500.00" in page.inner_text("#packages-now tr[data-code='301']"), "rates in rupees"
+    screens.shot(lang, "dashboard-catalogue")
+    page.fill("#packages", CATALOGUE_BAD)
+    page.click("#check-catalogue")
+    page.wait_for_selector("#upload-problems")
+    problems = page.locator("#upload-problems li")
+    assert [problems.nth(i).get_attribute("data-problem") for i in range(problems.count())] == [
+        "missing_name", "duplicate_code", "bad_rate",
+    ]  # fmt: skip
+    if lang == "en":
+        assert problems.nth(0).inner_text() == "Line 3, name: The name is missing."
+        assert problems.nth(1).inner_text() == "Line 4, code: This code is already on line 2. «301»"
+    else:
+        assert problems.nth(0).inner_text().startswith("पंक्ति 3, नाम:")
+    assert page.input_value("#packages") == CATALOGUE_BAD, "the list stays in the form to be corrected"
+    screens.shot(lang, "dashboard-catalogue-refused")
+    page.fill("#packages", CATALOGUE_NEW)
+    page.click("#check-catalogue")
+    page.wait_for_selector("#changes")
+    changed = page.locator("#change-list tr[data-change]")
+    assert [changed.nth(i).get_attribute("data-change") for i in range(changed.count())] == ["rate", "new"]
+    assert (
+        "₹\u00a05,000.00" in changed.nth(0).inner_text() and "₹\u00a04,500.00" in changed.nth(0).inner_text()
+    )
+    screens.shot(lang, "dashboard-catalogue-changes")
+    page.click("#publish-catalogue")
+    page.wait_for_selector(".flash.ok")
+    assert page.locator("#published tbody tr").count() == 1
+    assert page.locator("#packages-now tbody tr").count() == 4
+    assert "₹\u00a012,500.00" in page.inner_text("#packages-now tr[data-code='501']")
+    screens.shot(lang, "dashboard-catalogue-published")
+    page.click("#nav-audit")
+    page.wait_for_selector("#chain-ok")
+    assert actions(screens) == ["publish-catalogue", "login"]
+    assert_local(d, seen)

@@ -1,6 +1,7 @@
 """The central dashboard: reconciliation flags with drill-down to a card's ledger and a facility, settlement,
-coverage and use charts, revocations and the signed revocation list, authorisations, the review of possible
-duplicate enrolments and the audit log, for central staff, district officers and auditors.
+coverage and use charts, revocations and the signed revocation list, the package catalogue, authorisations,
+the review of possible duplicate enrolments and the audit log, for central staff, district officers and
+auditors.
 
 ``init_dashboard(app)`` registers it on the central app (``create_app`` calls it; config below).
 Settings: DASHBOARD_USERS (the user store file), DASHBOARD_AUDIT_LOG (the actions log, a hash chain),
@@ -19,7 +20,7 @@ __all__ = ["init_dashboard"]
 
 
 def init_dashboard(app: Flask) -> None:
-    from cardsvc.central.dashboard import lists  # noqa: F401  (registers its routes on bp)
+    from cardsvc.central.dashboard import lists, packages  # noqa: F401  (register their routes on bp)
     from cardsvc.central.dashboard.views import bp
     from cardsvc.web import init_web
 

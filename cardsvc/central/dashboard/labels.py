@@ -80,18 +80,19 @@ ACTION_LABELS: dict[str, Any] = {
     "settle": _l("Settlement recorded"),
     "publish-revocations": _l("Revocation list published"),
     "authorise": _l("Authorisation issued"),
+    "publish-catalogue": _l("Package catalogue published"),
 }
 #: What an audit entry is about ("card:<id>", "revocations:v3", ...).
 SUBJECT_LABELS: dict[str, Any] = {
     "card": _l("Card"), "cards": _l("Cards"), "terminal": _l("Terminal"), "operator": _l("Operator"),
-    "revocations": _l("Revocation list"),
+    "revocations": _l("Revocation list"), "catalogue": _l("Package catalogue"),
 }  # fmt: skip
 #: Keys of the audit entries' details.
 DETAIL_LABELS: dict[str, Any] = {
     "reason": _l("Why"), "note": _l("Note"), "role": _l("Role"), "outcome": _l("Outcome"),
     "kind": _l("What"), "id": _l("Id"), "members": _l("Members"), "value_paise": _l("Amount"),
     "start": _l("From"), "end": _l("To (inclusive)"), "payable_paise": _l("Payable"),
-    "signed_by": _l("Signed by"), "flags": _l("Flags"),
+    "signed_by": _l("Signed by"), "flags": _l("Flags"), "changed": _l("Packages changed"),
 }  # fmt: skip
 #: Refusals of the services (ServiceError.code) a staff member can act on, in words.
 REFUSAL_LABELS: dict[str, Any] = {
@@ -107,6 +108,33 @@ REFUSAL_LABELS: dict[str, Any] = {
     "unknown_terminal": _l("No such terminal."),
     "bad_period": _l("The period ends before it starts."),
     "unknown_facility": _l("No such facility."),
+}
+
+#: Package specialities (the catalogue's ``category``; the same words as the POS screens).
+CATEGORY_LABELS: dict[str, Any] = {
+    "obstetrics": _l("obstetrics"), "ophthalmology": _l("ophthalmology"), "general": _l("general"),
+    "surgery": _l("surgery"), "medicine": _l("medicine"), "orthopaedics": _l("orthopaedics"),
+    "paediatrics": _l("paediatrics"), "cardiology": _l("cardiology"),
+}  # fmt: skip
+#: How a package of an uploaded catalogue version compares with the package valid now.
+CHANGE_LABELS: dict[str, Any] = {
+    "new": _l("New package"), "rate": _l("Rate changed"), "renamed": _l("Name or speciality changed"),
+    "same": _l("Unchanged"),
+}  # fmt: skip
+#: Columns of an uploaded catalogue, as staff name them.
+UPLOAD_COLUMN_LABELS: dict[str, Any] = {
+    "code": _l("code"), "name": _l("name"), "rate": _l("rate"), "category": _l("speciality"),
+}  # fmt: skip
+#: Why a line of an uploaded catalogue is refused (services/catalogue.py UploadProblem.problem).
+UPLOAD_PROBLEM_LABELS: dict[str, Any] = {
+    "bad_columns": _l("Give four columns: code, name, rate in rupees, speciality."),
+    "bad_code": _l("The code must be a whole number from 1 to 4294967295."),
+    "missing_name": _l("The name is missing."),
+    "name_too_long": _l("The name is longer than 200 characters."),
+    "bad_rate": _l("The rate must be an amount in rupees greater than zero, e.g. 12,500 or 12500.50."),
+    "bad_category": _l("The speciality is longer than 60 characters."),
+    "empty": _l("The list has no packages."),
+    "too_many": _l("A catalogue holds at most 5000 packages."),
 }
 
 _FLAG_NO = re.compile(r"\(flag (\d+)")
@@ -132,6 +160,30 @@ def hold_reason(text: str) -> str:
 def refusal(code: str, fallback: str) -> str:
     """A service refusal in words; the service's own (English) sentence when it is not catalogued."""
     return label(REFUSAL_LABELS, code) if code in REFUSAL_LABELS else fallback
+
+
+def upload_problem(problem: Any) -> dict[str, str]:
+    """One bad line of an uploaded catalogue in words: where ("Line 3, rate:"), why, and the value as
+    written (shown as data)."""
+    if problem.problem == "duplicate_code":
+        why = _("This code is already on line %(n)s.", n=problem.first_line)
+    else:
+        why = label(UPLOAD_PROBLEM_LABELS, problem.problem)
+    if problem.line == 0:
+        where = ""
+    elif problem.field in UPLOAD_COLUMN_LABELS:
+        where = _(
+            "Line %(n)s, %(column)s:", n=problem.line, column=label(UPLOAD_COLUMN_LABELS, problem.field)
+        )
+    else:
+        where = _("Line %(n)s:", n=problem.line)
+    return {
+        "where": where,
+        "why": why,
+        "value": problem.value,
+        "field": problem.field,
+        "code": problem.problem,
+    }
 
 
 def member_words(index: int, member: Mapping[str, Any]) -> str:
@@ -191,5 +243,5 @@ def template_helpers() -> dict[str, Any]:
         "audience_labels": AUDIENCE_LABELS, "outcome_labels": OUTCOME_LABELS, "action_labels": ACTION_LABELS,
         "detail_labels": DETAIL_LABELS, "label": label, "hold_reason": hold_reason,
         "member_words": member_words, "audit_detail": audit_detail, "audit_subject": audit_subject,
-        "period_day": period_day,
+        "period_day": period_day, "category_labels": CATEGORY_LABELS, "change_labels": CHANGE_LABELS,
     }  # fmt: skip

@@ -56,6 +56,9 @@ ACCESS: dict[tuple[str, str], frozenset[Role]] = {
     ("dashboard.dedup", "GET"): ALL,
     ("dashboard.review_duplicate", "POST"): REVIEWERS,
     ("dashboard.audit_log", "GET"): AUDIT_READERS,
+    ("dashboard.catalogue", "GET"): ALL,
+    ("dashboard.check_catalogue", "POST"): STAFF,
+    ("dashboard.publish_catalogue", "POST"): STAFF,
 }
 
 
