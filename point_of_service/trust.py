@@ -1,7 +1,8 @@
 """What the terminal trusts offline, persisted in the journal's key/value table so it survives restarts:
 district certificates, the newest signed revocation list of each issuer (a rollback stays refused after a
 restart), central's register of revoked cards, operators and terminals, central's own signed revocation list
-(cards, certified terminals and facility operators by their record id), and the package catalogue.
+(cards, terminals by certificate or, when central knows only a plain key, by record id, and facility
+operators by their record id), and the package catalogue.
 
 Central signs its list with the root's or a district's key, but numbers its versions apart from the DKMA's
 lists of the same issuer: it is kept in a store of its own (``central_lists``), which the main store
@@ -20,7 +21,7 @@ from cardsvc.pki.bundle import TrustBundle, apply_bundle
 from cardsvc.pki.chain import Revocation, TrustAnchor
 from cardsvc.pki.cvc import CvCertificate
 from cardsvc.pki.errors import PkiError
-from cardsvc.pki.revocation import RevocationList, RevocationStore
+from cardsvc.pki.revocation import RevocationList, RevocationStore, operator_subject, terminal_subject
 from point_of_service.catalogue import Catalogue, check_not_rollback, verify_catalogue
 from point_of_service.errors import CatalogueError, TerminalSetupError
 from point_of_service.journal import Journal
@@ -155,7 +156,17 @@ class TrustState:
         return max((rl.version for rl in self.central_lists.lists.values()), default=0)
 
     def central_revoked_at(self, kind: str, hex_id: str) -> int | None:
-        return self.central.get(kind, {}).get(hex_id)
+        """When central revoked a card, operator or terminal known by its record id (16 hex digits): the
+        earlier of its unsigned register and its signed list (``TRM-<id>`` for terminals it knows by a
+        plain key, ``OP-<id>`` for operators), so a revocation stripped from the register still counts."""
+        times = [self.central.get(kind, {}).get(hex_id)]
+        subject = {"terminals": terminal_subject, "operators": operator_subject}.get(kind)
+        if subject is not None and self.central_lists is not None:
+            for rl in self.central_lists.lists.values():
+                entry = rl.entry_for(subject(int(hex_id, 16)))
+                if entry is not None:
+                    times.append(int(entry.revoked_at.timestamp()))
+        return min((t for t in times if t is not None), default=None)
 
     def revocation_of(self, chr: str, issuer_path: tuple[str, ...]) -> Revocation | None:
         return self.store.revocation_of(chr, issuer_path)

@@ -144,19 +144,19 @@ def test_operator_revoked_at_central_refused_at_sign_in_through_pcsc(
 ) -> None:
     served = serve_card(slot=1, card=pos_world.officer_card(tmp_path / "operator"))
     assert field.sync.sync().error is None  # central's list, still without this clerk
-    assert field.trust.central_list_version() == 1
+    assert field.trust.central_list_version() == NOW  # versions are the issue time (docs/central.md)
     with PcscConnection(served.reader, exclusive=True) as conn:
         assert field.sign_in(conn).chr == OPERATOR_CHR
 
     field.revoke(OPERATOR_ID, NOW - 600)  # staff strike the clerk off (dashboard or CLI)
     field.clock.advance(60)
     assert field.sync.sync().error is None
-    assert field.trust.central_list_version() == 2
+    assert field.trust.central_list_version() == NOW + 60
     with PcscConnection(served.reader, exclusive=True) as conn, pytest.raises(SignInError) as refused:
         field.sign_in(conn)
     assert refused.value.reason is Reason.OPERATOR_REVOKED
     assert OPERATOR_CHR in refused.value.detail and f"{OPERATOR_ID:016x}" in refused.value.detail
-    assert f"{field.key.chr}'s list v2" in refused.value.detail
+    assert f"{field.key.chr}'s list v{NOW + 60}" in refused.value.detail
     [event] = [e for e in field.journal.events(kind="signin") if e.outcome == "refused"]
     assert event.reason == Reason.OPERATOR_REVOKED.value
 
@@ -181,7 +181,7 @@ def test_forged_and_older_central_lists_refused_and_the_held_list_kept(
     field.revoke(OPERATOR_ID, NOW - 600)
     assert field.sync.sync().error is None
     held = field.trust.central_list_version()
-    assert held == 1
+    assert held == NOW
 
     at = datetime.fromtimestamp(NOW, UTC)
     impostor = SoftwareSigner.generate()  # someone between the POS and central, without the district key

@@ -88,6 +88,18 @@ def operator_subject(operator_id: int) -> str:
     return f"{OPERATOR_SUBJECT_PREFIX}{operator_id:016x}"
 
 
+TERMINAL_SUBJECT_PREFIX = "TRM-"
+
+
+def terminal_subject(terminal_id: int) -> str:
+    """The subject naming a terminal by its record id (the 8-byte terminal id its requests and records
+    carry), for a terminal central knows by a plain key only (no certificate, so no CHR to name). Kind
+    TERMINAL; a terminal checks this subject for its own id beside its certificate's CHR."""
+    if not 0 <= terminal_id < 2**64:
+        raise FormatError(f"terminal id must be 8 bytes (0..2^64-1), got {terminal_id}")
+    return f"{TERMINAL_SUBJECT_PREFIX}{terminal_id:016x}"
+
+
 class RevocationReason(IntEnum):
     UNSPECIFIED = 0
     KEY_COMPROMISE = 1

@@ -1,8 +1,13 @@
 """Signed lists terminals check offline: the revocation list and the package catalogue.
 
 Central signs with :class:`CentralKey` (the root key, or a district key with its certificate, which then
-needs REVOKE / CERTIFY rights). A list is re-published (version + 1) only when its content changed, so
-repeated syncs fetch the same signed bytes; every published version is kept (``published_lists``).
+needs REVOKE / CERTIFY rights). A list is re-published only when its content changed, so repeated syncs
+fetch the same signed bytes; every published version is kept (``published_lists``).
+
+Versions are the issue time in seconds, or one above the newest version stored when that is later
+(:func:`next_version`): a database restored from an older backup forgets the lists published since, but not
+the time, so its next list still numbers above every list terminals took before the restore, and their
+strict rollback check accepts it.
 
 Formats have one home each: the revocation list is ``cardsvc.pki.revocation`` (``build_revocation_list``),
 the catalogue ``point_of_service.catalogue`` (``Catalogue.sign`` / ``verify_catalogue``).
@@ -28,7 +33,13 @@ from cardsvc.central.models import Card, Operator, Package, PublishedList, Termi
 from cardsvc.formats.profile import card_chr
 from cardsvc.pki.cvc import CvCertificate
 from cardsvc.pki.errors import KeyCustodyError
-from cardsvc.pki.revocation import RevocationEntry, SubjectKind, build_revocation_list, operator_subject
+from cardsvc.pki.revocation import (
+    RevocationEntry,
+    SubjectKind,
+    build_revocation_list,
+    operator_subject,
+    terminal_subject,
+)
 from cardsvc.pki.signer import FileSigner, Signer
 
 
@@ -84,6 +95,17 @@ def _latest(session: Session, kind: ListKind) -> PublishedList | None:
     )
 
 
+def next_version(newest: int | None, now: int) -> int:
+    """The version of a list issued at ``now`` (seconds) after ``newest`` (None: the first list).
+
+    The issue second, so that versions keep increasing across a restore of the database from an older
+    backup (rows are lost, time is not); one above ``newest`` when that is later (two lists in one
+    second, or a clock set back), so versions always increase within one database too. The formats carry
+    4-byte versions: enough until 2106.
+    """
+    return max(now, (newest or 0) + 1)
+
+
 def _publish(
     session: Session, kind: ListKind, content: object, now: int, build: Callable[[int], bytes]
 ) -> Published:
@@ -91,7 +113,7 @@ def _publish(
     latest = _latest(session, kind)
     if latest is not None and latest.content_hash == digest:
         return Published(kind, latest.version, latest.issued_at, bytes(latest.wire))
-    version = (latest.version if latest else 0) + 1
+    version = next_version(latest.version if latest else None, now)
     row = PublishedList(
         kind=kind.value, version=version, issued_at=now, content_hash=digest, wire=build(version)
     )
@@ -108,10 +130,11 @@ def _publish(
 
 
 def revocation_entries(session: Session) -> list[RevocationEntry]:
-    """Revoked cards (CARD-<n>), certified terminals (their certificate's CHR) and facility operators
-    (``OP-<record id>``: central knows a clerk by the id the card records carry, docs/certificates.md).
-
-    Terminals known only by a raw key travel in the unsigned JSON lists of ``GET /revocations`` only.
+    """Revoked cards (CARD-<n>), certified terminals (their certificate's CHR), terminals registered with a
+    plain key (``TRM-<record id>``: no certificate, so no CHR; the id is the one their records and requests
+    carry) and facility operators (``OP-<record id>``: central knows a clerk by the id the card records
+    carry, docs/certificates.md). Every revocation of the unsigned JSON lists of ``GET /revocations`` is
+    in the signed list under one of these subjects.
     """
     entries = []
     cards = select(Card.card_id, Card.revoked_at).where(Card.revoked_at.is_not(None))
@@ -122,19 +145,22 @@ def revocation_entries(session: Session) -> list[RevocationEntry]:
     for operator_id, revoked_at in session.execute(operators):
         when = datetime.fromtimestamp(int(revoked_at or 0), UTC)
         entries.append(RevocationEntry(operator_subject(int(operator_id, 16)), SubjectKind.OPERATOR, when))
-    query = select(Terminal.certificate_chain, Terminal.revoked_at).where(
-        Terminal.revoked_at.is_not(None), Terminal.certificate_chain.is_not(None)
+    query = select(Terminal.id, Terminal.certificate_chain, Terminal.revoked_at).where(
+        Terminal.revoked_at.is_not(None)
     )
-    for chain, at in session.execute(query):
-        leaf = CvCertificate.parse(base64.b64decode(chain[-1]))
+    for terminal_id, chain, at in session.execute(query):
         assert at is not None
-        entries.append(RevocationEntry(leaf.chr, SubjectKind.TERMINAL, datetime.fromtimestamp(at, UTC)))
+        if chain:
+            subject = CvCertificate.parse(base64.b64decode(chain[-1])).chr
+        else:
+            subject = terminal_subject(int(terminal_id, 16))
+        entries.append(RevocationEntry(subject, SubjectKind.TERMINAL, datetime.fromtimestamp(at, UTC)))
     return sorted(entries)
 
 
 def publish_revocations(session: Session, key: CentralKey, now: int) -> Published:
-    """The current signed revocation list of cards, certified terminals and facility operators (a new
-    version only when an entry was added)."""
+    """The current signed revocation list of cards, terminals and facility operators (a new version only
+    when an entry was added)."""
     entries = revocation_entries(session)
     content = [[e.subject, int(e.kind), int(e.revoked_at.timestamp()), int(e.reason)] for e in entries]
 
