@@ -24,7 +24,7 @@ def card_face(journal: Journal, card_id: str) -> CardFace:
         head_name=head.name,
         household_id=profile.household_id,
         village_code=profile.village,
-        policy=f"{profile.policy_start} to {profile.policy_end}",
+        policy=f"{profile.policy_start} – {profile.policy_end}",
         photo_png=journal.photo(profile.household_id, number),
     )
 
