@@ -364,3 +364,70 @@ def translated(text: str, lang: str) -> str:
     Babel(app)
     with app.app_context(), force_locale(LOCALES[lang]):
         return str(gettext(text))
+
+
+def member_photo(seed: int) -> bytes:
+    """A small synthetic portrait (a head and shoulders drawn by Pillow), as a station stores it: JPEG."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    rnd = random.Random(seed)
+    img = Image.new("RGB", (96, 120), (rnd.randrange(150, 230), rnd.randrange(150, 230), 235))
+    draw = ImageDraw.Draw(img)
+    skin = (rnd.randrange(120, 200), rnd.randrange(80, 140), rnd.randrange(50, 100))
+    draw.ellipse((28, 18, 68, 66), fill=skin)
+    draw.rectangle((14, 78, 82, 120), fill=(rnd.randrange(0, 120), 60, rnd.randrange(60, 160)))
+    draw.ellipse((14, 64, 82, 96), fill=(rnd.randrange(0, 120), 60, rnd.randrange(60, 160)))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=70)
+    return buf.getvalue()
+
+
+def card_with_photos(world: PosWorld, state: Path, photos: dict[int, bytes]) -> Any:
+    """A card personalised with member photos, then activated (the FKO certifies the photo set too)."""
+    from cardsvc.card.inprocess import InProcessConnection
+    from cardsvc.formats.profile import OfflineLimits, StoredPhoto
+    from tests.fixtures.beneficiary import activate, household_profile, personalise
+    from tests.fixtures.pos import WIDE_LIMITS_AMOUNT, WIDE_LIMITS_COUNT
+
+    state.mkdir()
+    sim = world.ben.new_card(state)
+    session = BeneficiarySession(InProcessConnection(sim))
+    profile = household_profile(limits=OfflineLimits(WIDE_LIMITS_COUNT, WIDE_LIMITS_AMOUNT))
+    point = personalise(world.ben, session, profile)
+    session.write_photos([StoredPhoto(member, jpeg) for member, jpeg in sorted(photos.items())])
+    activate(world.ben, session, point, state.parent)
+    sim.power_off()
+    return world.ben.new_card(state)  # fresh and unpowered, as a card taken out of a wallet
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_member_photos_shown_when_the_card_is_read(
+    pos_screens: PosScreens, screens: Screens, lang: str
+) -> None:
+    import base64
+
+    s = pos_screens
+    page = sign_in(s, screens, lang)
+    photos = {0: member_photo(1), 1: member_photo(2)}  # the head and the spouse; the others have none
+    s.hw.patient = card_with_photos(s.world, s.tmp / "photo-card", photos)
+    page.click("#read-card")
+    page.wait_for_selector("#member-0")
+    assert page.locator("ol.steps li.ok").count() == 8, "a card with photos verifies: they are certified"
+    for member, jpeg in photos.items():
+        img = page.locator(f"#member-{member} img.photo")
+        src = img.get_attribute("src") or ""
+        assert src.startswith("data:image/jpeg;base64,"), "inline: no photo file leaves the terminal"
+        assert base64.b64decode(src.split(",", 1)[1]) == jpeg, "the photo read from the card"
+        assert img.evaluate("i => i.complete && i.naturalWidth") == 96, "the browser decoded it"
+        name = ["Ramesh Kumar", "Sunita Devi"][member]
+        assert name in (img.get_attribute("alt") or "")
+    assert page.locator("#member-2 img").count() == 0
+    assert page.locator("#member-2 div.photo[role=img]").count() == 1, "no photo: a placeholder"
+    screens.shot(lang, "pos-card-photos")
+    s.hw.finger = 5  # the spouse's right index (tests/fixtures/pos.py MEMBER_FINGERS)
+    page.click("#member-1 button[type=submit]")
+    page.wait_for_selector("#verified")
+    assert page.locator("#member-1 #verified").count() == 1
+    assert page.locator("#member-1 img.photo").count() == 1, "the photo stays beside the verified member"
