@@ -11,23 +11,61 @@ central, which reconciles.
 from __future__ import annotations
 
 import random
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
-from cardsvc.central.extensions import get_db
-from cardsvc.central.models import Card, CardPeriod
-from cardsvc.central.services.authorise import CardKind, issue_card_authorisation
+from cardsvc.beneficiary.protocol import Authorisation
+from cardsvc.card.inprocess import InProcessConnection
+from cardsvc.card.pcsc import PcscConnection
+from cardsvc.central.app import create_app
+from cardsvc.central.dashboard.users import Role, UserStore
+from cardsvc.central.extensions import get_db, make_engine
+from cardsvc.central.migrate import upgrade
+from cardsvc.central.models import Card, CardPeriod, FlagRow
+from cardsvc.central.services.authorise import CardKind, issue_card_authorisation, issue_renewal
+from cardsvc.central.services.pki_keys import register_certified_terminal
 from cardsvc.central.services.publish import CentralKey
-from cardsvc.central.services.reconcile import FlagKind
+from cardsvc.central.services.reconcile import FlagKind, reconcile
+from cardsvc.central.services.renewals import day_start
 from cardsvc.central.services.terminals import add_facility, register_terminal
 from cardsvc.central.testing import FixedClock, SimCard, SimTerminal
-from cardsvc.formats.batch import BatchKind
+from cardsvc.formats.batch import BatchKind, id_hex
+from cardsvc.formats.profile import card_number
 from cardsvc.formats.transaction import RecordType
 from cardsvc.pki.signer import SoftwareSigner
+from cardsvc.web.i18n import day
+from enrolment_station.authorisation import SignedAuthorisation
+from enrolment_station.camp import Camp
+from enrolment_station.fingers import SyntheticFingerReader, finger_seed
+from enrolment_station.upload import send_pending
+from hardware_sims.card.cardos import SimulatedCard
+from point_of_service.identity import TerminalIdentity
+from point_of_service.journal import Journal as PosJournal
+from point_of_service.services.signin import Clerk
+from point_of_service.services.sync import SyncService
+from point_of_service.trust import TrustState
+from tests.fixtures.pcsc import ServedCard
+from tests.fixtures.station import (
+    DISTRICT,
+    DISTRICT_SECRET,
+    FKO_PIN,
+    TERMINAL_PASSPHRASE,
+    StationWorld,
+    fko_template_probe,
+)
 from tests.test_central_reconcile import DAY, PLACES, World
+from tests.test_dashboard_access import Staff
+from tests.test_pos_sync_ack import Transport
+from tests.test_screens_dashboard import STAFF_PASSWORD
+from tests.test_station_upload import FlaskOpener
 
 NEW_COVER = 3_500_000
 
@@ -134,3 +172,235 @@ def test_new_year_records_judged_before_the_renewal_arrived_are_cleared_when_it_
     world.upload(BatchKind.TRANSACTIONS, card.items(card.log[:1]))
     world.reconcile()
     assert _outside(world) == [] and world.flags(FlagKind.COUNTER_GAP) == []
+
+
+# ------------------------------------------------------------------------------------ the real stack
+HOUSEHOLD = "HH-0300"
+LISTING = (
+    "household_id,village_code,member_no,name,gender,year_of_birth,relation\n"
+    f"{HOUSEHOLD},654321,1,Kamla Devi,F,1965,HEAD\n"
+    f"{HOUSEHOLD},654321,2,Mohan Lal,M,1962,SPOUSE\n"
+)
+POS_CHR = "INTRM-POS-0042"
+POS_PASSPHRASE = b"pos-pass-42"
+CLERK_CHR = "INFOP-HOSP-0042"
+CLERK_PIN = "246810"
+CLERK_FINGER = 7_777
+FACILITY = 17
+
+
+class Clock:
+    """One clock for the station, its FKO card, the beneficiary card and the POS, moved by the test."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def __call__(self) -> float:
+        return self.now().timestamp()
+
+    def go_to(self, when: datetime) -> None:
+        self.offset = when - datetime.now(UTC)
+
+
+@dataclass
+class Pos:
+    """A hospital terminal of the station's district: identity, journal, trust, a signed-in clerk."""
+
+    identity: TerminalIdentity
+    journal: PosJournal
+    trust: TrustState
+    clerk: Clerk
+
+    def pay(self, served: ServedCard, *, verified_at: int, paid_at: int) -> int:
+        """Verify card and head (finger) at ``verified_at``, pay 1,000 paise at ``paid_at``: the counter."""
+        from cardsvc.bio.extract import extract_template
+        from hardware_sims.fingers.impression import impression
+        from point_of_service.services import paypoint
+        from point_of_service.services.verification import enrolled_fingers, verify_card, verify_member
+
+        served.remove()
+        served.insert()
+        with PcscConnection(served.reader, exclusive=True) as conn:
+            visit = verify_card(conn, identity=self.identity, trust=self.trust, clerk=self.clerk,
+                                now=verified_at, journal=self.journal)  # fmt: skip
+            finger = min(enrolled_fingers(visit, 0))
+            seed = finger_seed(HOUSEHOLD, 1, finger)
+            match = verify_member(visit, member=0, finger=finger, clerk=self.clerk, now=verified_at,
+                                  capture=lambda: extract_template(impression(seed, 2, "good")),
+                                  journal=self.journal)  # fmt: skip
+            assert match.matched
+            outcome = paypoint.disburse(visit, scheme_id=1, amount=1_000, journal=self.journal,
+                                        identity=self.identity, clerk=self.clerk, now=paid_at)  # fmt: skip
+        return int(outcome.record.counter)
+
+
+def _pos(world: StationWorld, home: Path, clock: Clock) -> Pos:
+    """The POS terminal and its clerk's officer card (in-process), certified by the station's district."""
+    from cardsvc.pki.officer_card import OfficerCardSession
+    from cardsvc.pki.rights import Role
+    from hardware_sims.card.apps.officer import OfficerApplication
+    from point_of_service.identity import reference_id
+    from point_of_service.services.signin import sign_in
+
+    km = world.km
+    km.register_terminal(POS_CHR, district=DISTRICT, role=Role.POS_TERMINAL, district_secret=DISTRICT_SECRET,
+                         terminal_passphrase=POS_PASSPHRASE)  # fmt: skip
+    identity = TerminalIdentity(
+        chr=POS_CHR, terminal_id=reference_id(POS_CHR), facility_id=FACILITY, anchor=world.anchor,
+        chain=tuple(km.chain(POS_CHR)), signer=km.load_signer(POS_CHR, POS_PASSPHRASE.decode()),
+    )  # fmt: skip
+    journal = PosJournal(home / "journal.sqlite")
+    trust = TrustState.load(journal, world.anchor, districts={DISTRICT: km.store.certificate(DISTRICT)})
+    (home / "clerk").mkdir()
+    officer = SimulatedCard(home / "clerk", applications=[OfficerApplication()], clock=clock)
+    with InProcessConnection(officer) as conn:
+        km.personalise_officer_card(
+            OfficerCardSession(conn), CLERK_CHR, district=DISTRICT, role=Role.FACILITY_OPERATOR,
+            district_secret=DISTRICT_SECRET, pin=CLERK_PIN, templates=[fko_template_probe(CLERK_FINGER)],
+        )  # fmt: skip
+    officer.power_off()
+    from cardsvc.bio.extract import extract_template
+    from hardware_sims.fingers.impression import impression
+
+    with InProcessConnection(officer) as conn:
+        clerk = sign_in(
+            conn, pin=CLERK_PIN, capture=lambda: extract_template(impression(CLERK_FINGER, 1, "good")),
+            anchor=world.anchor, districts=trust.districts, now=int(clock()), journal=journal,
+        )  # fmt: skip
+    return Pos(identity, journal, trust, clerk)
+
+
+@dataclass
+class Central:
+    app: Flask
+    clock: FixedClock
+    key: CentralKey
+
+    def at(self, clock: Clock) -> Central:
+        self.clock.now = float(int(clock()))
+        return self
+
+    @property
+    def now(self) -> int:
+        return int(self.clock())
+
+
+@pytest.fixture
+def central(tmp_path: Path, station_world: StationWorld) -> Iterator[Central]:
+    """Central on its own SQLite file, the world's root as trust anchor, signing with the district key."""
+    url = f"sqlite:///{tmp_path / 'central.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    km = station_world.km
+    key = CentralKey(km.load_signer(DISTRICT, DISTRICT_SECRET), DISTRICT, (km.store.certificate(DISTRICT),))
+    clock = FixedClock(station_world.now().timestamp())
+    app = create_app({
+        "DATABASE_URL": url, "CLOCK": clock, "TESTING": True, "TRUST_ANCHOR": station_world.anchor,
+        "CENTRAL_KEY": key, "SECRET_KEY": b"renewal-test", "DASHBOARD_USERS": str(tmp_path / "users.json"),
+        "DASHBOARD_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+    })  # fmt: skip
+    UserStore(tmp_path / "users.json").add("anita", STAFF_PASSWORD, Role.CENTRAL)
+    yield Central(app, clock, key)
+    get_db(app).dispose()
+
+
+@pytest.mark.usefixtures("pcscd")
+def test_a_card_renewed_at_the_station_is_used_in_its_new_year_and_central_follows(
+    station_world: StationWorld, central: Central, serve_card: Callable[..., ServedCard], tmp_path: Path
+) -> None:
+    from enrolment_station.reissue import renew_until_done
+
+    world, clock = station_world, Clock()
+    world.fko_card.clock = clock
+    reader = SyntheticFingerReader()
+    camp = Camp(world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-meena", camp_id="CAMP-E2E",
+                reader=reader, now=clock.now)  # fmt: skip
+    (tmp_path / "list.csv").write_text(LISTING)
+    camp.import_list(tmp_path / "list.csv")
+    fko = InProcessConnection(world.fko_card)
+    camp.open_session(fko, pin=FKO_PIN, fingerprint=reader.officer_probe)
+    pos = _pos(world, tmp_path / "pos", clock)
+    opener = FlaskOpener(central.app)
+    try:
+        # 1. the camp: enrolled and activated through pcscd + vpcd, uploaded; central registers the card
+        served = serve_card(slot=0, card=world.blank_card(clock=clock))
+        with PcscConnection(served.reader, exclusive=True) as conn:
+            card_chr = camp.enrol_household(HOUSEHOLD, conn).card_id
+        card_hex = id_hex(card_number(card_chr))
+        with get_db(central.app).sessions() as session:
+            register_certified_terminal(session, camp.identity.terminal_id, camp.identity.chain, world.anchor,
+                                        central.now - 60)  # fmt: skip
+            add_facility(session, FACILITY, "Patna Hospital", DISTRICT, 25.6, 85.1)
+            session.flush()
+            register_certified_terminal(session, pos.identity.terminal_id, pos.identity.chain, world.anchor,
+                                        central.now - 60, facility_id=FACILITY)  # fmt: skip
+            session.commit()
+        camp.upload_batches()
+        send_pending(camp.journal, camp.identity, "http://central", now=clock.now, opener=opener)
+        with get_db(central.app).sessions() as session:
+            card = session.get(Card, card_hex)
+            assert card is not None
+            camp_period = (card.policy_start, card.policy_end)
+        old_end = datetime.fromtimestamp(camp_period[1], UTC).date()
+        new_start, new_end = old_end + timedelta(days=1), old_end.replace(year=old_end.year + 1)
+
+        # 2. central authorises the next year; a week into it the camp renews the card through pcscd
+        clock.go_to(
+            datetime.combine(new_start + timedelta(days=7), datetime.min.time(), UTC) + timedelta(hours=9)
+        )
+        with get_db(central.at(clock).app).sessions() as session:
+            issued = issue_renewal(session, central.key, card_hex, now=central.now,
+                                   policy=(day_start(new_start), day_start(new_end) + DAY))  # fmt: skip
+        camp.open_session(fko, pin=FKO_PIN, fingerprint=reader.officer_probe)  # the next year's camp day
+        with PcscConnection(served.reader, exclusive=True) as conn:
+            renewal = renew_until_done(
+                camp.personaliser, conn, Authorisation.parse(issued.cards[0].wire), now=clock.now(),
+                fko=camp.session(), station_authorisation=SignedAuthorisation.parse(issued.station.wire),
+            )  # fmt: skip
+        assert renewal.profile.policy_end == new_end
+        camp.upload_batches()  # the RENEWAL record, in the station's transactions batch
+        send_pending(camp.journal, camp.identity, "http://central", now=clock.now, opener=opener)
+        renewed = (day_start(new_start), day_start(new_end) + DAY - 1)
+        with get_db(central.app).sessions() as session:
+            card = session.get(Card, card_hex)
+            assert card is not None and (card.policy_start, card.policy_end) == renewed, "moved at upload"
+
+        # 3. the hospital: paid in the new year, and once more verified just before the new year ends and
+        # paid just after it (a visit across midnight)
+        t1 = int(clock()) + 3 * DAY
+        clock.go_to(datetime.fromtimestamp(t1, UTC))
+        in_year = pos.pay(served, verified_at=t1, paid_at=t1)
+        last = day_start(new_end) + DAY - 600
+        clock.go_to(datetime.fromtimestamp(last, UTC))
+        late = pos.pay(served, verified_at=last, paid_at=last + 1_200)
+        sync = SyncService(pos.journal, pos.identity, pos.trust, Transport(central.at(clock).app),
+                           now=lambda: central.now)  # fmt: skip
+        report = sync.sync()
+        assert report.error is None and report.records_sent == 2, report
+    finally:
+        pos.journal.close()
+        camp.close()
+
+    # 4. central reconciles: the new-year payment is inside the register's period, the late one is not
+    with get_db(central.app).sessions() as session:
+        reconcile(session, central.now)
+        card = session.get(Card, card_hex)
+        assert card is not None
+        current = (card.policy_start, card.policy_end, card.cover_paise)
+        history = [(p.serial, p.policy_start, p.policy_end) for p in card.periods]
+        flags = [(f.kind, f.details.get("counter")) for f in session.execute(select(FlagRow)).scalars()]
+    assert current == (*renewed, renewal.profile.schemes[0].cover_paise)
+    assert history == [(0, *camp_period), (1, *renewed)]
+    assert flags == [(FlagKind.OUTSIDE_POLICY.value, late)], f"only the payment after the year: {flags}"
+    assert in_year < late
+
+    # 5. central staff see the card's current year, and the camp's year as an earlier one
+    page = Staff(central.app, "anita").text(f"/dashboard/cards/{card_hex}")
+    with central.app.test_request_context("/?lang=en"):
+        now_shown, before_shown = (f"{day(a)} – {day(b)}" for a, b in (renewed, camp_period))
+    assert re.search(rf'id="policy-year">{now_shown}<', page), now_shown
+    assert re.search(rf'id="earlier-periods">Earlier policy years: {before_shown}<', page), before_shown
