@@ -110,6 +110,29 @@ def wait_for_live_image(page: Any, url: str, timeout: float = 15.0) -> dict[str,
     raise AssertionError("no live finger image while capturing")
 
 
+def head_photo() -> bytes:
+    """A plain red portrait-sized image (what `enrol photo` keeps: PNG)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 400), (210, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def face_image(page: Any) -> Any:
+    """The card face the hand-over screen shows (an inline PNG), decoded."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    src = page.locator("#card-face").get_attribute("src") or ""
+    assert src.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")
+
+
 @pytest.mark.parametrize("lang", ["en", "hi"])
 def test_camp_of_two_households_from_sign_in_to_hand_over(
     station_screens: StationScreens, screens: Screens, lang: str
@@ -139,6 +162,11 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
     page.click("#filter")
     assert page.locator("#households tbody tr").count() == 2
     screens.shot(lang, "station-households")
+    journal = StationJournal(s.world.home / "journal.sqlite", now=s.world.now, operator="test")
+    try:  # the head of HH-0001 was photographed (`enrol photo`): the card face carries the photo
+        journal.store_photo("HH-0001", 1, head_photo())
+    finally:
+        journal.close()
 
     for hid, blank_shot in (("HH-0001", True), ("HH-0002", False)):
         page.click(f"#hh-{hid} a.button")
@@ -177,6 +205,10 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
         )
         assert ("5" in stage["text"]) and (hindi(stage["text"]) == (lang == "hi")), "named in the language"
         assert page.locator("#steps li.ok").count() == 6
+        face = face_image(page)
+        assert face.size == (1011, 638), "the printed face (CR80 at 300 dpi) is what the screen shows"
+        r, g, b = face.getpixel((160, 285))  # type: ignore[misc]  # the middle of the photo box
+        assert (hid == "HH-0001") == (r > 180 and g < 80 and b < 80), "the head's photo, when one was taken"
         if blank_shot:
             screens.shot(lang, "station-card-face")
         page.check("#confirm")
