@@ -29,6 +29,7 @@ FLAG_LABELS: dict[str, Any] = {
     "unregistered_card": _l("Card no camp has reported"),
     "forged_record": _l("Record not signed by the card's key"),
     "duplicate_enrolment": _l("Same finger on two cards"),
+    "unauthorised_renewal": _l("Renewal central did not authorise"),
 }
 #: Reasons a claim is held that are not flag kinds (services/settlement.py).
 HOLD_LABELS: dict[str, Any] = {
