@@ -5,7 +5,7 @@ register moves to the renewed period once the card's RENEWAL record arrives for 
 issued, the camp's period is kept, the same records twice change nothing, and a RENEWAL record nobody at
 central authorised moves nothing and is flagged. Then end to end on the real stack: a station enrols and
 renews a card through pcscd + vpcd, a POS debits it in the new year (and once after it), both upload to
-central, which reconciles.
+central (SQLite, then PostgreSQL), which reconciles; staff see the new year on the dashboard.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from cardsvc.card.inprocess import InProcessConnection
 from cardsvc.card.pcsc import PcscConnection
 from cardsvc.central.app import create_app
 from cardsvc.central.dashboard.users import Role, UserStore
-from cardsvc.central.extensions import get_db, make_engine
-from cardsvc.central.migrate import upgrade
+from cardsvc.central.extensions import get_db
 from cardsvc.central.models import Card, CardPeriod, FlagRow
 from cardsvc.central.services.authorise import CardKind, issue_card_authorisation, issue_renewal
 from cardsvc.central.services.pki_keys import register_certified_terminal
@@ -289,12 +288,10 @@ class Central:
 
 
 @pytest.fixture
-def central(tmp_path: Path, station_world: StationWorld) -> Iterator[Central]:
-    """Central on its own SQLite file, the world's root as trust anchor, signing with the district key."""
-    url = f"sqlite:///{tmp_path / 'central.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
+def central(db_url: str, tmp_path: Path, station_world: StationWorld) -> Iterator[Central]:
+    """Central on an empty database (SQLite, then PostgreSQL), the world's root as trust anchor, signing
+    with the district key, the dashboard with one staff user."""
+    url = db_url
     km = station_world.km
     key = CentralKey(km.load_signer(DISTRICT, DISTRICT_SECRET), DISTRICT, (km.store.certificate(DISTRICT),))
     clock = FixedClock(station_world.now().timestamp())
