@@ -156,10 +156,12 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
     assert page.locator("#households tbody tr").count() == 2
     page.fill("#q", "lakshmi")
     page.click("#filter")
+    page.wait_for_url("**/households?q=lakshmi*")  # the filtered page itself, not the one before it
     assert page.locator("#households tbody tr").count() == 1, "search by a member's name"
     page.fill("#q", "")
     page.select_option("#status", "listed")
     page.click("#filter")
+    page.wait_for_url("**status=listed*")
     assert page.locator("#households tbody tr").count() == 2
     screens.shot(lang, "station-households")
     journal = StationJournal(s.world.home / "journal.sqlite", now=s.world.now, operator="test")
@@ -218,6 +220,7 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
 
     page.select_option("#status", "handed_over")
     page.click("#filter")
+    page.wait_for_url("**status=handed_over*")
     assert page.locator("#households tbody tr").count() == 2
     page.click("#nav-summary")
     page.click("#read-ledger")
