@@ -147,7 +147,9 @@ def apply_renewals(session: Session, now: int, card_ids: Sequence[str] | None = 
 
 def _apply(
     session: Session, card: Card, renewals: list[tuple[RenewalSeen, AuthorisationRow]], now: int
-) -> Iterable[AppliedRenewal]:
+) -> list[AppliedRenewal]:
+    """Keep the camp's period, add each renewal's, and set the card row to the current one."""
+    applied: list[AppliedRenewal] = []
     history = {p.serial: p for p in session.execute(
         select(CardPeriod).where(CardPeriod.card_id == card.card_id)).scalars()}  # fmt: skip
     if 0 not in history:  # the camp's period, kept before the register first moves
@@ -178,11 +180,12 @@ def _apply(
         session.add(period)
         history[seen.reference] = period
         log.info("card %s renewed (serial %d): policy %s to %s", card.card_id, seen.reference, first, last)
-        yield AppliedRenewal(card.card_id, seen.reference, period.policy_start, period.policy_end,
-                             period.cover_paise)  # fmt: skip
+        applied.append(AppliedRenewal(card.card_id, seen.reference, period.policy_start, period.policy_end,
+                                      period.cover_paise))  # fmt: skip
     current = max(history.values(), key=lambda p: (p.counter or 0, p.serial))
     card.policy_start, card.policy_end = current.policy_start, current.policy_end
     card.scheme_id, card.cover_paise, card.schemes = current.scheme_id, current.cover_paise, current.schemes
+    return applied
 
 
 def _applied(session: Session, card_ids: Sequence[str]) -> set[tuple[str, int]]:
