@@ -7,7 +7,7 @@ import base64
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -39,7 +39,7 @@ from cardsvc.pki.rights import Right, Role
 from enrolment_station.authorisation import AuthKind, SignedAuthorisation
 from enrolment_station.errors import AuthorisationError
 from point_of_service.catalogue import verify_catalogue
-from tests.fixtures.beneficiary import CARD_ID, BeneficiaryCard, BeneficiaryWorld
+from tests.fixtures.beneficiary import CARD_ID, POLICY_END, POLICY_START, BeneficiaryCard, BeneficiaryWorld
 
 DAY = 86_400
 CARD = card_number(CARD_ID)
@@ -316,7 +316,9 @@ def test_split_and_renewal_come_as_station_and_card_authorisations_the_chip_acce
     from cardsvc.beneficiary.protocol import AuthKind as CardAuthKind
     from cardsvc.central.services.authorise import issue_renewal, issue_split
 
-    bc = make_beneficiary_card("activated")
+    # the card's own day: 30 days before its year ends (a renewal camp; RENEWAL_WINDOW bounds how far ahead)
+    card_day = datetime.combine(POLICY_END - timedelta(days=30), time(12), UTC).timestamp()
+    bc = make_beneficiary_card("activated", clock=lambda: card_day)
     w = bc.world
     session = bc.session()
     station = w.pki.issue(w.pki.district, "INTRM-ENR-SPLIT", Role.ENROLMENT_TERMINAL,
@@ -325,8 +327,8 @@ def test_split_and_renewal_come_as_station_and_card_authorisations_the_chip_acce
     public = session.read_public()
     assert public.card_certificate is not None
     before = session.status().wallet(1).balance
-    camp = SimCard.new(CARD, random.Random(1)).camp_card("INDKMA-PATNA1", desk.now - 100 * DAY,
-                                                           desk.now + 265 * DAY, 0xF0)  # fmt: skip
+    year = [int(datetime.combine(d, time(0), UTC).timestamp()) for d in (POLICY_START, POLICY_END)]
+    camp = SimCard.new(CARD, random.Random(1)).camp_card("INDKMA-PATNA1", year[0], year[1] + DAY, 0xF0)
     camp = replace(camp, card_key=public.card_certificate.public_point, cover_paise=before, scheme_id=1,
                    schemes=())  # fmt: skip
     desk.upload(BatchKind.CAMP, [camp])
