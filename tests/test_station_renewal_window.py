@@ -6,7 +6,9 @@ refused by the station, the beneficiary card and (too far ahead) the FKO card.""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -224,3 +226,113 @@ def test_debits_before_the_new_year_use_the_old_year_and_after_it_the_new_throug
     ]
     renewal = log[1]
     assert renewal.reference == 1 and renewal.time >= int(datetime.combine(start, time(0), UTC).timestamp())
+
+
+@pytest.mark.parametrize("torn_write", [False, True], ids=["lost-write", "half-write"])
+def test_a_held_renewal_torn_while_taking_effect_is_taken_on_whole_at_the_next_command(
+    renewal_camp: RenewalCamp, tmp_path: Path, torn_write: bool
+) -> None:
+    """The card is pulled at every persistent write of the take-effect transaction (the first command on
+    the start date): at the next insertion the card takes the new year on whole, with its RENEWAL record
+    made once."""
+    from hardware_sims.card.apps.beneficiary import BeneficiaryApplication
+    from hardware_sims.card.cardos import SimulatedCard
+    from hardware_sims.card.errors import CardTorn
+
+    rc = renewal_camp
+    card_id, card = rc.enrol()
+    _, old_end = _old_period(card)
+    start, end = _next_year(old_end)
+    today = _set_day(rc, start - timedelta(days=30))
+    rc.reopen()
+    result = renew(rc.camp.personaliser, InProcessConnection(card), _card_auth(rc, card_id, start, end),
+                   now=today, fko=rc.camp.session())  # fmt: skip
+    card.power_off()
+    held = tmp_path / "held"
+    shutil.copytree(card.state_dir, held)
+    identity = rc.world.identity()
+
+    def copy(name: str) -> SimulatedCard:
+        shutil.copytree(held, tmp_path / name)
+        app = BeneficiaryApplication(card_id=card_id, anchor=rc.world.anchor)
+        return SimulatedCard(tmp_path / name, applications=[app], clock=rc.clock)
+
+    new_day = _set_day(rc, start)
+    counting = copy("count")
+    counting.faults.reset_counters()
+    assert _status(counting).policy_start == start
+    total = counting.faults.writes
+    assert total > 0
+    for n in range(1, total + 1):
+        torn = copy(f"run{n}")
+        torn.faults.arm(after_writes=n, torn_write=torn_write)
+        session = BeneficiarySession(InProcessConnection(torn))  # SELECT: no state is touched
+        with pytest.raises(CardTorn):
+            session.status()  # the first CLA 80 command on the start date
+        torn.faults.disarm()
+        torn.power_on()
+        verified = _verify(rc, torn, new_day)
+        assert (verified.profile.policy_end, verified.card_certificate.expiry) == (end, end), n
+        assert verified.status.wallet(1).balance == NEW_COVER and verified.status.renewal_scheduled is None
+        with InProcessConnection(torn) as conn:
+            s = BeneficiarySession(conn)
+            s.terminal_authenticate(identity.chain, identity.terminal, card_id)
+            log = s.read_log(1, card_key=result.certificate.public_point)
+        assert [(r.record_type, r.counter, r.balance_after) for r in log] == [
+            (RecordType.RENEWAL, 1, NEW_COVER)
+        ], n
+
+
+def test_tear_at_every_apdu_of_a_renewal_held_for_next_month(renewal_camp: RenewalCamp) -> None:
+    """Pulled at each APDU of a renewal 30 days ahead (before and after the card acted): at every
+    re-insertion a terminal accepts the current year's whole card; the station always finishes, the card
+    holds exactly the renewal the journal recorded, and takes it on at the start date."""
+    from tests.test_station_tearing import TearingConnection
+
+    rc = renewal_camp
+    enrolled = rc.clock.now().date()
+    card_id, card = rc.enrol()
+    _, old_end = _old_period(card)
+    start, end = _next_year(old_end)
+    today = _set_day(rc, start - timedelta(days=30))
+    rc.reopen()
+    clean = TearingConnection(card, None, after=False)
+    renew_until_done(rc.camp.personaliser, clean, _card_auth(rc, card_id, start, end), now=today,
+                     fko=rc.camp.session())  # fmt: skip
+    total = clean.sent
+    _set_day(rc, enrolled)  # the same camp day as the first card: the same policy year
+    rc.reopen()
+    fresh = [rc.enrol() for _ in range(2 * total)]
+    assert {_old_period(c)[1] for _, c in fresh} == {old_end}
+    today = _set_day(rc, start - timedelta(days=30))
+    rc.reopen()
+    fko = rc.camp.session()
+    outcomes: dict[str, int] = {}
+    cards = []
+    for k in range(1, total + 1):
+        for after in (False, True):
+            card_id, card = fresh.pop()
+            conn = TearingConnection(card, k, after=after)
+
+            def check(card: Any = card, where: tuple[int, bool] = (k, after)) -> None:
+                verified = _verify(rc, card, rc.clock.now())  # the current year, whole, at every tear
+                p, cert = verified.profile, verified.card_certificate
+                assert (p.policy_end, cert.expiry, verified.status.wallet(1).balance) == (
+                    old_end, old_end, OLD_COVER), where  # fmt: skip
+
+            conn.on_reinsert = check  # type: ignore[method-assign]
+            result = renew_until_done(rc.camp.personaliser, conn, _card_auth(rc, card_id, start, end),
+                                      now=today, fko=fko)  # fmt: skip
+            assert conn.torn, f"APDU {k} was never sent"
+            assert result.takes_effect == start and result.records == []
+            assert _status(card).renewal_scheduled == (1, start, end), (k, after)
+            outcomes[result.recovered or "clean"] = outcomes.get(result.recovered or "clean", 0) + 1
+            cards.append((card, result))
+    print(f"{total} APDUs, outcomes {outcomes}")
+    assert "completed" in outcomes, outcomes  # committed, answer lost: finished from the card's status
+    assert rc.camp.ledger().matches
+    new_day = _set_day(rc, start)
+    for card, result in cards[-2:]:  # the last APDU torn before and after the card acted: the new year
+        verified = _verify(rc, card, new_day)
+        assert verified.card_certificate.encode() == result.certificate.encode()
+        assert (verified.profile.policy_start, verified.status.wallet(1).balance) == (start, NEW_COVER)
