@@ -121,6 +121,11 @@ class StatusTag(IntEnum):
     WALLETS = 0xA0  # 30 { 80 scheme | 81 balance (4) | 82 held (4) }
     RENEWAL_OPEN = 0x8C  # serial (4) of the RENEW_POLICY authorisation awaiting COMMIT RENEWAL (absent: none)
     RENEWAL_SCHEDULED = 0x8D  # serial (4) | start | end (YYYYMMDD) of a committed renewal not yet in force
+    UNANSWERED = 0x8E  # first | last counter (4 each) of card-made records no terminal was answered with
+
+
+#: status tags a card sends only when they apply, after the wallets and in this order
+_OPTIONAL_STATUS = (StatusTag.RENEWAL_OPEN, StatusTag.RENEWAL_SCHEDULED, StatusTag.UNANSWERED)
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,9 @@ class CardStatus:
     renewal_open: int = 0  # serial of an open renewal (AUTHORISE RENEW_POLICY done, not yet committed)
     #: a renewal committed before its year starts: (serial, start, end); the card takes it on at ``start``
     renewal_scheduled: tuple[int, date, date] | None = None
+    #: (first, last) counters of records the card made by itself (a held renewal's RENEWAL records) that
+    #: no terminal received as an answer and central has not acknowledged (SYNC_ACK); None: there are none
+    unanswered: tuple[int, int] | None = None
 
     def wallet(self, scheme_id: int) -> Wallet:
         for w in self.wallets:
@@ -193,13 +201,22 @@ class CardStatus:
             serial, start, end = self.renewal_scheduled
             period = (start.strftime("%Y%m%d") + end.strftime("%Y%m%d")).encode()
             out += tlv(StatusTag.RENEWAL_SCHEDULED, serial.to_bytes(4, "big") + period)
+        if self.unanswered is not None:
+            first, last = self.unanswered
+            out += tlv(StatusTag.UNANSWERED, first.to_bytes(4, "big") + last.to_bytes(4, "big"))
         return out
 
     @classmethod
     def parse(cls, data: bytes) -> CardStatus:
         items = split_tlvs(data, "status")
-        renewal_open, scheduled = 0, None
-        if items and items[-1][0] == StatusTag.RENEWAL_SCHEDULED:  # optional, last
+        renewal_open, scheduled, unanswered = 0, None, None
+        if items and items[-1][0] == StatusTag.UNANSWERED:  # optional, last
+            value = items.pop()[1]
+            first, last = int.from_bytes(value[:4], "big"), int.from_bytes(value[4:], "big")
+            if len(value) != 8 or not 0 < first <= last:
+                raise ProfileFormatError("status unanswered records must be first <= last counter (4 each)")
+            unanswered = (first, last)
+        if items and items[-1][0] == StatusTag.RENEWAL_SCHEDULED:  # optional, after 8C
             value = items.pop()[1]
             if len(value) != 20:
                 raise ProfileFormatError("status scheduled renewal must be serial (4) and 16 digits")
@@ -225,7 +242,7 @@ class CardStatus:
             wallets,
         ) = expect_tags(
             items,
-            [t for t in StatusTag if t not in (StatusTag.RENEWAL_OPEN, StatusTag.RENEWAL_SCHEDULED)],
+            [t for t in StatusTag if t not in _OPTIONAL_STATUS],
             "status",
         )
         try:
@@ -265,6 +282,7 @@ class CardStatus:
                 wallets=tuple(out),
                 renewal_open=renewal_open,
                 renewal_scheduled=scheduled,
+                unanswered=unanswered,
             )
         except (struct.error, ValueError, IndexError, UnicodeDecodeError) as exc:
             raise ProfileFormatError(f"malformed status: {exc}") from None

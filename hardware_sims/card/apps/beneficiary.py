@@ -76,6 +76,7 @@ class CardState:
     debited: dict[str, int] = field(default_factory=dict)  # counter -> amount debited (for re-sync)
     renewal: dict[str, Any] = field(default_factory=dict)  # open renewal: serial, policy, covers
     scheduled: dict[str, Any] = field(default_factory=dict)  # committed renewal whose year has not started
+    unanswered: list[int] = field(default_factory=list)  # [first, last] card-made records central lacks
 
     def encode(self) -> bytes:
         return json.dumps(self.__dict__, separators=(",", ":"), sort_keys=True).encode()
@@ -216,6 +217,7 @@ class BeneficiaryApplication(Application):
             object_lengths=(lengths[0], lengths[1], lengths[2], lengths[3]),
             key_generated=self._key_generated(card), auth_serial=state.auth_serial, wallets=wallets,
             renewal_open=int(state.renewal.get("serial", 0)), renewal_scheduled=self._scheduled(state),
+            unanswered=(state.unanswered[0], state.unanswered[1]) if state.unanswered else None,
         )  # fmt: skip
 
     @staticmethod
@@ -521,13 +523,22 @@ class BeneficiaryApplication(Application):
         if not state.scheduled or self._today(card) < fmt.parse_policy(state.scheduled["policy"].encode())[0]:
             return
         new_raw = self._object(card, fmt.FileId.NEXT_PROFILE)
-        self._apply_renewal(card, state, state.scheduled, new_raw, int(card.now()))
+        self._apply_renewal(card, state, state.scheduled, new_raw, int(card.now()), answered=False)
 
     def _apply_renewal(
-        self, card: CardServices, state: CardState, renewal: dict[str, Any], new_raw: bytes, time: int
+        self,
+        card: CardServices,
+        state: CardState,
+        renewal: dict[str, Any],
+        new_raw: bytes,
+        time: int,
+        *,
+        answered: bool = True,
     ) -> list[bytes]:
         """The new profile and certificate replace the old, the wallet takes the new cover (one signed
-        RENEWAL record per scheme), the staged profile EF goes: ONE transaction."""
+        RENEWAL record per scheme), the staged profile EF goes: ONE transaction. Records no terminal is
+        ``answered`` with (a held renewal taking effect) are shown in status 8E until central acknowledges
+        them (SYNC_ACK), so the next terminal reads them from the log."""
         covers = renewal["covers"]
         number, reference = _card_number(self.card_id), int(renewal["serial"])
         wallet = {key: 0 for key in state.balances}
@@ -568,6 +579,9 @@ class BeneficiaryApplication(Application):
             state.balances = {str(sid): cover for sid, cover in covers}
             state.max_count, state.max_amount = renewal["limits"]
             state.renewal, state.scheduled = {}, {}
+            if not answered:
+                first = state.unanswered[0] if state.unanswered else state.counter - len(records) + 1
+                state.unanswered = [first, state.counter]
             self._put_state(card, state)
         return records
 
@@ -763,6 +777,9 @@ class BeneficiaryApplication(Application):
             synced = max(state.synced_counter, auth.value)
             left = {c: a for c, a in state.debited.items() if int(c) > synced}
             state.synced_counter, state.debited = synced, left
+            if state.unanswered:  # central holds the card-made records up to ``synced``
+                first, last = state.unanswered
+                state.unanswered = [] if synced >= last else [max(first, synced + 1), last]
             state.since_count, state.since_amount = len(left), sum(left.values())
         elif auth.kind is fmt.AuthKind.SUPERSEDE:
             state.lifecycle = fmt.Lifecycle.SUPERSEDED
