@@ -354,6 +354,14 @@ class Journal:
         rows = self._db.execute(sql + " ORDER BY card_id, counter", args).fetchall()
         return [TransactionRecord.parse(bytes(r[0])) for r in rows]
 
+    def held_counters(self, card_id: int, first: int, last: int) -> set[int]:
+        """Which of the card's counters ``first``..``last`` the journal holds a record of."""
+        rows = self._db.execute(
+            "SELECT counter FROM records WHERE card_id = ? AND counter BETWEEN ? AND ?",
+            (hex_id(card_id), first, last),
+        ).fetchall()
+        return {int(r[0]) for r in rows}
+
     def last_record(self, card_id: int) -> TransactionRecord | None:
         row = self._db.execute(
             "SELECT raw FROM records WHERE card_id = ? ORDER BY counter DESC LIMIT 1", (hex_id(card_id),)

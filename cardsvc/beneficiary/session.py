@@ -299,12 +299,15 @@ class BeneficiarySession(ApplicationSession):
         if got != expected:
             raise RecordMismatchError("the card's record does not match the request")
 
-    def read_log(self, from_counter: int = 1, *, card_key: bytes | None = None) -> list[TransactionRecord]:
-        """Records from ``from_counter`` on (those still in the cyclic log), each verified."""
+    def read_log(
+        self, from_counter: int = 1, *, card_key: bytes | None = None, to_counter: int | None = None
+    ) -> list[TransactionRecord]:
+        """Records from ``from_counter`` on (those still in the cyclic log), each verified; up to
+        ``to_counter`` only when given (no further READ LOG once it is read)."""
         key = load_public_point(self._point(card_key))
         out: list[TransactionRecord] = []
         nxt = from_counter
-        while True:
+        while to_counter is None or nxt <= to_counter:
             raw = self._cmd(fmt.BenIns.READ_LOG, nxt.to_bytes(4, "big"), le=self._le)
             if not raw:
                 break
@@ -313,6 +316,8 @@ class BeneficiarySession(ApplicationSession):
                 record.verify(key)
                 out.append(record)
             nxt = out[-1].counter + 1
+        if to_counter is not None:
+            out = [r for r in out if r.counter <= to_counter]
         return out
 
     def offline_limits(self) -> OfflineState:

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cardsvc.beneficiary.errors import BalanceError, BeneficiaryCardError, OfflineLimitError
-from cardsvc.beneficiary.protocol import Authorisation
+from cardsvc.beneficiary.protocol import Authorisation, CardStatus
 from cardsvc.beneficiary.session import BeneficiarySession
 from cardsvc.card.errors import ApduError
 from cardsvc.card.transport import CardRemovedError, TransportError
+from cardsvc.formats.errors import FormatError as RecordFormatError
 from cardsvc.formats.transaction import RecordType, TransactionRecord
 from cardsvc.pki.errors import PkiError
 from cardsvc.pki.rights import Right
@@ -141,6 +142,44 @@ def recover_card(
                 )
                 abandoned.append(intent.nonce)
     return Recovery(tuple(completed), tuple(abandoned), added)
+
+
+def collect_unanswered(
+    session: BeneficiarySession,
+    journal: Journal,
+    *,
+    card_id: int,
+    card_key: bytes,
+    status: CardStatus,
+    now: int,
+    operator: str,
+) -> tuple[TransactionRecord, ...]:
+    """Journal the records the card made by itself and no terminal was answered with (status 8E: a held
+    renewal's RENEWAL records, made at the card's first command of the new year), so the next sync uploads
+    them. READ LOG (each record's card signature verified) only when the card shows such records and the
+    journal lacks one still in the card's log: no APDU otherwise. Returns the records newly journalled;
+    :class:`TransactionError` when the card is pulled or a record does not verify."""
+    if status.unanswered is None:
+        return ()
+    first, last = status.unanswered
+    first = max(first, status.counter - status.log_capacity + 1)  # older ones left the cyclic log
+    if first > last or journal.held_counters(card_id, first, last) >= set(range(first, last + 1)):
+        return ()
+    try:
+        with card_io():
+            records = session.read_log(first, card_key=card_key, to_counter=last)
+    except RecordFormatError as exc:
+        raise TransactionError(Reason.CARD_ERROR, f"card record refused: {exc}") from None
+    with journal.transaction():
+        added = tuple(r for r in records if journal.add_record(r, card_key))
+        journal.log(
+            "card-records",
+            at=now,
+            operator=operator,
+            card_id=card_id,
+            detail={"first": first, "last": last, "added": [r.counter for r in added]},
+        )
+    return added
 
 
 def _apply_effects(journal: Journal, intent: Intent, record: TransactionRecord) -> None:

@@ -36,7 +36,8 @@ from cardsvc.bio.matcher import Matcher
 from cardsvc.card.errors import CardError
 from cardsvc.card.transport import CardConnection
 from cardsvc.formats.errors import FormatError
-from point_of_service.errors import PosError, VerificationError
+from cardsvc.formats.transaction import TransactionRecord
+from point_of_service.errors import PosError, TransactionError, VerificationError
 from point_of_service.identity import TerminalIdentity
 from point_of_service.journal import Journal
 from point_of_service.probe import CaptureFn
@@ -54,6 +55,7 @@ from point_of_service.services.fallback import (
     record_fallback,
 )
 from point_of_service.services.signin import Clerk
+from point_of_service.services.transactions import collect_unanswered
 from point_of_service.trust import TrustState
 
 #: Decision threshold: -10 log10(FMR); 40 = FMR 1e-4, as match-on-card on officer cards.
@@ -99,6 +101,8 @@ class CardVisit:
     member_verified_by: str | None = None  # "fingerprint" or "override"
     #: central's sync acknowledgement presented at this insertion (limits renewed) and what was refused
     authorisations: AppliedAuthorisations = field(default_factory=AppliedAuthorisations)
+    #: records the card made by itself (status 8E) journalled at this insertion
+    card_records: tuple[TransactionRecord, ...] = ()
 
     @property
     def offline_limits(self) -> OfflineState:
@@ -195,6 +199,16 @@ def verify_card(
         )
     visit = CardVisit(session, verified)
     if journal is not None:
+        # records the card made by itself (a held renewal taking effect) reach the journal, then central
+        try:
+            visit.card_records = collect_unanswered(
+                session, journal, card_id=verified.card_number, card_key=verified.public_point,
+                status=verified.status, now=now, operator=clerk.chr,
+            )  # fmt: skip
+        except TransactionError as exc:
+            refused = VerificationError(exc.reason, exc.detail, step="records")
+            _log_refusal(journal, now, clerk, verified.card_number, refused)
+            raise refused from None
         # the card is genuine and this terminal authenticated: carry central's top-ups and acknowledgement
         visit.authorisations = apply_card_authorisations(
             session, journal, card_id=verified.card_number, card_key=verified.public_point,
