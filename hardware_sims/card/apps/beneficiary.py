@@ -63,6 +63,7 @@ class CardState:
     last_link: str = GENESIS_PREV_HASH.hex()
     balances: dict[str, int] = field(default_factory=dict)
     blocks: list[list[int]] = field(default_factory=list)  # [counter, scheme, amount]
+    block_years: dict[str, str] = field(default_factory=dict)  # block counter -> policy it was opened in
     nonces: list[list[Any]] = field(default_factory=list)  # [nonce hex, counter]
     max_count: int = 0
     max_amount: int = 0
@@ -646,6 +647,10 @@ class BeneficiaryApplication(Application):
             state.last_link = chain_hash(raw).hex()
             state.balances[key] = after
             state.blocks = blocks
+            if req.record_type is RecordType.BLOCK:  # the policy year that pays the admission
+                state.block_years[str(record.counter)] = state.policy
+            elif req.record_type in (RecordType.SETTLE, RecordType.RELEASE):
+                state.block_years.pop(str(req.reference), None)
             state.nonces = [*state.nonces, [req.nonce.hex(), record.counter]][-fmt.NONCE_MEMORY :]
             if req.record_type in fmt.DEBITING:
                 state.since_count += 1
@@ -674,9 +679,18 @@ class BeneficiaryApplication(Application):
                 raise IsoError(SW.REFERENCE_NOT_FOUND, f"no open block with counter {req.reference}")
             held = match[0][2]
             blocks.remove(match[0])
+            if rt is RecordType.RELEASE and req.amount != 0:
+                raise IsoError(SW.WRONG_DATA, "RELEASE carries amount 0")
+            if state.block_years.get(str(req.reference), state.policy) != state.policy:
+                # opened in a policy year a held renewal has since replaced: the admission is paid from
+                # that year's hold, and what is left of the hold goes with that year, not to this wallet
+                if req.amount > held:
+                    raise IsoError(
+                        SW.COMMAND_NOT_ALLOWED,
+                        f"the previous year's hold {held} does not cover {req.amount}",
+                    )
+                return before, blocks
             if rt is RecordType.RELEASE:
-                if req.amount != 0:
-                    raise IsoError(SW.WRONG_DATA, "RELEASE carries amount 0")
                 return before + held, blocks
             if req.amount > before + held:
                 raise IsoError(
