@@ -1,0 +1,194 @@
+"""A held renewal's RENEWAL records reach central through the POS's ordinary service flow.
+
+A renewal committed at the camp 30 days before its year is held on the card (status 8D) and taken on at the
+card's first command of the new year, when the card writes its RENEWAL records itself: no terminal is
+answered with them. The card shows them in status 8E until central acknowledges them; the POS's
+``verify_card`` (the one path of the web screens, the till and the CLI) reads them with one READ LOG,
+journals them with the day's payment, and the next sync uploads them: central sees no counter gap and its
+register moves to the new year. Once central's SYNC_ACK is presented the tag is gone and no visit reads the
+log again. Station, card and POS through pcscd + vpcd on one clock; central on SQLite (and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from cardsvc.beneficiary.protocol import Authorisation, BenIns, CardStatus
+from cardsvc.card.inprocess import InProcessConnection
+from cardsvc.card.pcsc import PcscConnection
+from cardsvc.card.transport import CountingConnection
+from cardsvc.central.extensions import get_db
+from cardsvc.central.models import Card, FlagRow
+from cardsvc.central.services.authorise import issue_renewal
+from cardsvc.central.services.pki_keys import register_certified_terminal
+from cardsvc.central.services.reconcile import FlagKind, reconcile
+from cardsvc.central.services.renewals import day_start
+from cardsvc.central.services.terminals import add_facility
+from cardsvc.formats.batch import id_hex
+from cardsvc.formats.profile import card_number
+from cardsvc.formats.transaction import RecordType, TransactionRecord
+from enrolment_station.authorisation import SignedAuthorisation
+from enrolment_station.camp import Camp
+from enrolment_station.fingers import SyntheticFingerReader, finger_seed
+from enrolment_station.upload import send_pending
+from point_of_service.services.sync import SyncService
+from tests.fixtures.pcsc import ServedCard
+from tests.fixtures.station import DISTRICT, FKO_PIN, TERMINAL_PASSPHRASE, StationWorld
+from tests.test_central_reconcile import DAY
+from tests.test_pos_sync_ack import Transport
+from tests.test_renewal_end_to_end import FACILITY, HOUSEHOLD, LISTING, Central, Clock, Pos, _pos, central
+from tests.test_station_upload import FlaskOpener
+
+__all__ = ["central"]  # the end-to-end test's central (SQLite, then PostgreSQL)
+
+
+@dataclass(frozen=True)
+class Visit:
+    """What one insertion at the POS showed and did."""
+
+    status: CardStatus  # as verification read it
+    card_records: tuple[TransactionRecord, ...]  # journalled from the card's log at this insertion
+    read_logs: int  # READ LOG commands sent
+    paid: int | None  # the payment's counter
+    limits_renewed: bool
+
+
+def _visit(pos: Pos, served: ServedCard, at: int, *, pay: bool = True) -> Visit:
+    """The POS's service flow (what the web screens and the till call): verify the card and the head's
+    finger, pay 1,000 paise. Every APDU is counted."""
+    from cardsvc.bio.extract import extract_template
+    from hardware_sims.fingers.impression import impression
+    from point_of_service.services import paypoint
+    from point_of_service.services.verification import enrolled_fingers, verify_card, verify_member
+
+    served.remove()
+    served.insert()
+    conn = CountingConnection(PcscConnection(served.reader, exclusive=True))
+    try:
+        visit = verify_card(conn, identity=pos.identity, trust=pos.trust, clerk=pos.clerk, now=at,
+                            journal=pos.journal)  # fmt: skip
+        paid = None
+        if pay:
+            finger = min(enrolled_fingers(visit, 0))
+            seed = finger_seed(HOUSEHOLD, 1, finger)
+            match = verify_member(visit, member=0, finger=finger, clerk=pos.clerk, now=at,
+                                  journal=pos.journal,
+                                  capture=lambda: extract_template(impression(seed, 2, "good")))  # fmt: skip
+            assert match.matched
+            outcome = paypoint.disburse(visit, scheme_id=1, amount=1_000, journal=pos.journal,
+                                        identity=pos.identity, clerk=pos.clerk, now=at)  # fmt: skip
+            paid = outcome.record.counter
+    finally:
+        conn.inner.close()
+    reads = sum(1 for apdu in conn.sent if apdu[1] == BenIns.READ_LOG)
+    return Visit(visit.verified.status, visit.card_records, reads, paid, visit.authorisations.limits_renewed)
+
+
+@pytest.mark.usefixtures("pcscd")
+def test_a_held_renewal_reaches_central_through_the_pos_and_is_acknowledged(
+    station_world: StationWorld, central: Central, serve_card: Callable[..., ServedCard], tmp_path: Path
+) -> None:
+    from enrolment_station.reissue import renew_until_done
+
+    world, clock = station_world, Clock()
+    world.fko_card.clock = clock
+    reader = SyntheticFingerReader()
+    camp = Camp(world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-meena", camp_id="CAMP-HELD",
+                reader=reader, now=clock.now)  # fmt: skip
+    (tmp_path / "list.csv").write_text(LISTING)
+    camp.import_list(tmp_path / "list.csv")
+    fko = InProcessConnection(world.fko_card)
+    camp.open_session(fko, pin=FKO_PIN, fingerprint=reader.officer_probe)
+    pos = _pos(world, tmp_path / "pos", clock)
+    opener = FlaskOpener(central.app)
+    try:
+        # the camp enrols the household; central learns the card and both terminals
+        served = serve_card(slot=0, card=world.blank_card(clock=clock))
+        with PcscConnection(served.reader, exclusive=True) as conn:
+            card_chr = camp.enrol_household(HOUSEHOLD, conn).card_id
+        card_hex = id_hex(card_number(card_chr))
+        with get_db(central.app).sessions() as session:
+            register_certified_terminal(session, camp.identity.terminal_id, camp.identity.chain, world.anchor,
+                                        central.now - 60)  # fmt: skip
+            add_facility(session, FACILITY, "Patna Hospital", DISTRICT, 25.6, 85.1)
+            session.flush()
+            register_certified_terminal(session, pos.identity.terminal_id, pos.identity.chain, world.anchor,
+                                        central.now - 60, facility_id=FACILITY)  # fmt: skip
+            session.commit()
+        camp.upload_batches()
+        send_pending(camp.journal, camp.identity, "http://central", now=clock.now, opener=opener)
+        with get_db(central.app).sessions() as session:
+            card = session.get(Card, card_hex)
+            assert card is not None
+            old_end = datetime.fromtimestamp(card.policy_end, UTC).date()
+        new_start, new_end = old_end + timedelta(days=1), old_end.replace(year=old_end.year + 1)
+
+        # the renewal camp, 30 days before the new year: committed and held, no record for the station
+        clock.go_to(
+            datetime.combine(new_start - timedelta(days=30), datetime.min.time(), UTC) + timedelta(hours=9)
+        )
+        with get_db(central.at(clock).app).sessions() as session:
+            issued = issue_renewal(session, central.key, card_hex, now=central.now,
+                                   policy=(day_start(new_start), day_start(new_end) + DAY))  # fmt: skip
+        camp.open_session(fko, pin=FKO_PIN, fingerprint=reader.officer_probe)
+        with PcscConnection(served.reader, exclusive=True) as conn:
+            renewal = renew_until_done(
+                camp.personaliser, conn, Authorisation.parse(issued.cards[0].wire), now=clock.now(),
+                fko=camp.session(), station_authorisation=SignedAuthorisation.parse(issued.station.wire),
+            )  # fmt: skip
+        assert renewal.takes_effect == new_start and renewal.records == []
+        camp.upload_batches()
+        send_pending(camp.journal, camp.identity, "http://central", now=clock.now, opener=opener)
+        schemes = len(renewal.profile.schemes)
+
+        # the new year's first day: the hospital verifies and pays; the POS journals the card-made records
+        t1 = day_start(new_start) + 10 * 3600
+        clock.go_to(datetime.fromtimestamp(t1, UTC))
+        first = _visit(pos, served, t1)
+        assert first.status.renewal_scheduled is None and first.status.policy_end == new_end
+        assert first.status.unanswered == (1, schemes)
+        assert first.read_logs == 1
+        assert [(r.record_type, r.counter) for r in first.card_records] == [
+            (RecordType.RENEWAL, c) for c in range(1, schemes + 1)
+        ]
+        assert first.paid == schemes + 1
+        journalled = [(r.record_type, r.counter) for r in pos.journal.records(card_number(card_chr))]
+        assert journalled == [*((RecordType.RENEWAL, c) for c in range(1, schemes + 1)),
+                              (RecordType.CASH, schemes + 1)]  # fmt: skip
+
+        sync = SyncService(pos.journal, pos.identity, pos.trust, Transport(central.at(clock).app),
+                           now=lambda: central.now)  # fmt: skip
+        report = sync.sync()
+        assert report.error is None and report.records_sent == schemes + 1, report
+
+        # central: no gap, the register in the new year
+        with get_db(central.app).sessions() as session:
+            reconcile(session, central.now)
+            card = session.get(Card, card_hex)
+            assert card is not None
+            period = (card.policy_start, card.policy_end)
+            flags = [(f.kind, f.details) for f in session.execute(select(FlagRow)).scalars()]
+        assert period == (day_start(new_start), day_start(new_end) + DAY - 1)
+        assert not [f for f in flags if f[0] == FlagKind.COUNTER_GAP.value], flags
+        assert flags == [], flags
+
+        # the next day: the journal holds the records (no READ LOG); central's SYNC_ACK clears the tag
+        t2 = t1 + DAY
+        clock.go_to(datetime.fromtimestamp(t2, UTC))
+        second = _visit(pos, served, t2, pay=False)
+        assert second.status.unanswered == (1, schemes) and second.read_logs == 0
+        assert second.limits_renewed and second.card_records == ()
+        t3 = t2 + 3600
+        clock.go_to(datetime.fromtimestamp(t3, UTC))
+        third = _visit(pos, served, t3)
+        assert third.status.unanswered is None and third.read_logs == 0
+        assert third.paid == schemes + 2
+    finally:
+        pos.journal.close()
+        camp.close()
