@@ -18,6 +18,7 @@ from cardsvc.beneficiary import protocol as fmt
 from cardsvc.beneficiary.errors import BalanceError
 from cardsvc.beneficiary.session import BeneficiarySession, sign_authorisation
 from cardsvc.bio.iso19794 import encode_compact, wrap_verify_template
+from cardsvc.card.errors import ReferenceNotFoundError
 from cardsvc.card.inprocess import InProcessConnection
 from cardsvc.formats.profile import ContentHashes, SchemeCover
 from cardsvc.formats.transaction import RecordType, TransactionRecord
@@ -86,7 +87,8 @@ def _renew_held(world: BeneficiaryWorld, card: SimulatedCard, clock: Clock, tmp:
     digest = ContentHashes(ContentHashes.of(new.encode(), b"", b"").profile, att.hashes.templates,
                            att.hashes.photos).digest()  # fmt: skip
     body = build_body(car=FKO_CHR, chr=CARD_ID, public_point=point, role=Role.BENEFICIARY_CARD,
-                      rights=Right.NONE, effective=NEW_START, expiry=NEW_END, content_digest=digest)  # fmt: skip
+                      rights=Right.NONE, effective=NEW_START, expiry=NEW_END,
+                      content_digest=digest)  # fmt: skip
     state = tmp / f"officer-{random.random():.12f}"
     shutil.copytree(world.officer_state, state)
     officer_card = SimulatedCard(state, applications=[OfficerApplication()], clock=clock)
@@ -122,7 +124,7 @@ def _renewed_with_open_admission(world: BeneficiaryWorld, tmp: Path, name: str) 
     status = pos.status()
     assert (status.policy_start, status.policy_end) == (NEW_START, NEW_END)
     health = status.wallet(SCHEME_HEALTH)
-    assert (health.balance, health.held) == (NEW_COVER, HELD)  # the full new cover; the hold is the old year's
+    assert (health.balance, health.held) == (NEW_COVER, HELD)  # the full new cover; the old year's hold
     return Renewed(card, faults, clock, block.counter)
 
 
@@ -165,7 +167,7 @@ def test_release_of_an_old_year_admission_credits_nothing_to_the_new_year(
                         operator_id=1, facility_id=2, reference=r.block)  # fmt: skip
     assert release.balance_after == NEW_COVER
     assert _wallet(w, r.card) == (NEW_COVER, 0)
-    with pytest.raises(Exception):  # closed: not released twice
+    with pytest.raises(ReferenceNotFoundError):  # closed: not released twice
         pos.debit(RecordType.RELEASE, scheme_id=SCHEME_HEALTH, amount=0, time=int(r.clock()),
                   operator_id=1, facility_id=2, reference=r.block)  # fmt: skip
     log = pos.read_log()

@@ -23,6 +23,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from cardsvc.central.models import (
+    AuthorisationRow,
     Card,
     Facility,
     FkoLedgerRow,
@@ -212,6 +213,7 @@ def reconcile(session: Session, now: int, policy: ReconcilePolicy | None = None)
     report.cards = len(ledger)
 
     periods = period_windows(session)
+    years = _year_renewals(session)
     for card_id, camp in camp_period(session, sorted(periods)).items():
         if card_id in cards:  # a renewed card: its records are judged from the camp's period and cover on
             cards[card_id] = _CampCard(
@@ -220,7 +222,9 @@ def reconcile(session: Session, now: int, policy: ReconcilePolicy | None = None)
             )  # fmt: skip
     for card_id, records in ledger.items():
         card = cards.get(card_id)
-        flags.extend(_card_checks(card_id, records, card, policy, periods.get(card_id, ())))
+        flags.extend(
+            _card_checks(card_id, records, card, policy, periods.get(card_id, ()), years.get(card_id, ()))
+        )
         flags.extend(_actor_checks(card_id, records, terminal_revoked, operator_revoked))
         flags.extend(_travel_checks(card_id, records, places, policy))
         if card is None and any(r.key_source == KeySource.PRESENTED for r in records):
@@ -321,6 +325,18 @@ def _settle_presented_keys(session: Session) -> Iterable[Flag]:
         )
 
 
+def _year_renewals(session: Session) -> dict[str, set[int]]:
+    """The serials of the policy-year renewals (RENEW_POLICY) central authorised, by card: a RENEWAL
+    record answering one of them starts a new policy year on the card (a SPLIT's does not)."""
+    out: defaultdict[str, set[int]] = defaultdict(set)
+    query = select(AuthorisationRow.card_id, AuthorisationRow.serial).where(
+        AuthorisationRow.audience == "card", AuthorisationRow.kind == "renew_policy"
+    )
+    for card_id, serial in session.execute(query):
+        out[card_id].add(int(serial))
+    return out
+
+
 def _withdraw_cured(session: Session, flags: Sequence[Flag], renewed: Sequence[str]) -> None:
     """An open ``outside_policy`` finding on a renewed card that this run no longer makes (the renewal's
     records arrived after the new year's records were judged) is withdrawn; resolved ones stay."""
@@ -349,11 +365,15 @@ def _card_checks(
     card: Any,
     policy: ReconcilePolicy,
     periods: Sequence[PeriodWindow] = (),
+    year_renewals: Iterable[int] = (),
 ) -> Iterable[Flag]:
     """Counter duplicates and gaps, chain links, balance arithmetic and the policy period of one card.
 
     ``periods``: a renewed card's periods (services/renewals.py); ``card`` then carries the camp's period
-    and cover. A renewal's period counts from its first RENEWAL record on (``counter``)."""
+    and cover. A renewal's period counts from its first RENEWAL record on (``counter``).
+    ``year_renewals``: the serials of the card's RENEW_POLICY authorisations; a BLOCK before a RENEWAL
+    record answering one is of the previous year: its SETTLE or RELEASE leaves the balance as it is
+    (docs/card-layout.md, "Renewal camps before the year starts")."""
     by_counter: defaultdict[int, list[_Rec]] = defaultdict(list)
     for rec in records:
         by_counter[rec.counter].append(rec)
@@ -378,6 +398,9 @@ def _card_checks(
         )
 
     blocks: dict[int, int] = {}
+    earlier: set[int] = set()  # blocks opened in a policy year a later RENEWAL record replaced
+    unsure: set[int] = set()  # blocks opened before an unknown record: their year cannot be told
+    years = set(year_renewals)
     previous: _Rec | None = None
     windows: list[tuple[int, int]] = [] if card is None else [(card.policy_start, card.policy_end)]
     renewals = {p.counter: (p.start, p.end + 1) for p in periods if p.serial and p.counter is not None}
@@ -386,13 +409,28 @@ def _card_checks(
         found = by_counter.get(counter)
         if found is None or len(found) > 1:
             previous, balances = None, {}  # unknown or ambiguous: every balance restarts after it
+            unsure.update(blocks)
             continue
         rec = found[0]
         if counter == 1 and rec.prev_hash != GENESIS_PREV_HASH:
             yield Flag(FlagKind.CHAIN_BREAK, {"counter": 1, "reason": "first record not at genesis"}, card_id)
         elif previous is not None and rec.prev_hash != previous.content_hash[:PREV_HASH_LENGTH]:
             yield Flag(FlagKind.CHAIN_BREAK, {"counter": counter, "reason": "prev_hash mismatch"}, card_id)
-        expected = _expected(rec, balances.get(rec.scheme_id), blocks)
+        closes = rec.reference if rec.record_type in (RecordType.SETTLE, RecordType.RELEASE) else None
+        if closes in unsure:
+            expected: int | None = None
+        elif closes in earlier:  # the previous year's hold pays it; nothing comes back to this wallet
+            expected = balances.get(rec.scheme_id)
+            held = blocks.get(closes, 0)
+            if rec.record_type == RecordType.SETTLE and rec.amount > held:
+                yield Flag(
+                    FlagKind.BALANCE_MISMATCH,
+                    {"counter": counter, "reason": "settles more than the previous year's hold",
+                     "held": held, "amount": rec.amount},
+                    card_id=card_id,
+                )  # fmt: skip
+        else:
+            expected = _expected(rec, balances.get(rec.scheme_id), blocks)
         if expected is not None and expected != rec.balance_after:
             yield Flag(
                 FlagKind.BALANCE_MISMATCH,
@@ -402,6 +440,8 @@ def _card_checks(
         if rec.record_type == RecordType.BLOCK:
             blocks[counter] = rec.amount
         renewal = rec.record_type == RecordType.RENEWAL
+        if renewal and rec.reference in years:
+            earlier.update(blocks)  # a new policy year: every block opened so far is of an earlier one
         if renewal and counter in renewals:
             windows.append(renewals[counter])  # committed on the card: the authorised period counts
         if card is not None and not renewal and not any(start <= rec.time < end for start, end in windows):
