@@ -43,9 +43,11 @@ from tests.fixtures.station import DISTRICT, FKO_PIN, TERMINAL_PASSPHRASE, Stati
 from tests.test_central_reconcile import DAY
 from tests.test_pos_sync_ack import Transport
 from tests.test_renewal_end_to_end import FACILITY, HOUSEHOLD, LISTING, Central, Clock, Pos, _pos, central
+from tests.test_station_renewal import RenewalCamp, renewal_camp
+from tests.test_station_renewal_window import _card_auth, _next_year, _old_period, _set_day, _station_auth
 from tests.test_station_upload import FlaskOpener
 
-__all__ = ["central"]  # the end-to-end test's central (SQLite, then PostgreSQL)
+__all__ = ["central", "renewal_camp"]  # the end-to-end test's central, the station renewal tests' camp
 
 
 @dataclass(frozen=True)
@@ -192,3 +194,39 @@ def test_a_held_renewal_reaches_central_through_the_pos_and_is_acknowledged(
     finally:
         pos.journal.close()
         camp.close()
+
+
+def test_the_card_flags_its_own_records_until_central_acknowledges_them(renewal_camp: RenewalCamp) -> None:
+    """Status 8E at the card: absent while the renewal is held and for records a terminal was answered
+    with; (first, last) from the new year's first command; a SYNC_ACK below them leaves it, one covering
+    them clears it for good."""
+    from cardsvc.beneficiary.protocol import AuthKind
+    from cardsvc.beneficiary.session import BeneficiarySession
+    from enrolment_station.reissue import renew
+    from tests.fixtures.reissue import card_authorisation
+
+    rc = renewal_camp
+    card_id, card = rc.enrol()
+    start, end = _next_year(_old_period(card)[1])
+    today = _set_day(rc, start - timedelta(days=30))
+    rc.reopen()
+    renew(rc.camp.personaliser, InProcessConnection(card), _card_auth(rc, card_id, start, end), now=today,
+          fko=rc.camp.session(), station_authorisation=_station_auth(rc, card_id, start, end))  # fmt: skip
+
+    def status() -> CardStatus:
+        with InProcessConnection(card) as conn:
+            return BeneficiarySession(conn).status()
+
+    def ack(serial: int, counter: int) -> None:
+        auth = Authorisation(AuthKind.SYNC_ACK, card_id, serial, 0, counter)
+        with InProcessConnection(card) as conn:
+            BeneficiarySession(conn).authorise(card_authorisation(rc.world, auth))
+
+    assert status().unanswered is None  # held: nothing made yet
+    _set_day(rc, start)
+    taken = status()  # this GET STATUS is the card's first command of the new year
+    assert taken.renewal_scheduled is None and taken.counter == 1 and taken.unanswered == (1, 1)
+    ack(2, 0)  # central holds nothing of this card yet: the records stay flagged
+    assert status().unanswered == (1, 1)
+    ack(3, 1)
+    assert status().unanswered is None and status().synced_counter == 1
