@@ -5,7 +5,8 @@ card's first command of the new year, when the card writes its RENEWAL records i
 answered with them. The card shows them in status 8E until central acknowledges them; the POS's
 ``verify_card`` (the one path of the web screens, the till and the CLI) reads them with one READ LOG,
 journals them with the day's payment, and the next sync uploads them: central sees no counter gap and its
-register moves to the new year. Once central's SYNC_ACK is presented the tag is gone and no visit reads the
+register moves to the new year. The hospital's other terminal reads them too before syncing: central keeps
+one of each. Once central's SYNC_ACK is presented the tag is gone and no visit reads the
 log again. Station, card and POS through pcscd + vpcd on one clock; central on SQLite (and PostgreSQL).
 """
 
@@ -92,9 +93,24 @@ def _visit(pos: Pos, served: ServedCard, at: int, *, pay: bool = True) -> Visit:
     return Visit(visit.verified.status, visit.card_records, reads, paid, visit.authorisations.limits_renewed)
 
 
+def _second_pos(world: StationWorld, home: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Pos:
+    """Another terminal of the same hospital, its own journal and clerk (the end-to-end test's builder with
+    other names)."""
+    from tests import test_renewal_end_to_end as e2e
+
+    with monkeypatch.context() as names:
+        names.setattr(e2e, "POS_CHR", "INTRM-POS-0043")
+        names.setattr(e2e, "CLERK_CHR", "INFOP-HOSP-0043")
+        return _pos(world, home, clock)
+
+
 @pytest.mark.usefixtures("pcscd")
 def test_a_held_renewal_reaches_central_through_the_pos_and_is_acknowledged(
-    station_world: StationWorld, central: Central, serve_card: Callable[..., ServedCard], tmp_path: Path
+    station_world: StationWorld,
+    central: Central,
+    serve_card: Callable[..., ServedCard],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from enrolment_station.reissue import renew_until_done
 
@@ -108,6 +124,7 @@ def test_a_held_renewal_reaches_central_through_the_pos_and_is_acknowledged(
     fko = InProcessConnection(world.fko_card)
     camp.open_session(fko, pin=FKO_PIN, fingerprint=reader.officer_probe)
     pos = _pos(world, tmp_path / "pos", clock)
+    other = _second_pos(world, tmp_path / "pos-2", clock, monkeypatch)
     opener = FlaskOpener(central.app)
     try:
         # the camp enrols the household; central learns the card and both terminals
@@ -122,6 +139,8 @@ def test_a_held_renewal_reaches_central_through_the_pos_and_is_acknowledged(
             session.flush()
             register_certified_terminal(session, pos.identity.terminal_id, pos.identity.chain, world.anchor,
                                         central.now - 60, facility_id=FACILITY)  # fmt: skip
+            register_certified_terminal(session, other.identity.terminal_id, other.identity.chain,
+                                        world.anchor, central.now - 60, facility_id=FACILITY)  # fmt: skip
             session.commit()
         camp.upload_batches()
         send_pending(camp.journal, camp.identity, "http://central", now=clock.now, opener=opener)
@@ -164,10 +183,22 @@ def test_a_held_renewal_reaches_central_through_the_pos_and_is_acknowledged(
         assert journalled == [*((RecordType.RENEWAL, c) for c in range(1, schemes + 1)),
                               (RecordType.CASH, schemes + 1)]  # fmt: skip
 
-        sync = SyncService(pos.journal, pos.identity, pos.trust, Transport(central.at(clock).app),
-                           now=lambda: central.now)  # fmt: skip
+        # the same day at the hospital's other terminal (not synced yet either): it journals them too
+        elsewhere = _visit(other, served, t1 + 600, pay=False)
+        assert elsewhere.read_logs == 1 and [r.counter for r in elsewhere.card_records] == list(
+            range(1, schemes + 1)
+        )
+        again = _visit(other, served, t1 + 900, pay=False)  # and reads nothing more at the next visit
+        assert again.read_logs == 0 and again.card_records == ()
+
+        transport = Transport(central.at(clock).app)
+        sync = SyncService(pos.journal, pos.identity, pos.trust, transport, now=lambda: central.now)
         report = sync.sync()
         assert report.error is None and report.records_sent == schemes + 1, report
+        report = SyncService(other.journal, other.identity, other.trust, transport,
+                             now=lambda: central.now).sync()  # fmt: skip
+        assert report.error is None and report.records_sent == schemes, report  # central keeps one of each
+        # (same card, counter and content: no duplicate_counter flag below)
 
         # central: no gap, the register in the new year
         with get_db(central.app).sessions() as session:
@@ -193,6 +224,7 @@ def test_a_held_renewal_reaches_central_through_the_pos_and_is_acknowledged(
         assert third.paid == schemes + 2
     finally:
         pos.journal.close()
+        other.journal.close()
         camp.close()
 
 
