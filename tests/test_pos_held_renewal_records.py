@@ -262,3 +262,24 @@ def test_the_card_flags_its_own_records_until_central_acknowledges_them(renewal_
     assert status().unanswered == (1, 1)
     ack(3, 1)
     assert status().unanswered is None and status().synced_counter == 1
+
+
+def test_status_8e_round_trips_and_a_malformed_one_is_refused() -> None:
+    from datetime import date
+
+    from cardsvc.beneficiary.protocol import Lifecycle, StatusTag, Wallet
+    from cardsvc.formats.errors import FormatError
+
+    status = CardStatus(
+        lifecycle=Lifecycle.ACTIVATED, card_id="CARD-1", counter=3, usable=20_480, free=12_000, max_count=20,
+        max_amount=2_000_000, since_sync_count=1, since_sync_amount=1_000, synced_counter=0, log_capacity=24,
+        policy_start=date(2027, 4, 1), policy_end=date(2028, 3, 31), object_lengths=(500, 274, 1_596, 0),
+        key_generated=True, auth_serial=1, wallets=(Wallet(1, 3_000_000, 0),), unanswered=(1, 2),
+    )  # fmt: skip
+    wire = status.encode()
+    assert CardStatus.parse(wire) == status
+    assert wire.endswith(bytes([StatusTag.UNANSWERED, 8]) + (1).to_bytes(4, "big") + (2).to_bytes(4, "big"))
+    body = wire[:-10]
+    for bad in ((2).to_bytes(4, "big") + (1).to_bytes(4, "big"), (0).to_bytes(8, "big"), bytes(4)):
+        with pytest.raises(FormatError, match="unanswered"):
+            CardStatus.parse(body + bytes([StatusTag.UNANSWERED, len(bad)]) + bad)
