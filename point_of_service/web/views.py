@@ -87,6 +87,7 @@ EVENTS: dict[str, Any] = {
     "bundle": _l("Trust lists installed"),
     "catalogue": _l("Package catalogue installed"),
     "authorisation": _l("Central's authorisation presented to the card"),
+    "card-records": _l("Records the card made itself, collected for central"),
 }
 OUTCOMES: dict[str, Any] = {"ok": _l("done"), "refused": _l("refused"), "failed": _l("failed"),
                             "interrupted": _l("interrupted")}  # fmt: skip
