@@ -207,7 +207,7 @@ def lower_original(
     for auth in sorted(lowering, key=lambda a: a.serial):
         if auth.serial <= status.auth_serial:  # made before a tear: the card's log has it
             found = [r for r in session.read_log(1, card_key=key)
-                     if r.record_type is RecordType.RENEWAL and r.reference == auth.serial]  # fmt: skip
+                     if r.record_type is RecordType.SPLIT and r.reference == auth.serial]  # fmt: skip
             if not found:
                 raise AuthorisationError(f"serial {auth.serial} was already used on card {card_id}")
             records.append(found[-1])

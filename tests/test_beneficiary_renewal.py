@@ -1,7 +1,8 @@
 """The card's own renewal and split rules (docs/card-layout.md, "Renewal and split"): RENEW_POLICY opens a
 renewal, the new profile is staged, COMMIT RENEWAL checks it against the authorisation and the FKO's new
 certificate and swaps profile, certificate, hashes and wallet in one transaction (torn at every write:
-the old card or the new one); SPLIT lowers a balance with a card-signed balance-setting record."""
+the old card or the new one); SPLIT lowers a balance with a card-signed SPLIT record (amount = the paise
+lowered)."""
 
 from __future__ import annotations
 
@@ -227,11 +228,16 @@ def test_split_lowers_a_balance_with_a_card_signed_record(beneficiary_world: Ben
     with pytest.raises(BalanceError):  # more than the card carries: refused, nothing written
         s.split_cover(split(1, COVER + 1), time=1, operator_id=9)
     with pytest.raises(BalanceError):  # the card checks it too (6986), even if the host does not
-        s.debit(RecordType.RENEWAL, scheme_id=SCHEME_HEALTH, amount=0, time=1, operator_id=9, facility_id=0,
-                authorisation=split(1, COVER + 1))  # fmt: skip
+        s.debit(RecordType.SPLIT, scheme_id=SCHEME_HEALTH, amount=COVER + 1, time=1, operator_id=9,
+                facility_id=0, authorisation=split(1, COVER + 1))  # fmt: skip
+    for kind, amount in ((RecordType.SPLIT, 999_999), (RecordType.RENEWAL, COVER - 1_000_000)):
+        with pytest.raises(ApduError):  # another amount, or the old encoding (a RENEWAL record): refused
+            s.debit(kind, scheme_id=SCHEME_HEALTH, amount=amount, time=1, operator_id=9, facility_id=0,
+                    authorisation=split(1, 1_000_000))  # fmt: skip
+    assert s.status().counter == 0
     record = s.split_cover(split(1, 1_000_000), time=1, operator_id=9)
     assert (record.record_type, record.amount, record.balance_after, record.counter) == (
-        RecordType.RENEWAL, COVER - 1_000_000, COVER - 1_000_000, 1,
+        RecordType.SPLIT, 1_000_000, COVER - 1_000_000, 1,
     )  # fmt: skip
     with pytest.raises(ApduError):  # a split authorisation works once
         s.split_cover(split(1, 1_000_000), time=1, operator_id=9)

@@ -344,7 +344,9 @@ def test_split_and_renewal_come_as_station_and_card_authorisations_the_chip_acce
     assert lowering.kind is CardAuthKind.SPLIT
     assert [(g.scheme_id, g.cover_paise) for g in granted.schemes] == [(1, lowering.value)]
     record = session.split_cover(lowering, time=desk.now, operator_id=7)  # the chip checks it itself
-    assert record.balance_after == before - lowering.value
+    assert (record.record_type, record.amount, record.balance_after) == (
+        RecordType.SPLIT, lowering.value, before - lowering.value
+    )  # fmt: skip
     renew = SignedAuthorisation.parse(renewal.station.wire).verify(
         desk.world.anchor, now=at(desk.now), revocations=None, kind=AuthKind.RENEW, card_id=CARD_ID,
         household_id=camp.household_id,

@@ -304,3 +304,80 @@ def test_a_renewed_card_is_inside_its_new_period_once_the_renewal_is_on_its_ledg
         session.commit()
     world.reconcile()
     assert [f.details["counter"] for f in world.flags(FlagKind.OUTSIDE_POLICY)] == [2]
+
+
+def _split_authorisation(world: World, card: SimCard, value: int) -> int:
+    """Central's card SPLIT authorisation lowering scheme 1 of ``card`` by ``value``: its serial."""
+    from cardsvc.beneficiary.protocol import Authorisation
+    from cardsvc.central.services.authorise import CardKind, issue_card_authorisation
+    from cardsvc.central.services.publish import CentralKey
+    from cardsvc.pki.signer import SoftwareSigner
+
+    with get_db(world.app).sessions() as session:
+        issued = issue_card_authorisation(
+            session, CentralKey(SoftwareSigner.generate(), "INROOT"), CardKind.SPLIT,
+            f"{card.card_id:016x}", now=world.now, scheme_id=1, value=value,
+        )  # fmt: skip
+        session.commit()
+    return Authorisation.parse(issued.wire).serial
+
+
+def _register(world: World, card: SimCard) -> tuple[int, int, int, int]:
+    """The card's register row (policy start, end, cover) and how many renewal periods central keeps."""
+    from cardsvc.central.models import Card, CardPeriod
+
+    card_id = f"{card.card_id:016x}"
+    with get_db(world.app).sessions() as session:
+        row = session.execute(select(Card).where(Card.card_id == card_id)).scalar_one()
+        periods = session.execute(select(CardPeriod).where(CardPeriod.card_id == card_id)).scalars().all()
+        return row.policy_start, row.policy_end, row.cover_paise, len(periods)
+
+
+def test_a_split_lowering_then_debits_reconciles_and_is_no_renewal(world: World) -> None:
+    """A SPLIT record (cover moved to a split card) is replayed as a lowering by its amount: an admission
+    open across it is closed in the same year, the debits after it add up, nothing is flagged, and the
+    register's period and cover stay as they were (not a renewal); reports do not count it as use."""
+    from cardsvc.central.services.reports import build_report
+
+    card = world.card()
+    before = _register(world, card)
+    start = world.now - 20 * DAY
+    serial = _split_authorisation(world, card, 1_000_000)
+    block = world.debit(card, RecordType.BLOCK, 500_000, start, reference=301)
+    split = world.debit(card, RecordType.SPLIT, 1_000_000, start + DAY, reference=serial)
+    world.debit(card, RecordType.SETTLE, 400_000, start + 2 * DAY, reference=block.counter)
+    world.debit(card, RecordType.CASH, 100_000, start + 3 * DAY)
+    assert split.balance_after == 3_000_000 - 500_000 - 1_000_000
+    assert [r.balance_after for r in card.log][-1] == 3_000_000 - 1_000_000 - 400_000 - 100_000
+    world.upload(BatchKind.TRANSACTIONS, card.items())
+    report = world.reconcile()
+    assert report.records == 4 and dict(report.flags) == {}
+    assert _register(world, card) == before  # period and cover unchanged, no renewal period recorded
+    with get_db(world.app).sessions() as session:
+        use = build_report(session, world.now).use_rows()
+    assert [row[-7:] for row in use] == [[1, 1, 400_000, 1, 100_000, 0, 1]]  # the split is not use
+
+
+def test_a_split_lowering_that_does_not_add_up_is_flagged(world: World) -> None:
+    card = world.card()
+    serial = _split_authorisation(world, card, 1_000_000)
+    world.debit(card, RecordType.SPLIT, 1_000_000, world.now - DAY, reference=serial, balance_after=2_500_000)
+    world.upload(BatchKind.TRANSACTIONS, card.items())
+    world.reconcile()
+    [flag] = world.flags(FlagKind.BALANCE_MISMATCH)
+    assert flag.details == {"counter": 1, "expected": 2_000_000, "reported": 2_500_000}
+
+
+def test_a_renewal_record_answering_a_split_authorisation_is_flagged(world: World) -> None:
+    """The old encoding of a split (a RENEWAL record, amount = the balance left, reference = the SPLIT
+    serial) answers no renewal central authorised: ``unauthorised_renewal``, and the register stays."""
+    card = world.card()
+    before = _register(world, card)
+    serial = _split_authorisation(world, card, 1_000_000)
+    world.debit(card, RecordType.RENEWAL, 2_000_000, world.now - DAY, reference=serial)
+    world.upload(BatchKind.TRANSACTIONS, card.items())
+    world.reconcile()
+    [flag] = world.flags(FlagKind.UNAUTHORISED_RENEWAL)
+    assert flag.card_id == f"{card.card_id:016x}"
+    assert flag.details == {"counter": 1, "reference": serial}
+    assert _register(world, card) == before

@@ -90,8 +90,8 @@ def test_split_card_for_a_migrant_member_lowers_the_original_on_its_chip(
         session.terminal_authenticate(identity.chain, identity.terminal, card_id)
         [record] = session.read_log(1)  # verified with the card key
     assert (record.record_type, record.amount, record.balance_after, record.reference) == (
-        RecordType.RENEWAL, 2_000_000, 2_000_000, 1,
-    )  # fmt: skip
+        RecordType.SPLIT, 1_000_000, 2_000_000, 1,
+    )  # fmt: skip  # its own type: the amount lowered, never a new policy year
     lowered = camp.journal.events("card.split.lowered")
     assert [e["subject"] for e in lowered] == [card_id]
     with pytest.raises(AuthorisationError, match="already used"):  # one authorisation, one card
@@ -254,5 +254,7 @@ def test_split_lowering_torn_at_every_apdu_lowers_the_original_exactly_once(
             with InProcessConnection(card) as c:
                 status = BeneficiarySession(c).status()
             assert (status.counter, status.wallet(1).balance) == (1, 2_000_000), (k, after)
-            assert record.counter == 1 and record.balance_after == 2_000_000
+            assert (record.record_type, record.counter, record.amount, record.balance_after) == (
+                RecordType.SPLIT, 1, 1_000_000, 2_000_000
+            )  # fmt: skip
     assert outcomes == {0, 1}  # torn before and after the card made its record

@@ -166,7 +166,7 @@ def test_records_the_station_makes_on_cards_reach_central(
     batch (once), so the card's ledger there has no gap and its balance follows the chip."""
     from cardsvc.central.models import TransactionRow
     from cardsvc.formats.batch import TransactionItem
-    from cardsvc.formats.transaction import TransactionRecord
+    from cardsvc.formats.transaction import RecordType, TransactionRecord
     from enrolment_station.authorisation import AuthKind
     from enrolment_station.reissue import issue_authorised
     from tests.test_station_reissue import _auth, _lowering
@@ -186,7 +186,9 @@ def test_records_the_station_makes_on_cards_reach_central(
     [item] = tx.batch.items
     assert isinstance(item, TransactionItem)
     record = TransactionRecord.parse(item.record)
-    assert (record.card_id, record.counter, record.balance_after) == (card_number(card_id), 1, 2_000_000)
+    assert (record.card_id, record.counter, record.record_type, record.amount, record.balance_after) == (
+        card_number(card_id), 1, RecordType.SPLIT, 1_000_000, 2_000_000
+    )  # fmt: skip
     row = camp.journal.card(card_id)
     assert row is not None and item.card_key == bytes(row["card_key"])
     with get_db(central).sessions() as session:

@@ -100,6 +100,7 @@ RIGHT_FOR_RECORD = {
     RecordType.PROOF_OF_LIFE: Right.PROOF_OF_LIFE,
     RecordType.TOP_UP: Right.TOP_UP,
     RecordType.RENEWAL: Right.RENEW,
+    RecordType.SPLIT: Right.RENEW,
 }
 #: Record types that lower a balance and count against the offline limits.
 DEBITING = frozenset({RecordType.BLOCK, RecordType.SETTLE, RecordType.CASH})
@@ -405,7 +406,7 @@ class AuthKind(IntEnum):
     SUPERSEDE = 2  # the card was replaced (lost, split, renewal on a new chip): SUPERSEDED for good
     TOP_UP = 3  # value = paise added to scheme
     RENEWAL = 4  # value = new balance of scheme
-    SPLIT = 5  # value = paise of scheme moved to a split card: the balance is lowered (a RENEWAL record)
+    SPLIT = 5  # value = paise of scheme moved to a split card: the balance is lowered (a SPLIT record)
     RENEW_POLICY = 6  # opens a renewal: new policy period and cover per scheme (tags 85, A1); scheme, value 0
 
 

@@ -389,7 +389,7 @@ class BeneficiarySession(ApplicationSession):
         card_key: bytes | None = None,
     ) -> TransactionRecord:
         """Lower this card's balance of the authorisation's scheme by its value (cover moved to a split
-        card): a card-signed balance-setting record (RENEWAL type, amount = the new balance). Raises
+        card): a card-signed SPLIT record (amount = the paise lowered, balance_after = what is left). Raises
         :class:`BalanceError` when the balance does not carry the split."""
         if authorisation.kind is not fmt.AuthKind.SPLIT:
             raise ValueError("split_cover takes a SPLIT authorisation")
@@ -399,9 +399,8 @@ class BeneficiarySession(ApplicationSession):
                 f"balance {wallet.balance} of scheme {authorisation.scheme_id} does not carry the split "
                 f"of {authorisation.value}"
             )
-        left = wallet.balance - authorisation.value
         return self.debit(
-            RecordType.RENEWAL, scheme_id=authorisation.scheme_id, amount=left, time=time,
+            RecordType.SPLIT, scheme_id=authorisation.scheme_id, amount=authorisation.value, time=time,
             operator_id=operator_id, facility_id=0, reference=authorisation.serial, nonce=nonce,
             authorisation=authorisation, card_key=card_key,
         )  # fmt: skip

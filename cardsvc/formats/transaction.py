@@ -51,6 +51,7 @@ class RecordType(IntEnum):
     PROOF_OF_LIFE = 5  # no value change (amount 0)
     TOP_UP = 6  # cover added by an authorisation from central
     RENEWAL = 7  # new policy year: balance set to amount
+    SPLIT = 8  # cover moved to a split card (central's SPLIT authorisation): balance lowered by amount
 
 
 _RECORD_TYPES = frozenset(int(t) for t in RecordType)
@@ -242,4 +243,6 @@ def expected_balance(
         return previous_balance
     if kind is RecordType.TOP_UP:
         return previous_balance + record.amount
+    if kind is RecordType.SPLIT:
+        return previous_balance - record.amount
     return record.amount  # RENEWAL: the new year's cover

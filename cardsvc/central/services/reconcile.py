@@ -327,7 +327,8 @@ def _settle_presented_keys(session: Session) -> Iterable[Flag]:
 
 def _year_renewals(session: Session) -> dict[str, set[int]]:
     """The serials of the policy-year renewals (RENEW_POLICY) central authorised, by card: a RENEWAL
-    record answering one of them starts a new policy year on the card (a SPLIT's does not)."""
+    record answering one of them starts a new policy year on the card (a SPLIT record never does: it lowers
+    the cover, docs/formats.md)."""
     out: defaultdict[str, set[int]] = defaultdict(set)
     query = select(AuthorisationRow.card_id, AuthorisationRow.serial).where(
         AuthorisationRow.audience == "card", AuthorisationRow.kind == "renew_policy"
@@ -444,7 +445,8 @@ def _card_checks(
             earlier.update(blocks)  # a new policy year: every block opened so far is of an earlier one
         if renewal and counter in renewals:
             windows.append(renewals[counter])  # committed on the card: the authorised period counts
-        if card is not None and not renewal and not any(start <= rec.time < end for start, end in windows):
+        authorised = renewal or rec.record_type == RecordType.SPLIT  # central set it: not a use of cover
+        if card is not None and not authorised and not any(start <= rec.time < end for start, end in windows):
             in_force = list(windows[-1]) if len(windows) == 1 else [windows[-1][0], windows[-1][1] - 1]
             yield Flag(
                 FlagKind.OUTSIDE_POLICY,
@@ -483,6 +485,8 @@ def _expected(rec: _Rec, balance: int | None, blocks: dict[int, int]) -> int | N
         return balance
     if kind == RecordType.TOP_UP:
         return balance + rec.amount
+    if kind == RecordType.SPLIT:  # a cover lowering, never a new year: replayed like a debit
+        return balance - rec.amount
     return rec.amount  # RENEWAL
 
 

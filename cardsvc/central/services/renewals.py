@@ -9,8 +9,10 @@ and covers are the authorisation's, not the record's. Applied once per (card, se
 ``card_periods``): the same records ingested again, or a second reconciliation, change nothing. The current
 period is the renewal whose first RENEWAL record is latest on the card's ledger (a card only renews forward).
 
-A RENEWAL record with no card authorisation of that serial (RENEW_POLICY, SPLIT or RENEWAL) does not move
-the register; reconciliation flags it (``unauthorised_renewal``, :func:`unmatched_renewals`). Cards whose
+A RENEWAL record with no card authorisation of that serial (RENEW_POLICY or RENEWAL) does not move the
+register; reconciliation flags it (``unauthorised_renewal``, :func:`unmatched_renewals`). A split's lowering
+of the original card is a SPLIT record (its own type, never a new year): a RENEWAL record answering a SPLIT
+authorisation is the old encoding and is flagged like any other unauthorised renewal. Cards whose
 camp has not arrived are applied by the next reconciliation once it has.
 
 Called after ingest of a transactions batch holding RENEWAL records (services/ingest.py) and at the start
@@ -38,9 +40,9 @@ log = logging.getLogger(__name__)  # card ids, serials and dates only
 T = TypeVar("T")
 DAY = 86_400
 CHUNK = 500
-#: card authorisations a RENEWAL record may answer (reference = serial): renewal of the policy year, the
-#: lowering of a balance for a split card, a new balance
-RENEWAL_KINDS = ("renew_policy", "split", "renewal")
+#: card authorisations a RENEWAL record may answer (reference = serial): renewal of the policy year, a new
+#: balance (a split's lowering is a SPLIT record, not a RENEWAL)
+RENEWAL_KINDS = ("renew_policy", "renewal")
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -122,6 +122,8 @@ def build_report(session: Session, now: int) -> Report:
         if card is None:
             report.unattributed_records += 1
             continue
+        if record_type == RecordType.SPLIT:
+            continue  # cover moved to a split card by central's authorisation: not use of the cover
         district, persons = card
         person = persons[member_index] if member_index < len(persons) else persons[0]
         # Use is filed under the scheme the card debited (a pension payment under the pension scheme).

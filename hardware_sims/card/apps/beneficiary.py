@@ -701,23 +701,21 @@ class BeneficiaryApplication(Application):
             if req.amount != 0:
                 raise IsoError(SW.WRONG_DATA, "PROOF_OF_LIFE carries amount 0")
             return before, blocks
-        # TOP_UP / RENEWAL: only with a central authorisation naming this card, scheme and amount
+        # TOP_UP / RENEWAL / SPLIT: only with a central authorisation naming this card, scheme and amount
         auth = self._check_authorisation(req.authorisation, card, state)
-        if rt is RecordType.RENEWAL and auth.kind is fmt.AuthKind.SPLIT:
-            # part of the cover moved to a split card: the balance is SET lower (a balance-setting record,
-            # amount = the new balance), never below zero
-            if auth.scheme_id != req.scheme_id or auth.value == 0:
+        if rt is RecordType.SPLIT:
+            # part of the cover moved to a split card: the balance is lowered by the authorised amount (a
+            # SPLIT record, amount = the paise lowered), never below zero
+            if auth.kind is not fmt.AuthKind.SPLIT or auth.scheme_id != req.scheme_id or auth.value == 0:
                 raise IsoError(SW.WRONG_DATA, f"the authorisation is not a SPLIT of scheme {req.scheme_id}")
             if auth.value > before:
                 raise IsoError(
                     SW.COMMAND_NOT_ALLOWED, f"balance {before} does not cover the split {auth.value}"
                 )
-            if req.amount != before - auth.value:
-                raise IsoError(
-                    SW.WRONG_DATA, f"a split of {auth.value} leaves {before - auth.value}, not {req.amount}"
-                )
+            if req.amount != auth.value:
+                raise IsoError(SW.WRONG_DATA, f"the split lowers {auth.value}, not {req.amount}")
             state.auth_serial = auth.serial
-            return req.amount, blocks
+            return before - auth.value, blocks
         wanted = fmt.AuthKind.TOP_UP if rt is RecordType.TOP_UP else fmt.AuthKind.RENEWAL
         if auth.kind is not wanted or auth.scheme_id != req.scheme_id or auth.value != req.amount:
             raise IsoError(
