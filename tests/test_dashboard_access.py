@@ -417,3 +417,27 @@ def test_catalogue_is_read_only_for_officers_and_auditors(desk: Dashboard) -> No
         page = staff.text("/dashboard/catalogue")
         assert 'id="nav-catalogue"' in page and "Cataract surgery" in page
         assert 'id="catalogue-form"' not in page and 'id="publish-catalogue"' not in page
+
+
+@pytest.mark.parametrize(("lang", "words"), [("en", "Cover moved to a split card"),
+                                             ("hi", "कवर का हिस्सा अलग कार्ड पर भेजा गया")])  # fmt: skip
+def test_a_split_lowering_is_shown_in_words_on_the_card_page(desk: Dashboard, lang: str, words: str) -> None:
+    """The original card's SPLIT record (cover moved to a split card) on its ledger, in the staff's words."""
+    import random
+
+    from cardsvc.central.testing import SimCard, SimTerminal
+    from cardsvc.formats.batch import BatchKind
+    from cardsvc.formats.transaction import RecordType
+    from tests.test_screens_dashboard import DAY, upload
+
+    terminal = SimTerminal.new(0x7E57, random.Random(20))  # the terminal build_dashboard registered
+    terminal.seq = 100  # its later batches
+    original = SimCard.new(0xC0FF, random.Random(26))
+    camp = original.camp_card("Jaipur", NOW - 9 * DAY, NOW + DAY, 0xF0)
+    upload(desk.app, terminal, BatchKind.CAMP, [camp], NOW)
+    original.transact(RecordType.SPLIT, 1_000_000, NOW - DAY, terminal.terminal_id, 0x0E, 0, reference=7)
+    upload(desk.app, terminal, BatchKind.TRANSACTIONS, original.items(), NOW)
+    page = Staff(desk.app, "anita", lang=lang).text(f"/dashboard/cards/{original.card_id:016x}")
+    ledger = re.sub(r"<[^>]+>", " ", page.split('id="ledger"', 1)[1])
+    assert words in ledger and "SPLIT" not in ledger
+    assert "10,000.00" in ledger and "20,000.00" in ledger  # lowered by ₹10,000, ₹20,000 left

@@ -43,7 +43,7 @@ RECORD_LABELS: dict[int, Any] = {
     RecordType.BLOCK: _l("Admission (block)"), RecordType.SETTLE: _l("Discharge (settle)"),
     RecordType.RELEASE: _l("Cancellation (release)"), RecordType.CASH: _l("Cash payment"),
     RecordType.PROOF_OF_LIFE: _l("Proof of life"), RecordType.TOP_UP: _l("Top-up"),
-    RecordType.RENEWAL: _l("Renewal"),
+    RecordType.RENEWAL: _l("Renewal"), RecordType.SPLIT: _l("Cover moved to a split card"),
 }  # fmt: skip
 ROLE_LABELS: dict[Role, Any] = {
     Role.CENTRAL: _l("Central staff"), Role.DISTRICT: _l("District officer"), Role.AUDITOR: _l("Auditor"),
