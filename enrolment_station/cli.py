@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -23,6 +23,9 @@ from cardsvc.pki.errors import PkiError
 from enrolment_station.errors import EligibilityError, StationError
 from enrolment_station.journal import MemberException
 from enrolment_station.keys import HOME_ENV, PASSPHRASE_ENV, default_home
+
+if TYPE_CHECKING:
+    from cardsvc.formats.transaction import TransactionRecord
 
 PIN_ENV = "ENROL_FKO_PIN"
 
@@ -450,9 +453,11 @@ def _reissue(
                 if AuthKind(kind) is AuthKind.SPLIT:
                     click.echo(f"insert the original card {card_id}: its cover is lowered first")
                     with PcscConnection(reader, exclusive=True, wait=60) as original:
-                        lower_original(
+                        lowered = lower_original(
                             camp.personaliser, original, signed.authorisation, lowering, now=camp.now()
                         )
+                    for r in lowered:
+                        click.echo(_lowered_words(card_id, r))
                     click.echo("remove the original card and insert the blank card")
                 with PcscConnection(reader, exclusive=True, wait=60) as conn:
                     result = issue_authorised(
@@ -463,6 +468,14 @@ def _reissue(
         finally:
             sensor.close()
     click.echo(f"{kind} card {result.card_id} for {result.household_id} activated and handed over")
+
+
+def _lowered_words(card_id: str, record: TransactionRecord) -> str:
+    """A split's lowering of the original card (its SPLIT record) in words, amounts in rupees."""
+    return (
+        f"card {card_id}: cover of scheme {record.scheme_id} lowered by {record.amount / 100:.2f} for the "
+        f"split card, {record.balance_after / 100:.2f} left (card record {record.counter})"
+    )
 
 
 def _reissue_command(kind: str, doc: str) -> None:

@@ -92,6 +92,12 @@ def test_split_card_for_a_migrant_member_lowers_the_original_on_its_chip(
     assert (record.record_type, record.amount, record.balance_after, record.reference) == (
         RecordType.SPLIT, 1_000_000, 2_000_000, 1,
     )  # fmt: skip  # its own type: the amount lowered, never a new policy year
+    from enrolment_station.cli import _lowered_words  # what `enrol split` prints of it
+
+    assert _lowered_words(card_id, record) == (
+        f"card {card_id}: cover of scheme 1 lowered by 10000.00 for the split card, 20000.00 left "
+        "(card record 1)"
+    )
     lowered = camp.journal.events("card.split.lowered")
     assert [e["subject"] for e in lowered] == [card_id]
     with pytest.raises(AuthorisationError, match="already used"):  # one authorisation, one card
