@@ -453,6 +453,10 @@ def test_renewal_sets_the_balance_with_a_district_authorisation(activated_card: 
     with pytest.raises(IncorrectDataError):  # a TOP_UP authorisation is no RENEWAL
         s.debit(RecordType.RENEWAL, scheme_id=SCHEME_HEALTH, amount=5, time=T, operator_id=1, facility_id=1,
                 authorisation=wrong)  # fmt: skip
+    with pytest.raises(IncorrectDataError):  # nor a SPLIT (a split's lowering needs a SPLIT authorisation)
+        s.debit(RecordType.SPLIT, scheme_id=SCHEME_HEALTH, amount=5, time=T, operator_id=1, facility_id=1,
+                authorisation=wrong)  # fmt: skip
+    assert s.status().wallet(SCHEME_HEALTH).balance == COVER
 
 
 def test_pos_recovers_its_journal_from_the_log_after_a_crash(activated_card: BeneficiaryCard) -> None:

@@ -132,6 +132,7 @@ def test_chain_link_is_first_8_bytes_of_sha256() -> None:
         (RecordType.PROOF_OF_LIFE, 0, None, 10_000),
         (RecordType.TOP_UP, 700, None, 10_700),
         (RecordType.RENEWAL, 3_000_000, None, 3_000_000),
+        (RecordType.SPLIT, 4_000, None, 6_000),  # the amount lowered, not the balance left
     ],
 )
 def test_balance_rules(kind: RecordType, amount: int, blocked: int | None, expected: int | None) -> None:
