@@ -381,3 +381,18 @@ def test_a_renewal_record_answering_a_split_authorisation_is_flagged(world: Worl
     assert flag.card_id == f"{card.card_id:016x}"
     assert flag.details == {"counter": 1, "reference": serial}
     assert _register(world, card) == before
+
+
+def test_a_split_record_answering_no_split_authorisation_is_flagged(world: World) -> None:
+    """A SPLIT record whose reference is no SPLIT authorisation central issued for THAT card (here another
+    card's split serial): ``unauthorised_split``; a SPLIT answering central's own authorisation is not."""
+    honest, rogue = world.card(), world.card()
+    serial = _split_authorisation(world, honest, 1_000_000)
+    world.debit(honest, RecordType.SPLIT, 1_000_000, world.now - DAY, reference=serial)
+    world.debit(rogue, RecordType.SPLIT, 1_000_000, world.now - DAY, reference=serial)  # honest's
+    world.upload(BatchKind.TRANSACTIONS, honest.items() + rogue.items())
+    world.reconcile()
+    [flag] = world.flags(FlagKind.UNAUTHORISED_SPLIT)
+    assert flag.card_id == f"{rogue.card_id:016x}"
+    assert flag.details == {"counter": 1, "reference": serial}
+    assert world.flags(FlagKind.BALANCE_MISMATCH) == []

@@ -30,6 +30,7 @@ FLAG_LABELS: dict[str, Any] = {
     "forged_record": _l("Record not signed by the card's key"),
     "duplicate_enrolment": _l("Same finger on two cards"),
     "unauthorised_renewal": _l("Renewal central did not authorise"),
+    "unauthorised_split": _l("Cover moved to a split card without central's authorisation"),
 }
 #: Reasons a claim is held that are not flag kinds (services/settlement.py).
 HOLD_LABELS: dict[str, Any] = {

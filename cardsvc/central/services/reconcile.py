@@ -40,6 +40,7 @@ from cardsvc.central.services.renewals import (
     camp_period,
     period_windows,
     unmatched_renewals,
+    unmatched_splits,
 )
 from cardsvc.formats.batch import load_public_key
 from cardsvc.formats.errors import SignatureError
@@ -70,6 +71,7 @@ class FlagKind(StrEnum):
     DUPLICATE_ENROLMENT = "duplicate_enrolment"  # a finger matches another card's (services/dedup.py)
     OVERRIDE_RATE = "override_rate"  # an operator overrides fingerprints unusually often (fallbacks.py)
     UNAUTHORISED_RENEWAL = "unauthorised_renewal"  # a RENEWAL record answering no authorisation of central's
+    UNAUTHORISED_SPLIT = "unauthorised_split"  # a SPLIT record answering no SPLIT authorisation of central's
 
 
 #: Findings about a state that later uploads may cure: recomputed from scratch on each run.
@@ -237,6 +239,10 @@ def reconcile(session: Session, now: int, policy: ReconcilePolicy | None = None)
             FlagKind.UNAUTHORISED_RENEWAL, {"counter": u.counter, "reference": u.reference}, card_id=u.card_id
         )
         for u in unmatched_renewals(session)
+    )
+    flags.extend(
+        Flag(FlagKind.UNAUTHORISED_SPLIT, {"counter": u.counter, "reference": u.reference}, card_id=u.card_id)
+        for u in unmatched_splits(session)
     )
 
     session.execute(delete(FlagRow).where(FlagRow.kind.in_([k.value for k in STATEFUL])))

@@ -43,6 +43,8 @@ CHUNK = 500
 #: card authorisations a RENEWAL record may answer (reference = serial): renewal of the policy year, a new
 #: balance (a split's lowering is a SPLIT record, not a RENEWAL)
 RENEWAL_KINDS = ("renew_policy", "renewal")
+#: the card authorisation a SPLIT record answers (reference = serial)
+SPLIT_KINDS = ("split",)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -80,12 +82,15 @@ def day_start(d: date) -> int:
     return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp())
 
 
-def renewals_seen(session: Session, card_ids: Sequence[str] | None = None) -> list[RenewalSeen]:
-    """Every (card, reference) of the stored RENEWAL records with its first counter and time."""
+def renewals_seen(
+    session: Session, card_ids: Sequence[str] | None = None, record_type: RecordType = RecordType.RENEWAL
+) -> list[RenewalSeen]:
+    """Every (card, reference) of the stored RENEWAL (or ``record_type``) records with its first counter and
+    time."""
     query = (
         select(TransactionRow.card_id, TransactionRow.reference, func.min(TransactionRow.counter),
                func.min(TransactionRow.time))
-        .where(TransactionRow.record_type == int(RecordType.RENEWAL))
+        .where(TransactionRow.record_type == int(record_type))
         .group_by(TransactionRow.card_id, TransactionRow.reference)
     )  # fmt: skip
     if card_ids is None:
@@ -99,14 +104,17 @@ def renewals_seen(session: Session, card_ids: Sequence[str] | None = None) -> li
     return sorted(RenewalSeen(*row) for row in rows)
 
 
-def _authorisations(session: Session, seen: Sequence[RenewalSeen]) -> dict[tuple[str, int], AuthorisationRow]:
-    """Central's card authorisations (of the kinds a RENEWAL record answers) by (card, serial)."""
+def _authorisations(
+    session: Session, seen: Sequence[RenewalSeen], kinds: Sequence[str] = RENEWAL_KINDS
+) -> dict[tuple[str, int], AuthorisationRow]:
+    """Central's card authorisations (of the ``kinds`` a record answers: a RENEWAL's by default) by
+    (card, serial)."""
     out: dict[tuple[str, int], AuthorisationRow] = {}
     pairs = sorted({(s.card_id, s.reference) for s in seen})
     for chunk in _chunks(pairs):
         query = select(AuthorisationRow).where(
             AuthorisationRow.audience == "card",
-            AuthorisationRow.kind.in_(RENEWAL_KINDS),
+            AuthorisationRow.kind.in_(kinds),
             tuple_(AuthorisationRow.card_id, AuthorisationRow.serial).in_(chunk),
         )
         out.update(((r.card_id, r.serial), r) for r in session.execute(query).scalars())
@@ -117,6 +125,15 @@ def unmatched_renewals(session: Session, seen: Sequence[RenewalSeen] | None = No
     """RENEWAL records answering no card authorisation central issued for the card (by serial)."""
     seen = renewals_seen(session) if seen is None else seen
     known = _authorisations(session, seen)
+    return [s for s in seen if (s.card_id, s.reference) not in known]
+
+
+def unmatched_splits(session: Session) -> list[RenewalSeen]:
+    """SPLIT records answering no SPLIT authorisation central issued for the card (by serial): a cover
+    lowering central never asked for (a card writes SPLIT only under central's signature, so this is a
+    forged or foreign record, or an authorisation lost from central's store)."""
+    seen = renewals_seen(session, record_type=RecordType.SPLIT)
+    known = _authorisations(session, seen, SPLIT_KINDS)
     return [s for s in seen if (s.card_id, s.reference) not in known]
 
 
