@@ -294,25 +294,12 @@ def personalise(
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_obj
 def photo(obj: Ctx, household_id: str, member_no: int, image: Path) -> None:
-    """Record a member's photo (any image Pillow reads; kept as PNG, at most 600 px) for the card face."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
+    """Record a member's photo (any image Pillow reads, up to 5 MB, at least 120x160 px; kept as PNG, at
+    most 600 px) for the card face. The same check as the station screen's photo step."""
+    from enrolment_station.photos import record_photo
 
     with _refusals(), obj.camp() as camp:
-        try:
-            camp.journal.household(household_id).member(member_no)
-        except KeyError:
-            _fail("household", f"household {household_id} has no member {member_no}")
-        try:
-            with Image.open(image) as original:
-                rgb = original.convert("RGB")
-            rgb.thumbnail((600, 600))
-            buf = io.BytesIO()
-            rgb.save(buf, format="PNG")
-        except (UnidentifiedImageError, OSError) as exc:
-            _fail("photo", f"{image} is not an image: {exc}")
-        camp.journal.store_photo(household_id, member_no, buf.getvalue())
+        record_photo(camp.journal, household_id, member_no, image.read_bytes())
     click.echo(f"photo of {household_id} member {member_no} recorded")
 
 

@@ -97,3 +97,13 @@ class KeyError_(StationError):
 
 class UploadError(StationError):
     reason = "upload"
+
+
+class PhotoError(StationError):
+    """A member's photo was refused; ``why`` is ``not_image``, ``too_large`` or ``too_small``."""
+
+    reason = "photo"
+
+    def __init__(self, why: str, message: str) -> None:
+        self.why = why
+        super().__init__(f"{why}: {message}")

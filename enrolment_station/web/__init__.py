@@ -18,7 +18,7 @@ def create_app(context: StationContext, config: dict[str, Any] | None = None) ->
 
     app = Flask(__name__)
     app.config.update(config or {})
-    app.config.setdefault("MAX_CONTENT_LENGTH", 5 * 1024 * 1024)  # an eligibility list, not more
+    app.config.setdefault("MAX_CONTENT_LENGTH", 6 * 1024 * 1024)  # a list or a photo (refused over 5 MB)
     init_web(app, title="Enrolment station")
     app.extensions["station"] = context
     app.register_blueprint(bp)

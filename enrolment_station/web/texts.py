@@ -46,9 +46,23 @@ MESSAGES: dict[type[errors.StationError], tuple[str, str]] = {
     errors.StationError: ("The station refused this step.", "Read the detail below and try again."),
 }
 NO_CARD = ("No card in the reader.", "Insert the card and try again.")
+#: A refused photo (errors.PhotoError.why): the problem and the next step; nothing else was changed.
+PHOTO_MESSAGES: dict[str, tuple[str, str]] = {
+    "not_image": (
+        "This file is not a photo.",
+        "Take the photo again with the camera, or choose an image file.",
+    ),
+    "too_large": ("The photo is larger than 5 MB.", "Take the photo again at a lower resolution."),
+    "too_small": (
+        "The photo is too small to see the face (at least 120 x 160 pixels).",
+        "Take the photo again closer to the member.",
+    ),
+}
 
 
 def message_for(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, errors.PhotoError) and exc.why in PHOTO_MESSAGES:
+        return PHOTO_MESSAGES[exc.why]
     for cls in type(exc).__mro__:
         if cls in MESSAGES:
             return MESSAGES[cls]
@@ -56,6 +70,6 @@ def message_for(exc: BaseException) -> tuple[str, str]:
 
 
 def service_texts() -> Iterable[str]:
-    for problem, next_step in [*MESSAGES.values(), NO_CARD]:
+    for problem, next_step in [*MESSAGES.values(), *PHOTO_MESSAGES.values(), NO_CARD]:
         yield problem
         yield next_step

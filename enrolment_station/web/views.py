@@ -31,6 +31,8 @@ from enrolment_station.errors import EligibilityError, StationError
 from enrolment_station.handover import card_face, print_face
 from enrolment_station.journal import CardState, HouseholdStatus, MemberException
 from enrolment_station.personalise import Stage, Step
+from enrolment_station.photos import MAX_UPLOAD_BYTES as MAX_PHOTO_BYTES
+from enrolment_station.photos import record_photo
 from enrolment_station.web.station import StationContext
 from enrolment_station.web.texts import NO_CARD, message_for
 
@@ -267,7 +269,9 @@ def import_list() -> WResponse:
     return redirect(url_for("station.households"))
 
 
-def _household_page(hid: str, problem: dict[str, str] | None = None) -> str:
+def _household_page(
+    hid: str, problem: dict[str, str] | None = None, photo_problem: tuple[int, dict[str, str]] | None = None
+) -> str:
     ctx = station()
     journal = ctx.camp.journal
     household = journal.household(hid)
@@ -281,7 +285,13 @@ def _household_page(hid: str, problem: dict[str, str] | None = None) -> str:
     }
     attempts = {(m, f): last.attempts for (h, m, f), last in ctx.recorder.last.items() if h == hid}
     cards = journal.cards(household_id=hid)
+    photos = {
+        m.member_no: "data:image/png;base64," + base64.b64encode(png).decode()
+        for m in household.members
+        if (png := journal.photo(hid, m.member_no)) is not None
+    }
     return page("station/household.html", household=household, status=journal.household_status(hid),
+                photos=photos, photo_problem=photo_problem,
                 labels=STATUS_LABELS, statuses=journal.member_statuses(hid), captures=captures, images=images,
                 attempts=attempts, exceptions=EXCEPTIONS, fingers=FINGERS, problem=problem, cards=cards,
                 relations=RELATIONS, genders=GENDERS,
@@ -322,6 +332,21 @@ def capture(hid: str) -> str | WResponse:
         return _household_page(hid, problem_of(exc))
     flash(_("Fingerprints captured for every member. Insert a blank card and write it."), "ok")
     return redirect(url_for("station.household", hid=hid))
+
+
+@bp.post("/household/<hid>/photo/<int:member_no>")
+def photo(hid: str, member_no: int) -> str | WResponse:
+    """A member's photo from the camera or a file (one check with `enrol photo`); a retake replaces it."""
+    if (r := _need_session()) is not None:
+        return r
+    upload = request.files.get("photo")
+    data = b"" if upload is None else upload.read(MAX_PHOTO_BYTES + 1)
+    try:
+        record_photo(station().camp.journal, hid, member_no, data)
+    except StationError as exc:
+        return _household_page(hid, photo_problem=(member_no, problem_of(exc)))
+    flash(_("Photo recorded."), "ok")
+    return redirect(url_for("station.household", hid=hid) + f"#member-{member_no}")
 
 
 @bp.post("/household/<hid>/card")
