@@ -164,15 +164,25 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
     page.wait_for_url("**status=listed*")
     assert page.locator("#households tbody tr").count() == 2
     screens.shot(lang, "station-households")
-    journal = StationJournal(s.world.home / "journal.sqlite", now=s.world.now, operator="test")
-    try:  # the head of HH-0001 was photographed (`enrol photo`): the card face carries the photo
-        journal.store_photo("HH-0001", 1, head_photo())
-    finally:
-        journal.close()
+    photo, notes = s.tmp / "ramesh.png", s.tmp / "notes.txt"
+    photo.write_bytes(head_photo())
+    notes.write_text("not a photo")
 
     for hid, blank_shot in (("HH-0001", True), ("HH-0002", False)):
         page.click(f"#hh-{hid} a.button")
         page.wait_for_selector("#capture")
+        if hid == "HH-0001":  # the photo step: a text file is refused in words, the head's photo is kept
+            page.set_input_files("#photo-file-2", str(notes))
+            page.click("#photo-save-2")
+            page.wait_for_selector("#photo-step-2 .refusal[data-reason=photo]")
+            assert hindi(page.inner_text("#photo-step-2 .refusal")) == (lang == "hi"), "the reason in words"
+            assert page.locator("img.member-photo").count() == 0
+            page.set_input_files("#photo-file-1", str(photo))
+            page.click("#photo-save-1")
+            page.wait_for_selector("#photo-1")
+            assert page.locator("#photo-file-1").get_attribute("capture") == "user"
+            assert (page.locator("#photo-file-1").get_attribute("accept") or "").startswith("image/")
+            screens.shot(lang, "station-photo")
         if hid == "HH-0001":
             page.select_option("#missing_1", "2")  # Ramesh has lost his right index: another finger
             screens.shot(lang, "station-capture")
@@ -210,7 +220,7 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
         face = face_image(page)
         assert face.size == (1011, 638), "the printed face (CR80 at 300 dpi) is what the screen shows"
         r, g, b = face.getpixel((160, 285))  # type: ignore[misc]  # the middle of the photo box
-        assert (hid == "HH-0001") == (r > 180 and g < 80 and b < 80), "the head's photo, when one was taken"
+        assert (hid == "HH-0001") == (r > 180 and g < 80 and b < 80), "the head's photo, taken at the screen"
         if blank_shot:
             screens.shot(lang, "station-card-face")
         page.check("#confirm")
