@@ -5,6 +5,8 @@ Steps (``card_steps``; each recorded only after the card answered)::
     key        GENERATE KEY on the card (the private key never leaves it); the public point is recorded
     profile    WRITE OBJECT profile (household, members, policy, cover per scheme); its SHA-256 recorded
     templates  WRITE OBJECT templates (compact card format, fitted to the card's template file)
+    photos     ALLOCATE PHOTOS + WRITE OBJECT photos, only when members have photos in the journal (each
+               a small JPEG, enrolment_station.photos.card_photo); its SHA-256 recorded
     requested  the certificate body about to go to the FKO card (its SHA-256 identifies the ledger entry)
     certified  the FKO card signed it (ACTIVATE CARD; the FKO ledger now lists the card): certificate kept
     activated  PUT CERTIFICATE accepted; the card is ACTIVATED and usable by terminals
@@ -12,7 +14,7 @@ Steps (``card_steps``; each recorded only after the card answered)::
 Recovery after a tear or crash (the same card re-inserted):
 
 * the card says ACTIVATED and holds the certificate the journal kept: the card is complete;
-* ``certified`` recorded and the card still attests the same key and the same profile and templates:
+* ``certified`` recorded and the card still attests the same key and the same profile, templates and photos:
   PUT CERTIFICATE again (complete the same card: the FKO ledger entry is used, not wasted);
 * anything else: WIPE and restart from ``key`` (a requested-but-lost FKO signature is recorded as a void
   activation so the ledger read-back still reconciles). A card is never ACTIVATED unless complete, and
@@ -41,7 +43,9 @@ from cardsvc.formats.profile import (
     OfflineLimits,
     Relation,
     SchemeCover,
+    StoredPhoto,
     StoredTemplate,
+    encode_photos,
     encode_templates,
 )
 from cardsvc.pki.cvc import CvCertificate, build_body
@@ -53,6 +57,7 @@ from enrolment_station.errors import CardMismatchError, PersonalisationError
 from enrolment_station.fko import FkoSession
 from enrolment_station.journal import CardState, HouseholdStatus, Journal
 from enrolment_station.keys import StationIdentity
+from enrolment_station.photos import card_photo
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,7 @@ class Step(StrEnum):
     KEY = "key"
     PROFILE = "profile"
     TEMPLATES = "templates"
+    PHOTOS = "photos"
     REQUESTED = "requested"
     CERTIFIED = "certified"
     ACTIVATED = "activated"
@@ -245,6 +251,15 @@ class PersonalisationService:
             StoredTemplate(index, finger, encode_compact(t, max_minutiae=per)) for index, finger, t in chosen
         ]
 
+    def build_photos(self, plan: CardPlan) -> list[StoredPhoto]:
+        """The members' journal photos as the card stores them (none when no member has a photo)."""
+        out = []
+        for index, number in enumerate(plan.member_numbers):
+            png = self.journal.photo(plan.household_id, number)
+            if png is not None:
+                out.append(StoredPhoto(index, card_photo(png)))
+        return out
+
     # -- the step machine --------------------------------------------------------------------------
     def personalise(
         self, connection: CardConnection, household_id: str, fko: FkoSession, *, plan: CardPlan | None = None
@@ -332,6 +347,7 @@ class PersonalisationService:
             recovered = "wiped and restarted" if steps or lifecycle is not Lifecycle.BLANK else ""
         profile = self.build_profile(plan, card_id, fko)
         templates = self.build_templates(plan)
+        photos = self.build_photos(plan)
         self.progress(Progress(Stage.KEY, f"{card_id}: generating the card key", card_id))
         point = session.generate_key()
         self.journal.step_done(card_id, Step.KEY, {"public_key": point.hex()})
@@ -352,6 +368,12 @@ class PersonalisationService:
             # sealed (station key): the upload seals them again, to central's de-duplication key
             "sealed": self.identity.seal(template_set, f"card-templates/{card_id}").hex(),
         })  # fmt: skip
+        if photos:
+            self.progress(Progress(Stage.PROFILE, f"{card_id}: writing {len(photos)} photo(s)", card_id))
+            session.write_photos(photos)
+            self.journal.step_done(
+                card_id, Step.PHOTOS, {"sha256": _h(encode_photos(photos)), "count": len(photos)}
+            )
         body = build_body(
             car=fko.fko_chr,
             chr=card_id,
@@ -360,7 +382,7 @@ class PersonalisationService:
             rights=Right.NONE,
             effective=plan.policy_start,
             expiry=plan.policy_end,
-            content_digest=profile.content_digest(templates),
+            content_digest=profile.content_digest(templates, photos),
         )
         self.journal.step_done(card_id, Step.REQUESTED, {"body_sha256": _h(body), "fko": fko.fko_chr})
         self.progress(Progress(Stage.CERTIFYING, f"{card_id}: FKO card certifies the card", card_id))
@@ -383,7 +405,7 @@ class PersonalisationService:
     def _same_content(
         self, session: BeneficiarySession, card_id: str, steps: dict[str, dict[str, str]]
     ) -> bool:
-        """The card still holds the key, profile and templates the FKO certified (checked by attestation)."""
+        """The card still holds the key, profile, templates and photos the FKO certified (by attestation)."""
         try:
             point = bytes.fromhex(steps[Step.KEY]["public_key"])
             att = session.internal_authenticate(self.rng(16), card_id, point)
@@ -392,9 +414,10 @@ class PersonalisationService:
         except Exception as exc:  # a different key or no key: the card cannot be completed
             log.info("card %s cannot be completed: %s", card_id, exc)
             return False
-        return (att.hashes.profile.hex(), att.hashes.templates.hex()) == (
+        return (att.hashes.profile.hex(), att.hashes.templates.hex(), att.hashes.photos.hex()) == (
             steps[Step.PROFILE]["sha256"],
             steps[Step.TEMPLATES]["sha256"],
+            steps.get(Step.PHOTOS, {}).get("sha256", _h(b"")),
         )
 
     def _put_certificate(

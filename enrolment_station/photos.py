@@ -4,6 +4,10 @@ An image is refused when it is not an image Pillow reads, larger than :data:`MAX
 smaller than :data:`MIN_WIDTH` x :data:`MIN_HEIGHT` (too small to see a face). An accepted image is kept in
 the journal as PNG at most :data:`MAX_SIDE` px (what the printed card face draws); a retake replaces it. A
 refused photo changes nothing in the journal (fingers and other members' photos stay).
+
+At personalisation :func:`card_photo` turns a kept photo into what the card stores: a JPEG of
+:data:`CARD_PHOTO_SIZE` px (centre-cropped to that shape) at the highest quality of :data:`CARD_QUALITIES`
+that fits :data:`CARD_PHOTO_BYTES` (five such photos fit the card's photo budget, docs/card-layout.md).
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from enrolment_station.journal import Journal
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MIN_WIDTH, MIN_HEIGHT = 120, 160
 MAX_SIDE = 600
+CARD_PHOTO_SIZE = (96, 120)
+CARD_PHOTO_BYTES = 1_500
+CARD_QUALITIES = (85, 75, 65, 55, 45, 35, 25, 15)
 
 
 def prepare_photo(data: bytes) -> bytes:
@@ -49,3 +56,19 @@ def record_photo(journal: Journal, household_id: str, member_no: int, data: byte
     png = prepare_photo(data)
     journal.store_photo(household_id, member_no, png)
     return png
+
+
+def card_photo(png: bytes) -> bytes:
+    """A kept photo as the card stores it: JPEG, CARD_PHOTO_SIZE px, at most CARD_PHOTO_BYTES (colour at
+    the best quality that fits, else greyscale). Deterministic: the same photo gives the same bytes."""
+    from PIL import Image, ImageOps
+
+    with Image.open(io.BytesIO(png)) as original:
+        rgb = ImageOps.fit(original.convert("RGB"), CARD_PHOTO_SIZE, Image.Resampling.LANCZOS)
+    for image in (rgb, rgb.convert("L")):
+        for quality in CARD_QUALITIES:
+            buf = io.BytesIO()
+            image.save(buf, format="JPEG", quality=quality, optimize=True)
+            if len(buf.getvalue()) <= CARD_PHOTO_BYTES:
+                return buf.getvalue()
+    raise PhotoError("too_large", f"no JPEG of {CARD_PHOTO_SIZE} px fits {CARD_PHOTO_BYTES} bytes")

@@ -2,22 +2,27 @@
 recover, and check that a verifier accepts only complete cards, never a half-written one.
 
 Each APDU k is torn twice: before the card sees it, and after the card processed it but before the answer
-reached the station (the worst case: the card changed, the station does not know). In-process cards keep
-the sweep fast; one tear through pcscd + vpcd is in test_station_pcsc.py.
+reached the station (the worst case: the card changed, the station does not know). The household carries
+a photo, so the photo set's ALLOCATE PHOTOS and writes are torn too. In-process cards keep the sweep fast;
+one tear through pcscd + vpcd is in test_station_pcsc.py.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from cardsvc.beneficiary.session import BeneficiarySession
 from cardsvc.beneficiary.verify import CardRefusedError
 from cardsvc.card.inprocess import InProcessConnection
 from cardsvc.card.transport import CardRemovedError
 from enrolment_station.camp import Camp
 from enrolment_station.fingers import SyntheticFingerReader
 from enrolment_station.journal import HouseholdStatus
+from enrolment_station.photos import card_photo, record_photo
 from hardware_sims.card.cardos import SimulatedCard
 from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, StationWorld, verify_issued
 
@@ -66,7 +71,7 @@ class TearingConnection:
 
 @pytest.fixture
 def captured(station_world: StationWorld, tmp_path: Path):
-    """HH-0100 captured (synthetic impressions straight to the extractor) and the FKO session open."""
+    """HH-0100 captured (synthetic impressions straight to the extractor) with a photo; FKO session open."""
     reader = SyntheticFingerReader()
     camp = Camp(
         station_world.home,
@@ -80,6 +85,9 @@ def captured(station_world: StationWorld, tmp_path: Path):
     fko = InProcessConnection(station_world.fko_card)
     camp.open_session(fko, pin=FKO_PIN, fingerprint=reader.officer_probe)
     camp.capture_household("HH-0100")
+    buf = io.BytesIO()
+    Image.radial_gradient("L").resize((240, 300)).convert("RGB").save(buf, format="PNG")
+    record_photo(camp.journal, "HH-0100", 1, buf.getvalue())
     yield camp
     camp.close()
 
@@ -95,6 +103,7 @@ def test_tear_at_every_apdu_of_personalisation(captured: Camp, station_world: St
     clean = TearingConnection(station_world.blank_card(), None, after=False)
     camp.personalise(clean, "HH-0100")
     total = clean.sent
+    photo = card_photo(camp.journal.photo("HH-0100", 1) or b"")
     assert total >= 12, f"a personalisation should take a dozen APDUs or more, took {total}"
     outcomes: dict[str, int] = {}
     for k in range(1, total + 1):
@@ -122,7 +131,9 @@ def test_tear_at_every_apdu_of_personalisation(captured: Camp, station_world: St
             assert seen and seen[0] in ("accepted", "not-activated"), (k, after, seen)
             with InProcessConnection(card) as c:
                 final = verify_issued(station_world, c)
-            assert final.card_id == result.card_id  # type: ignore[attr-defined]
+                assert final.card_id == result.card_id  # type: ignore[attr-defined]
+                stored = BeneficiarySession(c).read_photos()
+            assert [(p.member_index, p.jpeg) for p in stored] == [(0, photo)], (k, after)
             outcomes[result.recovered or "none"] = outcomes.get(result.recovered or "none", 0) + 1
     print(f"{total} APDUs, outcomes {outcomes}")
     # every torn card ended complete; both recovery paths were exercised
