@@ -1,20 +1,22 @@
 """Members' photos go onto the card at personalisation: each journal photo becomes a small JPEG
 (enrolment_station.photos.card_photo) written before the activation, so the FKO-certified content digest
 covers it; the card reads back exactly those photos and a terminal's verification accepts the card. A
-household without photos gets a card without a photo set, as before."""
+household without photos gets a card without a photo set, as before; five members' busy photos fit."""
 
 from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 
 from PIL import Image
 
 from cardsvc.beneficiary.session import BeneficiarySession
 from cardsvc.card.inprocess import InProcessConnection
 from enrolment_station.camp import Camp
+from enrolment_station.fingers import SyntheticFingerReader
 from enrolment_station.photos import CARD_PHOTO_BYTES, CARD_PHOTO_SIZE, card_photo, record_photo
-from tests.fixtures.station import OpenCamp, StationWorld, verify_issued
+from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, OpenCamp, StationWorld, verify_issued
 
 
 def face(seed: int, size: tuple[int, int] = (480, 600)) -> bytes:
@@ -69,3 +71,39 @@ def test_a_household_without_photos_gets_no_photo_set(
     with InProcessConnection(card) as c:
         verify_issued(station_world, c)
         assert BeneficiarySession(c).read_photos() == ()
+
+
+FIVE = """household_id,village_code,member_no,name,gender,year_of_birth,relation
+HH-0500,123456,1,Mohan Lal,M,1970,HEAD
+HH-0500,123456,2,Geeta Devi,F,1974,SPOUSE
+HH-0500,123456,3,Ravi Kumar,M,1995,SON
+HH-0500,123456,4,Pooja Kumari,F,1998,DAUGHTER
+HH-0500,123456,5,Kamla Devi,F,1948,MOTHER
+"""
+
+
+def test_five_members_with_busy_photos_fit_the_card(station_world: StationWorld, tmp_path: Path) -> None:
+    reader = SyntheticFingerReader()
+    camp = Camp(
+        station_world.home,
+        passphrase=TERMINAL_PASSPHRASE,
+        operator="op-anita",
+        camp_id="CAMP-P5",
+        reader=reader,
+    )
+    try:
+        (tmp_path / "five.csv").write_text(FIVE)
+        camp.import_list(tmp_path / "five.csv")
+        camp.open_session(
+            InProcessConnection(station_world.fko_card), pin=FKO_PIN, fingerprint=reader.officer_probe
+        )
+        camp.capture_household("HH-0500")
+        for n in range(1, 6):
+            record_photo(camp.journal, "HH-0500", n, face(10 + n))
+        card = station_world.blank_card()
+        camp.personalise(InProcessConnection(card), "HH-0500")
+        with InProcessConnection(card) as c:
+            verify_issued(station_world, c)
+            assert [p.member_index for p in BeneficiarySession(c).read_photos()] == [0, 1, 2, 3, 4]
+    finally:
+        camp.close()
