@@ -26,24 +26,26 @@ from cardsvc.card.pcsc import PcscConnection
 from cardsvc.card.transport import CountingConnection
 from cardsvc.central.extensions import get_db
 from cardsvc.central.models import Card, FlagRow
-from cardsvc.central.services.authorise import issue_renewal
-from cardsvc.central.services.pki_keys import register_certified_terminal
 from cardsvc.central.services.reconcile import FlagKind, reconcile
 from cardsvc.central.services.renewals import day_start
-from cardsvc.central.services.terminals import add_facility
-from cardsvc.formats.batch import id_hex
-from cardsvc.formats.profile import card_number
 from cardsvc.formats.transaction import RecordType, TransactionRecord
-from enrolment_station.authorisation import SignedAuthorisation
-from enrolment_station.camp import Camp
 from enrolment_station.fingers import SyntheticFingerReader, finger_seed
-from enrolment_station.upload import send_pending
 from point_of_service.services.sync import SyncService
 from tests.fixtures.pcsc import ServedCard
-from tests.fixtures.station import DISTRICT, FKO_PIN, TERMINAL_PASSPHRASE, StationWorld
+from tests.fixtures.station import StationWorld
 from tests.test_central_reconcile import DAY
 from tests.test_pos_sync_ack import Transport
-from tests.test_renewal_end_to_end import FACILITY, HOUSEHOLD, LISTING, Central, Clock, Pos, _pos, central
+from tests.test_renewal_end_to_end import (
+    HOUSEHOLD,
+    Central,
+    Clock,
+    Pos,
+    _camp,
+    _enrol_and_register,
+    _pos,
+    _renew,
+    central,
+)
 from tests.test_station_renewal import RenewalCamp, renewal_camp
 from tests.test_station_renewal_window import _card_auth, _next_year, _old_period, _set_day, _station_auth
 from tests.test_station_upload import FlaskOpener
@@ -112,60 +114,26 @@ def test_a_held_renewal_reaches_central_through_the_pos_and_is_acknowledged(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from enrolment_station.reissue import renew_until_done
-
     world, clock = station_world, Clock()
     world.fko_card.clock = clock
     reader = SyntheticFingerReader()
-    camp = Camp(world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-meena", camp_id="CAMP-HELD",
-                reader=reader, now=clock.now)  # fmt: skip
-    (tmp_path / "list.csv").write_text(LISTING)
-    camp.import_list(tmp_path / "list.csv")
-    fko = InProcessConnection(world.fko_card)
-    camp.open_session(fko, pin=FKO_PIN, fingerprint=reader.officer_probe)
+    camp = _camp(world, clock, reader, tmp_path, "CAMP-HELD")
     pos = _pos(world, tmp_path / "pos", clock)
     other = _second_pos(world, tmp_path / "pos-2", clock, monkeypatch)
     opener = FlaskOpener(central.app)
     try:
         # the camp enrols the household; central learns the card and both terminals
         served = serve_card(slot=0, card=world.blank_card(clock=clock))
-        with PcscConnection(served.reader, exclusive=True) as conn:
-            card_chr = camp.enrol_household(HOUSEHOLD, conn).card_id
-        card_hex = id_hex(card_number(card_chr))
-        with get_db(central.app).sessions() as session:
-            register_certified_terminal(session, camp.identity.terminal_id, camp.identity.chain, world.anchor,
-                                        central.now - 60)  # fmt: skip
-            add_facility(session, FACILITY, "Patna Hospital", DISTRICT, 25.6, 85.1)
-            session.flush()
-            register_certified_terminal(session, pos.identity.terminal_id, pos.identity.chain, world.anchor,
-                                        central.now - 60, facility_id=FACILITY)  # fmt: skip
-            register_certified_terminal(session, other.identity.terminal_id, other.identity.chain,
-                                        world.anchor, central.now - 60, facility_id=FACILITY)  # fmt: skip
-            session.commit()
-        camp.upload_batches()
-        send_pending(camp.journal, camp.identity, "http://central", now=clock.now, opener=opener)
-        with get_db(central.app).sessions() as session:
-            card = session.get(Card, card_hex)
-            assert card is not None
-            old_end = datetime.fromtimestamp(card.policy_end, UTC).date()
+        card_hex, camp_period = _enrol_and_register(world, central, camp, served, opener, clock, [pos, other])
+        old_end = datetime.fromtimestamp(camp_period[1], UTC).date()
         new_start, new_end = old_end + timedelta(days=1), old_end.replace(year=old_end.year + 1)
 
         # the renewal camp, 30 days before the new year: committed and held, no record for the station
         clock.go_to(
             datetime.combine(new_start - timedelta(days=30), datetime.min.time(), UTC) + timedelta(hours=9)
         )
-        with get_db(central.at(clock).app).sessions() as session:
-            issued = issue_renewal(session, central.key, card_hex, now=central.now,
-                                   policy=(day_start(new_start), day_start(new_end) + DAY))  # fmt: skip
-        camp.open_session(fko, pin=FKO_PIN, fingerprint=reader.officer_probe)
-        with PcscConnection(served.reader, exclusive=True) as conn:
-            renewal = renew_until_done(
-                camp.personaliser, conn, Authorisation.parse(issued.cards[0].wire), now=clock.now(),
-                fko=camp.session(), station_authorisation=SignedAuthorisation.parse(issued.station.wire),
-            )  # fmt: skip
+        renewal = _renew(world, central, camp, served, opener, clock, reader, card_hex, (new_start, new_end))
         assert renewal.takes_effect == new_start and renewal.records == []
-        camp.upload_batches()
-        send_pending(camp.journal, camp.identity, "http://central", now=clock.now, opener=opener)
         schemes = len(renewal.profile.schemes)
 
         # the new year's first day: the hospital verifies and pays; the POS journals the card-made records
@@ -179,7 +147,7 @@ def test_a_held_renewal_reaches_central_through_the_pos_and_is_acknowledged(
             (RecordType.RENEWAL, c) for c in range(1, schemes + 1)
         ]
         assert first.paid == schemes + 1
-        journalled = [(r.record_type, r.counter) for r in pos.journal.records(card_number(card_chr))]
+        journalled = [(r.record_type, r.counter) for r in pos.journal.records(int(card_hex, 16))]
         assert journalled == [*((RecordType.RENEWAL, c) for c in range(1, schemes + 1)),
                               (RecordType.CASH, schemes + 1)]  # fmt: skip
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from cardsvc.web.i18n import day
 from enrolment_station.authorisation import SignedAuthorisation
 from enrolment_station.camp import Camp
 from enrolment_station.fingers import SyntheticFingerReader, finger_seed
+from enrolment_station.reissue import RenewalResult
 from enrolment_station.upload import send_pending
 from hardware_sims.card.cardos import SimulatedCard
 from point_of_service.identity import TerminalIdentity
@@ -305,62 +306,88 @@ def central(db_url: str, tmp_path: Path, station_world: StationWorld) -> Iterato
     get_db(app).dispose()
 
 
+def _camp(world: StationWorld, clock: Clock, reader: SyntheticFingerReader, home: Path, camp_id: str) -> Camp:
+    """The renewal tests' camp on the shared clock: HOUSEHOLD listed, the FKO session open."""
+    camp = Camp(world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-meena", camp_id=camp_id,
+                reader=reader, now=clock.now)  # fmt: skip
+    (home / "list.csv").write_text(LISTING)
+    camp.import_list(home / "list.csv")
+    camp.open_session(InProcessConnection(world.fko_card), pin=FKO_PIN, fingerprint=reader.officer_probe)
+    return camp
+
+
+def _enrol_and_register(
+    world: StationWorld, central: Central, camp: Camp, served: ServedCard, opener: FlaskOpener, clock: Clock,
+    hospital: Sequence[Pos],
+) -> tuple[str, tuple[int, int]]:  # fmt: skip
+    """The camp enrols HOUSEHOLD on ``served`` through pcscd + vpcd; central registers the station and the
+    ``hospital``'s terminals; the camp's batches are uploaded. Returns (card id hex, the camp period
+    central registered)."""
+    with PcscConnection(served.reader, exclusive=True) as conn:
+        card_hex = id_hex(card_number(camp.enrol_household(HOUSEHOLD, conn).card_id))
+    with get_db(central.app).sessions() as session:
+        register_certified_terminal(session, camp.identity.terminal_id, camp.identity.chain, world.anchor,
+                                    central.now - 60)  # fmt: skip
+        add_facility(session, FACILITY, "Patna Hospital", DISTRICT, 25.6, 85.1)
+        session.flush()
+        for pos in hospital:
+            register_certified_terminal(session, pos.identity.terminal_id, pos.identity.chain, world.anchor,
+                                        central.now - 60, facility_id=FACILITY)  # fmt: skip
+        session.commit()
+    camp.upload_batches()
+    send_pending(camp.journal, camp.identity, "http://central", now=clock.now, opener=opener)
+    with get_db(central.app).sessions() as session:
+        card = session.get(Card, card_hex)
+        assert card is not None
+        return card_hex, (card.policy_start, card.policy_end)
+
+
+def _renew(
+    world: StationWorld, central: Central, camp: Camp, served: ServedCard, opener: FlaskOpener, clock: Clock,
+    reader: SyntheticFingerReader, card_hex: str, year: tuple[date, date],
+) -> RenewalResult:  # fmt: skip
+    """Central authorises ``year`` for the card at the clock's time; the camp renews it through pcscd +
+    vpcd (a new FKO session: the camp day) and uploads what it made."""
+    from enrolment_station.reissue import renew_until_done
+
+    with get_db(central.at(clock).app).sessions() as session:
+        issued = issue_renewal(session, central.key, card_hex, now=central.now,
+                               policy=(day_start(year[0]), day_start(year[1]) + DAY))  # fmt: skip
+    camp.open_session(InProcessConnection(world.fko_card), pin=FKO_PIN, fingerprint=reader.officer_probe)
+    with PcscConnection(served.reader, exclusive=True) as conn:
+        renewal = renew_until_done(
+            camp.personaliser, conn, Authorisation.parse(issued.cards[0].wire), now=clock.now(),
+            fko=camp.session(), station_authorisation=SignedAuthorisation.parse(issued.station.wire),
+        )  # fmt: skip
+    camp.upload_batches()
+    send_pending(camp.journal, camp.identity, "http://central", now=clock.now, opener=opener)
+    return renewal
+
+
 @pytest.mark.usefixtures("pcscd")
 def test_a_card_renewed_at_the_station_is_used_in_its_new_year_and_central_follows(
     station_world: StationWorld, central: Central, serve_card: Callable[..., ServedCard], tmp_path: Path
 ) -> None:
-    from enrolment_station.reissue import renew_until_done
-
     world, clock = station_world, Clock()
     world.fko_card.clock = clock
     reader = SyntheticFingerReader()
-    camp = Camp(world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-meena", camp_id="CAMP-E2E",
-                reader=reader, now=clock.now)  # fmt: skip
-    (tmp_path / "list.csv").write_text(LISTING)
-    camp.import_list(tmp_path / "list.csv")
-    fko = InProcessConnection(world.fko_card)
-    camp.open_session(fko, pin=FKO_PIN, fingerprint=reader.officer_probe)
+    camp = _camp(world, clock, reader, tmp_path, "CAMP-E2E")
     pos = _pos(world, tmp_path / "pos", clock)
     opener = FlaskOpener(central.app)
     try:
         # 1. the camp: enrolled and activated through pcscd + vpcd, uploaded; central registers the card
         served = serve_card(slot=0, card=world.blank_card(clock=clock))
-        with PcscConnection(served.reader, exclusive=True) as conn:
-            card_chr = camp.enrol_household(HOUSEHOLD, conn).card_id
-        card_hex = id_hex(card_number(card_chr))
-        with get_db(central.app).sessions() as session:
-            register_certified_terminal(session, camp.identity.terminal_id, camp.identity.chain, world.anchor,
-                                        central.now - 60)  # fmt: skip
-            add_facility(session, FACILITY, "Patna Hospital", DISTRICT, 25.6, 85.1)
-            session.flush()
-            register_certified_terminal(session, pos.identity.terminal_id, pos.identity.chain, world.anchor,
-                                        central.now - 60, facility_id=FACILITY)  # fmt: skip
-            session.commit()
-        camp.upload_batches()
-        send_pending(camp.journal, camp.identity, "http://central", now=clock.now, opener=opener)
-        with get_db(central.app).sessions() as session:
-            card = session.get(Card, card_hex)
-            assert card is not None
-            camp_period = (card.policy_start, card.policy_end)
+        card_hex, camp_period = _enrol_and_register(world, central, camp, served, opener, clock, [pos])
         old_end = datetime.fromtimestamp(camp_period[1], UTC).date()
         new_start, new_end = old_end + timedelta(days=1), old_end.replace(year=old_end.year + 1)
 
-        # 2. central authorises the next year; a week into it the camp renews the card through pcscd
+        # 2. central authorises the next year; a week into it the camp renews the card through pcscd and
+        # uploads the RENEWAL record in its transactions batch
         clock.go_to(
             datetime.combine(new_start + timedelta(days=7), datetime.min.time(), UTC) + timedelta(hours=9)
         )
-        with get_db(central.at(clock).app).sessions() as session:
-            issued = issue_renewal(session, central.key, card_hex, now=central.now,
-                                   policy=(day_start(new_start), day_start(new_end) + DAY))  # fmt: skip
-        camp.open_session(fko, pin=FKO_PIN, fingerprint=reader.officer_probe)  # the next year's camp day
-        with PcscConnection(served.reader, exclusive=True) as conn:
-            renewal = renew_until_done(
-                camp.personaliser, conn, Authorisation.parse(issued.cards[0].wire), now=clock.now(),
-                fko=camp.session(), station_authorisation=SignedAuthorisation.parse(issued.station.wire),
-            )  # fmt: skip
+        renewal = _renew(world, central, camp, served, opener, clock, reader, card_hex, (new_start, new_end))
         assert renewal.profile.policy_end == new_end
-        camp.upload_batches()  # the RENEWAL record, in the station's transactions batch
-        send_pending(camp.journal, camp.identity, "http://central", now=clock.now, opener=opener)
         renewed = (day_start(new_start), day_start(new_end) + DAY - 1)
         with get_db(central.app).sessions() as session:
             card = session.get(Card, card_hex)
