@@ -36,6 +36,7 @@ from cardsvc.central.errors import (
 )
 from cardsvc.central.models import BatchRow, Card, FkoLedgerRow, SealedTemplates, TransactionRow
 from cardsvc.central.services.ledgers import check_signed_ledger
+from cardsvc.central.services.renewals import apply_renewals
 from cardsvc.central.services.terminals import TerminalDirectory, public_key_bytes
 from cardsvc.formats.batch import (
     Batch,
@@ -153,8 +154,6 @@ def ingest_batch(
                            require_signed_ledgers)  # fmt: skip
     renewed = sorted({r["card_id"] for r in rows if r["record_type"] == RecordType.RENEWAL})
     if renewed and not result.duplicate:
-        from cardsvc.central.services.renewals import apply_renewals
-
         try:
             apply_renewals(session, now, renewed)
             session.commit()

@@ -38,6 +38,7 @@ from cardsvc.central.services.renewals import (
     PeriodWindow,
     apply_renewals,
     camp_period,
+    in_chunks,
     period_windows,
     unmatched_renewals,
     unmatched_splits,
@@ -350,14 +351,14 @@ def _withdraw_cured(session: Session, flags: Sequence[Flag], renewed: Sequence[s
     if not renewed:
         return
     current = {f.dedup_key() for f in flags if f.kind is FlagKind.OUTSIDE_POLICY}
-    for start in range(0, len(renewed), 500):
+    for chunk in in_chunks(renewed):
         stale = [
             row_id
             for row_id, key in session.execute(
                 select(FlagRow.id, FlagRow.dedup_key).where(
                     FlagRow.kind == FlagKind.OUTSIDE_POLICY.value,
                     FlagRow.resolved_at.is_(None),
-                    FlagRow.card_id.in_(renewed[start : start + 500]),
+                    FlagRow.card_id.in_(chunk),
                 )
             )
             if key not in current

@@ -98,7 +98,7 @@ def renewals_seen(
     else:
         rows = [
             row
-            for chunk in _chunks(sorted(set(card_ids)))
+            for chunk in in_chunks(sorted(set(card_ids)))
             for row in session.execute(query.where(TransactionRow.card_id.in_(chunk)))
         ]
     return sorted(RenewalSeen(*row) for row in rows)
@@ -111,7 +111,7 @@ def _authorisations(
     (card, serial)."""
     out: dict[tuple[str, int], AuthorisationRow] = {}
     pairs = sorted({(s.card_id, s.reference) for s in seen})
-    for chunk in _chunks(pairs):
+    for chunk in in_chunks(pairs):
         query = select(AuthorisationRow).where(
             AuthorisationRow.audience == "card",
             AuthorisationRow.kind.in_(kinds),
@@ -209,7 +209,7 @@ def _apply(
 
 def _applied(session: Session, card_ids: Sequence[str]) -> set[tuple[str, int]]:
     out: set[tuple[str, int]] = set()
-    for chunk in _chunks(card_ids):
+    for chunk in in_chunks(card_ids):
         query = select(CardPeriod.card_id, CardPeriod.serial).where(CardPeriod.card_id.in_(chunk))
         out.update((c, s) for c, s in session.execute(query))
     return out
@@ -228,12 +228,13 @@ def period_windows(session: Session) -> dict[str, list[PeriodWindow]]:
 def camp_period(session: Session, card_ids: Sequence[str]) -> dict[str, CardPeriod]:
     """The camp's period (serial 0) of renewed cards: their scheme and cover before the first renewal."""
     out: dict[str, CardPeriod] = {}
-    for chunk in _chunks(sorted(card_ids)):
+    for chunk in in_chunks(sorted(card_ids)):
         query = select(CardPeriod).where(CardPeriod.serial == 0, CardPeriod.card_id.in_(chunk))
         out.update((p.card_id, p) for p in session.execute(query).scalars())
     return out
 
 
-def _chunks(values: Sequence[T]) -> Iterable[Sequence[T]]:
+def in_chunks(values: Sequence[T]) -> Iterable[Sequence[T]]:
+    """``values`` in slices of CHUNK (bound parameters of one IN clause)."""
     for start in range(0, len(values), CHUNK):
         yield values[start : start + CHUNK]
