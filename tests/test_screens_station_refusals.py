@@ -4,15 +4,9 @@ the live endpoints answer from memory."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from enrolment_station.journal import HouseholdStatus
-from tests.fixtures.screens import SimStationHardware
-from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, StationWorld
 
 GOOD = """household_id,village_code,member_no,name,gender,year_of_birth,relation
 HH-0001,123456,1,Ramesh Kumar,M,1971,HEAD
@@ -23,25 +17,6 @@ HH-0010,123456,1,Meena Devi,Q,1990,HEAD
 """
 
 
-@pytest.fixture
-def station(station_world: StationWorld, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
-    from enrolment_station.camp import Camp
-    from enrolment_station.fingers import SyntheticFingerReader
-    from enrolment_station.web import RecordingReader, StationContext, create_app
-
-    fingers = SyntheticFingerReader()
-    recorder = RecordingReader(fingers)
-    camp = Camp(station_world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-anita", camp_id="CAMP-T",
-                reader=recorder)  # fmt: skip
-    hw = SimStationHardware(station_world.fko_card, fingers.officer_probe)
-    app = create_app(StationContext(camp, hw, recorder, imports_dir=tmp_path / "imports"),
-                     {"SECRET_KEY": b"t", "WTF_CSRF_ENABLED": False})  # fmt: skip
-    client = app.test_client()
-    assert client.post("/signin", data={"pin": FKO_PIN}).status_code == 302
-    yield client, camp
-    camp.close()
-
-
 def upload(client: Any, text: str, name: str = "list.csv") -> Any:
     import io
 
@@ -49,8 +24,8 @@ def upload(client: Any, text: str, name: str = "list.csv") -> Any:
                        content_type="multipart/form-data", follow_redirects=True)  # fmt: skip
 
 
-def test_bad_list_names_every_bad_row_and_imports_nothing(station: tuple[Any, Any]) -> None:
-    client, camp = station
+def test_bad_list_names_every_bad_row_and_imports_nothing(station_client: tuple[Any, Any]) -> None:
+    client, camp = station_client
     page = upload(client, BAD).get_data(as_text=True)
     assert "The eligibility list was refused; nothing was imported." in page
     assert "Line 2, name:" in page and "Line 3, gender:" in page, "the dummy name and the bad gender"
@@ -62,8 +37,10 @@ def test_bad_list_names_every_bad_row_and_imports_nothing(station: tuple[Any, An
     assert "1 households imported." in upload(client, GOOD).get_data(as_text=True)
 
 
-def test_writing_a_card_with_no_card_in_the_reader_is_refused_in_words(station: tuple[Any, Any]) -> None:
-    client, camp = station
+def test_writing_a_card_with_no_card_in_the_reader_is_refused_in_words(
+    station_client: tuple[Any, Any],
+) -> None:
+    client, camp = station_client
     upload(client, GOOD)
     assert client.post("/household/HH-0001/capture").status_code == 302
     assert camp.journal.household_status("HH-0001") is HouseholdStatus.CAPTURED
@@ -74,8 +51,8 @@ def test_writing_a_card_with_no_card_in_the_reader_is_refused_in_words(station: 
     assert camp.journal.household_status("HH-0001") is HouseholdStatus.CAPTURED
 
 
-def test_steps_need_the_fko_session(station: tuple[Any, Any]) -> None:
-    client, _ = station
+def test_steps_need_the_fko_session(station_client: tuple[Any, Any]) -> None:
+    client, _ = station_client
     client.post("/signout")
     response = client.get("/households")
     assert response.status_code == 302 and response.headers["Location"].endswith("/signin")

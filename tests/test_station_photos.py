@@ -15,8 +15,6 @@ from PIL import Image
 from enrolment_station.errors import HouseholdError, PhotoError
 from enrolment_station.journal import Journal
 from enrolment_station.photos import MAX_SIDE, MAX_UPLOAD_BYTES, prepare_photo, record_photo
-from tests.fixtures.screens import SimStationHardware
-from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, StationWorld
 
 LISTING = """household_id,village_code,member_no,name,gender,year_of_birth,relation
 HH-0001,123456,1,Ramesh Kumar,M,1971,HEAD
@@ -79,24 +77,12 @@ def test_a_refused_photo_keeps_what_was_recorded_and_a_retake_replaces(journal: 
 
 
 @pytest.fixture
-def client(station_world: StationWorld, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
-    from enrolment_station.camp import Camp
-    from enrolment_station.fingers import SyntheticFingerReader
-    from enrolment_station.web import RecordingReader, StationContext, create_app
-
-    fingers = SyntheticFingerReader()
-    recorder = RecordingReader(fingers)
-    camp = Camp(station_world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-anita", camp_id="CAMP-T",
-                reader=recorder)  # fmt: skip
-    hw = SimStationHardware(station_world.fko_card, fingers.officer_probe)
-    app = create_app(StationContext(camp, hw, recorder, imports_dir=tmp_path / "imports"),
-                     {"SECRET_KEY": b"t", "WTF_CSRF_ENABLED": False})  # fmt: skip
-    c = app.test_client()
-    assert c.post("/signin", data={"pin": FKO_PIN}).status_code == 302
+def client(station_client: tuple[Any, Any]) -> tuple[Any, Any]:
+    """The station's app with the listing imported."""
+    c, camp = station_client
     c.post("/import", data={"listing": (io.BytesIO(LISTING.encode()), "list.csv")},
            content_type="multipart/form-data")  # fmt: skip
-    yield c, camp
-    camp.close()
+    return c, camp
 
 
 def post_photo(c: Any, member: int, data: bytes, name: str) -> Any:
