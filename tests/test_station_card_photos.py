@@ -9,10 +9,13 @@ import io
 import random
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from cardsvc.beneficiary.session import BeneficiarySession
 from cardsvc.card.inprocess import InProcessConnection
+from cardsvc.card.pcsc import PcscConnection
+from cardsvc.card.transport import CardConnection
 from enrolment_station.camp import Camp
 from enrolment_station.fingers import SyntheticFingerReader
 from enrolment_station.photos import CARD_PHOTO_BYTES, CARD_PHOTO_SIZE, card_photo, record_photo
@@ -40,9 +43,12 @@ def test_a_card_photo_is_a_small_jpeg_of_the_card_shape() -> None:
         assert card_photo(data) == jpeg, "the same photo gives the same bytes (a recovery rewrites them)"
 
 
+@pytest.mark.parametrize("via", ["in-process", "pcscd"])
 def test_the_activated_card_carries_the_members_photos(
-    station_camp: OpenCamp, station_world: StationWorld
+    station_camp: OpenCamp, station_world: StationWorld, request: pytest.FixtureRequest, via: str
 ) -> None:
+    """Written, certified, read back and verified in-process, and through pcscd + vpcd + pyscard (the
+    photo set's extended-length writes and reads over the real PC/SC stack)."""
     camp = station_camp.camp
     assert isinstance(camp, Camp)
     camp.capture_household("HH-0001")
@@ -51,8 +57,16 @@ def test_the_activated_card_carries_the_members_photos(
         2: record_photo(camp.journal, "HH-0001", 2, face(2)),
     }
     card = station_world.blank_card()
-    result = camp.personalise(InProcessConnection(card), "HH-0001")
-    with InProcessConnection(card) as c:
+    served = request.getfixturevalue("serve_card")(slot=0, card=card) if via == "pcscd" else None
+
+    def connect() -> CardConnection:
+        if served is None:
+            return InProcessConnection(card)
+        return PcscConnection(served.reader, exclusive=True)
+
+    with connect() as c:
+        result = camp.personalise(c, "HH-0001")
+    with connect() as c:
         verified = verify_issued(station_world, c)  # the terminal check the POS runs
         assert verified.card_id == result.card_id  # type: ignore[attr-defined]
         photos = BeneficiarySession(c).read_photos()
