@@ -99,7 +99,9 @@ def sign_in(s: PosScreens, screens: Screens, lang: str) -> Any:
 
 
 def small_controls(page: Any) -> list[str]:
-    """Visible buttons and inputs in the page body lower than 48 px (too small for a finger)."""
+    """Visible buttons and inputs in the page body lower than 48 px (too small for a finger). Measured once
+    the page has loaded: its elements exist before screens.css has arrived, and unstyled they are small."""
+    page.wait_for_load_state("load")
     return page.eval_on_selector_all(
         "main button, main .button, main input:not([type=hidden]):not([type=checkbox]), main select",
         "els => els.filter(e => e.offsetParent !== null && e.getBoundingClientRect().height < 48)"
