@@ -202,7 +202,9 @@ def test_card_reconnects_when_pcscd_restarts(tmp_path: Path) -> None:
         first.send(b"\x04")
         first.recv()
         first.close()  # pcscd (and vpcd's listening socket) goes away
-        time.sleep(0.2)  # the card retries against a closed port
+        deadline = time.monotonic() + 10  # the card retries against a closed port
+        while card.powered and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert not card.powered, "losing the reader must power the card off"
         second = FakeVpcd(port)
         try:

@@ -19,7 +19,8 @@ import pytest
 
 from cardsvc.demo import SUMMARY_KEYS
 
-pytestmark = [pytest.mark.pcsc, pytest.mark.slow]
+# The shared run is made inside the first test: its limit, not the suite's 300 s, covers a slow machine.
+pytestmark = [pytest.mark.pcsc, pytest.mark.slow, pytest.mark.timeout(900)]
 
 HOUSEHOLDS = 3
 

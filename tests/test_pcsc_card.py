@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -159,18 +160,26 @@ def test_power_cycle_clears_ram_state(pcsc_card: ServedCard) -> None:
 
 
 def test_card_pulled_mid_command_then_recovered_on_reinsertion(serve_card: ServeCard) -> None:
-    # 8 KB at 20 KB/s takes about 0.4 s on the contact interface: time to pull the card mid-read.
-    served = serve_card(byte_rate=20_000)
+    # 8 KB at 20 KB/s takes about 0.4 s on the contact interface. The card is pulled while it is sending the
+    # read's answer: from inside the card's own transfer, not by a timer a busy machine could run too late.
+    pull = threading.Event()
+    servers: list[Any] = []
+
+    def transfer(seconds: float) -> None:
+        if pull.is_set():
+            pull.clear()
+            servers[0].remove()
+        time.sleep(seconds)
+
+    served = serve_card(byte_rate=20_000, sleep=transfer)
+    servers.append(served.server)
     with PcscConnection(served.reader) as conn:
         session = GenericSession(conn)
         session.select_file(EF_BIG)
-        puller = threading.Timer(0.1, served.server.remove)
-        puller.start()
-        try:
-            with pytest.raises(CardRemovedError):
-                session.read_binary(length=BIG_FILE_SIZE)
-        finally:
-            puller.join()
+        pull.set()
+        with pytest.raises(CardRemovedError):
+            session.read_binary(length=BIG_FILE_SIZE)
+        assert not pull.is_set(), "the card was pulled during the read"
         with pytest.raises(CardRemovedError):
             GenericSession(conn)  # still out
         served.server.insert()

@@ -95,6 +95,7 @@ def sign_in(s: PosScreens, screens: Screens, lang: str) -> Any:
     page.fill("#pin", OPERATOR_PIN)
     page.press("#pin", "Enter")  # the keyboard alone signs in
     page.wait_for_selector("#read-card")
+    page.wait_for_load_state("load")  # screens.js (deferred) has wired the card form before it is used
     return page
 
 
@@ -131,10 +132,12 @@ def test_hospital_admission_and_discharge(pos_screens: PosScreens, screens: Scre
     page.click("#go-hospital")
     page.fill("#q", "deliv")
     page.press("#q", "Enter")
+    page.wait_for_url("**q=deliv*")  # the filtered page itself, loaded, not the one before it
     assert page.locator("#packages tbody tr").count() == 1, "the search keeps only the matching package"
     screens.shot(lang, "pos-hospital-packages")
     assert small_controls(page) == [], "every control is large enough for a finger"
     page.click("#admit-301")
+    page.wait_for_load_state("load")
     page.wait_for_selector(".flash.ok")
     [admission] = s.journal().admissions(status="open")
     assert admission.amount == 450_000 and admission.package_code == 301
@@ -142,6 +145,7 @@ def test_hospital_admission_and_discharge(pos_screens: PosScreens, screens: Scre
     screens.shot(lang, "pos-hospital-admitted")
     page.fill(f"#amount-{admission.block_counter}", "4000")
     page.click(f"#discharge-{admission.block_counter}")
+    page.wait_for_load_state("load")  # the page after the discharge (the admission's page had a flash too)
     page.wait_for_selector(".flash.ok")
     assert s.journal().admissions(status="open") == []
     [settled] = s.journal().admissions(status="settled")
@@ -256,14 +260,17 @@ def test_fingerprint_mismatch_then_supervised_override(
 
 
 #: Installed in the card page before "Read the card": logs every change of the step list (and the live
-#: refusal, once shown) to the console, which outlives the page the answer replaces.
+#: refusal, once shown: a change of the refusal box alone is logged too) to the console, which outlives the
+#: page the answer replaces.
 WATCH_STEPS = r"""() => {
   const list = document.getElementById('steps'), box = document.getElementById('live-refusal');
-  new MutationObserver(() => {
+  const observer = new MutationObserver(() => {
     const states = [...list.querySelectorAll('li')].map(li => li.dataset.step + '=' + li.className);
     const refusal = box.hidden ? '' : box.innerText.replace(/\s+/g, ' ');
     console.log('steps|' + states.join(',') + '|' + refusal);
-  }).observe(list, {attributes: true, subtree: true});
+  });
+  observer.observe(list, {attributes: true, subtree: true});
+  observer.observe(box, {attributes: true, subtree: true, childList: true, characterData: true});
 }"""
 
 
@@ -416,6 +423,7 @@ def test_member_photos_shown_when_the_card_is_read(
     s.hw.patient = card_with_photos(s.world, s.tmp / "photo-card", photos)
     page.click("#read-card")
     page.wait_for_selector("#member-0")
+    page.wait_for_load_state("load")  # the load event waits for the images
     assert page.locator("ol.steps li.ok").count() == 8, "a card with photos verifies: they are certified"
     for member, jpeg in photos.items():
         img = page.locator(f"#member-{member} img.photo")

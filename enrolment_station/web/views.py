@@ -4,7 +4,6 @@ operator step of the camp; its refusal is shown as a catalogued problem and next
 from __future__ import annotations
 
 import base64
-from datetime import date
 from typing import Any
 
 from flask import (
@@ -294,8 +293,7 @@ def _household_page(
                 photos=photos, photo_problem=photo_problem,
                 labels=STATUS_LABELS, statuses=journal.member_statuses(hid), captures=captures, images=images,
                 attempts=attempts, exceptions=EXCEPTIONS, fingers=FINGERS, problem=problem, cards=cards,
-                relations=RELATIONS, genders=GENDERS,
-                year=date.today().year)  # fmt: skip
+                relations=RELATIONS, genders=GENDERS)  # fmt: skip
 
 
 @bp.get("/household/<hid>")
