@@ -104,3 +104,34 @@ def test_the_screen_shows_the_photo_and_refuses_a_text_file_in_words(client: tup
     c.get("/households?lang=hi")
     page = post_photo(c, 2, image((100, 100)), "tiny.png").get_data(as_text=True)
     assert "चेहरा" in page, "the reason in Hindi"
+
+
+def _write_card(c: Any, station_world: Any) -> str:
+    """Put a blank card in the personalisation reader, write the household's card, open its page."""
+    c.application.extensions["station"].hardware.blank = station_world.blank_card()
+    response = c.post("/household/HH-0001/card")
+    assert response.status_code == 302, response.get_data(as_text=True)[-2000:]
+    page: str = c.get(response.headers["Location"]).get_data(as_text=True)
+    return page
+
+
+def test_the_card_checklist_ticks_the_photos_written(client: tuple[Any, Any], station_world: Any) -> None:
+    c, camp = client
+    assert c.post("/household/HH-0001/capture").status_code == 302
+    post_photo(c, 1, image((300, 400)), "face.jpg")
+    page = _write_card(c, station_world)
+    assert '<li class="ok" data-step="photos">Photos written</li>' in page
+    steps = page.split('id="steps">', 1)[1].split("</ol>", 1)[0]
+    assert steps.count('class="ok"') == 7 and "pending" not in steps, "every step, photos too"
+    [card] = camp.journal.cards(household_id="HH-0001")
+    c.get("/households?lang=hi")
+    assert "फ़ोटो लिखी गईं" in c.get(f"/card/{card['card_id']}").get_data(as_text=True), "the step in Hindi"
+
+
+def test_a_card_without_photos_shows_no_photos_step(client: tuple[Any, Any], station_world: Any) -> None:
+    c, _ = client
+    assert c.post("/household/HH-0001/capture").status_code == 302
+    page = _write_card(c, station_world)
+    assert 'data-step="photos"' not in page, "no step the card will never reach"
+    steps = page.split('id="steps">', 1)[1].split("</ol>", 1)[0]
+    assert steps.count('class="ok"') == 6 and "pending" not in steps

@@ -26,9 +26,10 @@ from werkzeug.wrappers.response import Response as WResponse
 
 from cardsvc.card.transport import TransportError
 from cardsvc.formats.batch import BatchKind
+from enrolment_station.eligibility import Household
 from enrolment_station.errors import EligibilityError, StationError
 from enrolment_station.handover import card_face, print_face
-from enrolment_station.journal import CardState, HouseholdStatus, MemberException
+from enrolment_station.journal import CardState, HouseholdStatus, Journal, MemberException
 from enrolment_station.personalise import Stage, Step
 from enrolment_station.photos import MAX_UPLOAD_BYTES as MAX_PHOTO_BYTES
 from enrolment_station.photos import record_photo
@@ -83,6 +84,7 @@ STEPS: list[tuple[str, Any]] = [
     (Step.KEY, _l("Card key generated")),
     (Step.PROFILE, _l("Household written")),
     (Step.TEMPLATES, _l("Fingerprints written")),
+    (Step.PHOTOS, _l("Photos written")),
     (Step.REQUESTED, _l("Activation requested")),
     (Step.CERTIFIED, _l("Signed by the FKO")),
     (Step.ACTIVATED, _l("Card activated")),
@@ -376,13 +378,28 @@ def card(card_id: str) -> str | WResponse:
         flash(_("Unknown card."), "error")
         return redirect(url_for("station.households"))
     done = journal.steps(card_id)
-    steps = [(name, label, "ok" if name in done else "pending") for name, label in STEPS]
+    household = journal.household(row["household_id"])
+    steps = [
+        (name, label, "ok" if name in done else "pending")
+        for name, label in STEPS
+        if name != Step.PHOTOS or _photos_step_shown(journal, household, done)
+    ]
     face = None
     if row["state"] in (CardState.ACTIVATED, CardState.HANDED_OVER):
         face = "data:image/png;base64," + base64.b64encode(card_face(journal, card_id).png()).decode()
-    household = journal.household(row["household_id"])
     return page("station/card.html", row=row, steps=steps, face=face, household=household,
                 handed_over=row["state"] == CardState.HANDED_OVER)  # fmt: skip
+
+
+def _photos_step_shown(journal: Journal, household: Household, done: dict[str, dict[str, Any]]) -> bool:
+    """The checklist's "Photos written" line: once written; or while the fingerprints are not yet written,
+    if the household has a photo (it will be written then). A photo taken after that is printed on the
+    card face only, so a card without photos shows no step it will never reach."""
+    if Step.PHOTOS in done:
+        return True
+    return Step.TEMPLATES not in done and any(
+        journal.photo(household.household_id, m.member_no) is not None for m in household.members
+    )
 
 
 @bp.post("/card/<card_id>/handover")
