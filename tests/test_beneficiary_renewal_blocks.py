@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import shutil
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from cardsvc.beneficiary.session import BeneficiarySession, sign_authorisation
 from cardsvc.bio.iso19794 import encode_compact, wrap_verify_template
 from cardsvc.card.errors import ReferenceNotFoundError
 from cardsvc.card.inprocess import InProcessConnection
+from cardsvc.card.transport import CardConnection
 from cardsvc.formats.profile import ContentHashes, SchemeCover
 from cardsvc.formats.transaction import RecordType, TransactionRecord
 from cardsvc.pki.cvc import build_body
@@ -49,6 +51,10 @@ NEW_COVER = 3_000_000  # the new year's health cover (as the old one)
 NEW_COVERS = ((SCHEME_HEALTH, NEW_COVER), (SCHEME_PENSION, 500_000))
 HELD = 1_000_000  # the admission's block, opened in the old year
 
+Connect = Callable[[SimulatedCard], CardConnection]
+"""How the terminals reach the beneficiary card: in-process here; through pcscd + vpcd + pyscard in
+tests/test_beneficiary_renewal_blocks_pcsc.py, which drives this story with these helpers."""
+
 
 class Clock:
     """The card's (and the FKO card's) clock, moved by the test: no wall time."""
@@ -60,18 +66,21 @@ class Clock:
         return self.at
 
 
-def _pos(world: BeneficiaryWorld, card: SimulatedCard) -> BeneficiarySession:
-    s = BeneficiarySession(InProcessConnection(card))
+def _pos(world: BeneficiaryWorld, card: SimulatedCard, connect: Connect = InProcessConnection
+         ) -> BeneficiarySession:  # fmt: skip
+    s = BeneficiarySession(connect(card))
     s.terminal_authenticate(world.pos.chain, world.pos.holder.signer, CARD_ID)
     s.read_public()
     return s
 
 
-def _renew_held(world: BeneficiaryWorld, card: SimulatedCard, clock: Clock, tmp: Path) -> None:
-    """What the station does at a camp a month before the year: the card holds the renewal."""
+def _renew_held(world: BeneficiaryWorld, card: SimulatedCard, clock: Clock, tmp: Path,
+                connect: Connect = InProcessConnection) -> None:  # fmt: skip
+    """What the station does at a camp a month before the year: the card holds the renewal. (The FKO's
+    officer card stays in-process: it is not the card under test.)"""
     holder = world.pki.issue(world.pki.district, "INTRM-ENR-RENEW", Role.ENROLMENT_TERMINAL,
                              rights=Right.ENROL | Right.READ_PROFILE | Right.RENEW)  # fmt: skip
-    s = BeneficiarySession(InProcessConnection(card))
+    s = BeneficiarySession(connect(card))
     s.terminal_authenticate([world.pki.district.cert, holder.cert], holder.signer, CARD_ID)
     s.read_public()
     old, _ = s.read_profile()
@@ -110,17 +119,19 @@ class Renewed:
     block: int
 
 
-def _renewed_with_open_admission(world: BeneficiaryWorld, tmp: Path, name: str) -> Renewed:
+def _renewed_with_open_admission(world: BeneficiaryWorld, tmp: Path, name: str,
+                                 connect: Connect = InProcessConnection) -> Renewed:  # fmt: skip
     dest = tmp / name
     shutil.copytree(world.templates["activated"], dest)
     faults, clock = FaultInjector(), Clock(CAMP_DAY)
     card = world.new_card(dest, faults=faults, rng=random.Random(77), clock=clock)
-    _renew_held(world, card, clock, tmp)
-    pos = _pos(world, card)  # admitted between the camp and the new year: the old year's card blocks it
+    _renew_held(world, card, clock, tmp, connect)
+    # admitted between the camp and the new year: the old year's card blocks it
+    pos = _pos(world, card, connect)
     block = pos.debit(RecordType.BLOCK, scheme_id=SCHEME_HEALTH, amount=HELD, time=int(clock()),
                       operator_id=1, facility_id=2, reference=301)  # fmt: skip
     clock.at = NEW_YEAR_DAY.timestamp()
-    pos = _pos(world, card)  # the card's first command of the new year: the renewal takes effect
+    pos = _pos(world, card, connect)  # the card's first command of the new year: the renewal takes effect
     status = pos.status()
     assert (status.policy_start, status.policy_end) == (NEW_START, NEW_END)
     health = status.wallet(SCHEME_HEALTH)
@@ -128,8 +139,9 @@ def _renewed_with_open_admission(world: BeneficiaryWorld, tmp: Path, name: str) 
     return Renewed(card, faults, clock, block.counter)
 
 
-def _wallet(world: BeneficiaryWorld, card: SimulatedCard) -> tuple[int, int]:
-    health = _pos(world, card).status().wallet(SCHEME_HEALTH)
+def _wallet(world: BeneficiaryWorld, card: SimulatedCard, connect: Connect = InProcessConnection
+            ) -> tuple[int, int]:  # fmt: skip
+    health = _pos(world, card, connect).status().wallet(SCHEME_HEALTH)
     return health.balance, health.held
 
 
