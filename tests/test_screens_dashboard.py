@@ -335,7 +335,9 @@ CATALOGUE_NEW = (
 
 
 @pytest.mark.parametrize("lang", ["en", "hi"])
-def test_package_catalogue_checked_and_published(dashboard: Dashboard, screens: Screens, lang: str) -> None:
+def test_package_catalogue_checked_and_published(
+    dashboard: Dashboard, screens: Screens, lang: str, tmp_path: Path
+) -> None:
     d, page = dashboard, screens.page
     screens.hindi_only = True
     seen = requests_seen(d, screens)
@@ -345,7 +347,17 @@ def test_package_catalogue_checked_and_published(dashboard: Dashboard, screens: 
     page.wait_for_selector("#packages-now")
     assert page.locator("#packages-now tbody tr").count() == 3
     assert "₹\u00a04,500.00" in page.inner_text("#packages-now tr[data-code='301']"), "rates in rupees"
-    screens.shot(lang, "dashboard-catalogue")
+    screens.shot(lang, "dashboard-catalogue")  # (the page loaded: its style sheet applied)
+    picker, chosen = page.locator("label.file-button[for=file]"), page.locator("#file-name")
+    box = picker.bounding_box()
+    assert box is not None and box["height"] >= 48, "the CSV file picker is a button at least 48 px high"
+    native = "e => getComputedStyle(e).display !== 'none' && e.getBoundingClientRect().width <= 1"
+    assert page.locator("#file").evaluate(native), "Chromium's own control (in the browser's language) unseen"
+    words = (picker.inner_text(), chosen.inner_text())
+    if lang == "en":
+        assert words == ("Or choose a CSV file", "No file chosen")
+    else:
+        assert words == ("या एक CSV फ़ाइल चुनें", "कोई फ़ाइल नहीं चुनी गई"), "the picker in the page's language"
     page.fill("#packages", CATALOGUE_BAD)
     page.click("#check-catalogue")
     page.wait_for_selector("#upload-problems")
@@ -360,7 +372,12 @@ def test_package_catalogue_checked_and_published(dashboard: Dashboard, screens: 
         assert problems.nth(0).inner_text().startswith("पंक्ति 3, नाम:")
     assert page.input_value("#packages") == CATALOGUE_BAD, "the list stays in the form to be corrected"
     screens.shot(lang, "dashboard-catalogue-refused")
-    page.fill("#packages", CATALOGUE_NEW)
+    new_csv = tmp_path / "packages-2026.csv"  # the new version as a file: it is what is checked
+    new_csv.write_text(CATALOGUE_NEW)
+    with page.expect_file_chooser() as chooser:
+        picker.click()
+    chooser.value.set_files(str(new_csv))
+    page.wait_for_function("() => document.getElementById('file-name').textContent === 'packages-2026.csv'")
     page.click("#check-catalogue")
     page.wait_for_selector("#changes")
     changed = page.locator("#change-list tr[data-change]")

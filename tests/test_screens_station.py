@@ -30,6 +30,40 @@ def hindi(text: str) -> bool:
     return any("\u0900" <= ch <= "\u097f" for ch in text)
 
 
+def in_language(text: str, lang: str, english: str) -> bool:
+    """``english`` exactly on an English screen; Hindi with no Latin letter on a Hindi one."""
+    import re
+
+    return text == english if lang == "en" else (hindi(text) and not re.search("[A-Za-z]", text))
+
+
+def assert_file_picker(page: Any, input_id: str, lang: str, button: str) -> None:
+    """A file picker the operator can read: a touch-sized button (the input's label) and "no file chosen" in
+    the page's language; the native control, which Chromium words in the browser's language ("Choose File"),
+    is not drawn but is still there for the form (not display:none) with its attributes."""
+    page.wait_for_load_state("load")  # the style sheet applied: measure the styled page
+    label = page.locator(f"label.file-button[for={input_id}]")
+    box = label.bounding_box()
+    assert box is not None and box["height"] >= 48, f"#{input_id}: the picker is a button at least 48 px high"
+    assert in_language(label.inner_text(), lang, button), f"#{input_id}: {label.inner_text()!r}"
+    line = page.locator(f"#{input_id}-name")
+    line.wait_for()  # the page's script shows the line
+    assert in_language(line.inner_text(), lang, "No file chosen"), f"#{input_id}: {line.inner_text()!r}"
+    native = page.locator(f"#{input_id}")
+    drawn = native.bounding_box()
+    assert drawn is not None and drawn["width"] <= 1 and drawn["height"] <= 1, "Chromium's own control unseen"
+    assert native.evaluate("e => getComputedStyle(e).display") != "none"
+
+
+def assert_file_shown(page: Any, input_id: str, name: str) -> None:
+    """The chosen file's name is on the line below the picker, marked as data (not a word to translate)."""
+    line = page.locator(f"#{input_id}-name")
+    page.wait_for_function(
+        "([id, name]) => document.getElementById(id).textContent === name", arg=[f"{input_id}-name", name]
+    )
+    assert line.get_attribute("translate") == "no"
+
+
 @dataclass
 class SlowReader:
     """Synthetic fingers at a human pace (0.3 s a capture), so the live image can be seen mid-capture."""
@@ -148,9 +182,11 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
     page.fill("#pin", FKO_PIN)
     page.click("#signin")
     page.wait_for_selector("#households")
+    assert_file_picker(page, "listing", lang, "Choose a file")
     listing = s.tmp / "camp-list.csv"
     listing.write_text(CAMP_LIST)
     page.set_input_files("#listing", str(listing))
+    assert_file_shown(page, "listing", "camp-list.csv")
     page.click("#import")
     page.wait_for_selector("#hh-HH-0002")
     assert page.locator("#households tbody tr").count() == 2
@@ -172,16 +208,31 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
         page.click(f"#hh-{hid} a.button")
         page.wait_for_selector("#capture")
         if hid == "HH-0001":  # the photo step: a text file is refused in words, the head's photo is kept
-            page.set_input_files("#photo-file-2", str(notes))
+            assert_file_picker(page, "photo-file-2", lang, "Take a photo")
+            page.focus("#missing_2")  # by keyboard: Tab reaches the hidden input, Space opens the chooser
+            page.keyboard.press("Tab")
+            assert page.evaluate("document.activeElement.id") == "photo-file-2"
+            focus_ring = "e => getComputedStyle(e).outlineStyle"
+            assert page.locator("label[for=photo-file-2]").evaluate(focus_ring) == "solid", "focus is seen"
+            with page.expect_file_chooser() as chooser:
+                page.keyboard.press("Space")
+            chooser.value.set_files(str(notes))
+            assert_file_shown(page, "photo-file-2", "notes.txt")
             page.click("#photo-save-2")
             page.wait_for_selector("#photo-step-2 .refusal[data-reason=photo]")
             assert hindi(page.inner_text("#photo-step-2 .refusal")) == (lang == "hi"), "the reason in words"
             assert page.locator("img.member-photo").count() == 0
-            page.set_input_files("#photo-file-1", str(photo))
+            assert_file_picker(page, "photo-file-1", lang, "Take a photo")
+            with page.expect_file_chooser() as chooser:  # with the mouse (or a finger): the button opens it
+                page.click("label[for=photo-file-1]")
+            chooser.value.set_files(str(photo))
+            assert_file_shown(page, "photo-file-1", "ramesh.png")
             page.click("#photo-save-1")
             page.wait_for_selector("#photo-1")
             assert page.locator("#photo-file-1").get_attribute("capture") == "user"
             assert (page.locator("#photo-file-1").get_attribute("accept") or "").startswith("image/")
+            assert page.locator("#photo-file-1").get_attribute("required") is not None
+            assert_file_picker(page, "photo-file-1", lang, "Retake the photo")
             screens.shot(lang, "station-photo")
         if hid == "HH-0001":
             page.select_option("#missing_1", "2")  # Ramesh has lost his right index: another finger
@@ -247,3 +298,37 @@ def test_camp_of_two_households_from_sign_in_to_hand_over(
         assert len(journal.pending_uploads()) == 2, "camp batch and FKO ledger batch wait for the network"
     finally:
         journal.close()
+
+
+def test_file_pickers_work_without_javascript(station_screens: StationScreens, chromium_browser: Any) -> None:
+    """With scripts off the pickers are still the operator's way in: the button (the input's label) opens the
+    chooser, the file posts with its form; the file-name line stays hidden rather than say "no file chosen"
+    after a file was chosen."""
+    s = station_screens
+    context = chromium_browser.new_context(viewport={"width": 1366, "height": 768}, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(s.url("/signin?lang=hi"))
+        page.fill("#pin", FKO_PIN)
+        page.click("#signin")
+        page.wait_for_selector("#households")
+        listing = s.tmp / "camp-list.csv"
+        listing.write_text(CAMP_LIST)
+        with page.expect_file_chooser() as chooser:
+            page.click("label[for=listing]")
+        chooser.value.set_files(str(listing))
+        assert page.locator("#listing-name").is_hidden(), "no line that cannot follow the choice"
+        page.click("#import")
+        page.wait_for_selector("#hh-HH-0002")
+        page.click("#hh-HH-0001 a.button")
+        page.wait_for_selector("#capture")
+        photo = s.tmp / "ramesh.png"
+        photo.write_bytes(head_photo())
+        with page.expect_file_chooser() as chooser:
+            page.click("label[for=photo-file-1]")
+        chooser.value.set_files(str(photo))
+        page.click("#photo-save-1")
+        page.wait_for_selector("#photo-1")
+    finally:
+        context.close()

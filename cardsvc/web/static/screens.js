@@ -6,8 +6,22 @@
 //    the URL with that token and ticks each step of the list data-steps-list as the server reports it;
 //    a refusal is shown in data-steps-refusal with what to do. Without JavaScript the form still posts
 //    and the answer shows every step at once.
+// 4. File pickers: the line data-file-name-for names the (visually hidden) file input whose chosen file it
+//    shows, a file name marked translate="no" (data); "no file chosen" is the line's own text, in the page's
+//    language. Without JavaScript the line stays hidden and the form still posts the file.
 (function () {
   "use strict";
+  function showFileName(input, line) {
+    var names = Array.prototype.map.call(input.files || [], function (f) { return f.name; });
+    if (names.length) {
+      line.textContent = names.join(", ");
+      line.setAttribute("translate", "no");
+    } else {
+      line.textContent = line.dataset.none;
+      line.removeAttribute("translate");
+    }
+    line.hidden = false;
+  }
   function poll(bar) {
     fetch(bar.dataset.statusUrl, {credentials: "same-origin", cache: "no-store"})
       .then(function (r) { return r.json(); })
@@ -30,6 +44,13 @@
       .catch(function () {});
   }
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-file-name-for]").forEach(function (line) {
+      var input = document.getElementById(line.dataset.fileNameFor);
+      if (!input) { return; }
+      line.dataset.none = line.textContent;
+      showFileName(input, line);  // a file the browser kept (back button) is shown too
+      input.addEventListener("change", function () { showFileName(input, line); });
+    });
     document.querySelectorAll("[data-status-url]").forEach(function (bar) {
       poll(bar);
       setInterval(function () { poll(bar); }, 1500);
