@@ -1,13 +1,20 @@
 """A rehearsal world for benchmarks, demos and tests: a key ceremony in a scratch keymgmt home (file
 custody), the station home installed from it, and a personalised FKO card whose officer finger is the
-synthetic finger FKO_FINGER_SEED. Nothing here is used by a production station."""
+synthetic finger FKO_FINGER_SEED. Nothing here is used by a production station.
+
+Time is the world's ``clock`` (the wall clock unless ``build_world(now=...)`` says otherwise): the key
+ceremony, ``now()``, the FKO card and every blank card read it. Tests pass ``pinned_clock()``: a fixed day at
+noon UTC plus the time elapsed since, so a test never meets midnight (the FKO session's day end) whenever it
+runs, while durations (idle timeouts) still advance."""
 
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +37,30 @@ FKO_PIN = "482916"
 ROOT_SECRET = "root-secret-1"
 DISTRICT_SECRET = "district-secret-1"
 TERMINAL_PASSPHRASE = b"terminal-passphrase-1"
+#: The station tests' day, at noon: the PKI and card fixtures' PKI_NOW and CARD_NOW (tests/fixtures).
+REHEARSAL_DAY = date(2026, 11, 23)
 _card_numbers = itertools.count(1_000_000_001)
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PinnedClock:
+    """``start`` plus the monotonic time elapsed since ``origin``: a day that never depends on the wall
+    clock, with durations that still advance."""
+
+    start: datetime
+    origin: float = field(default_factory=time.monotonic)
+
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self.origin)
+
+
+def pinned_clock(day: date = REHEARSAL_DAY) -> PinnedClock:
+    """A clock at 12:00 UTC of ``day`` now, moving on with the monotonic clock (12 hours before midnight)."""
+    return PinnedClock(datetime(day.year, day.month, day.day, 12, tzinfo=UTC))
 
 
 @dataclass
@@ -43,14 +73,20 @@ class RehearsalWorld:
     fko_card: Any
     anchor: TrustAnchor
     cards: list[Any] = field(default_factory=list)
+    clock: Callable[[], datetime] = wall_clock
 
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return self.clock()
+
+    def timestamp(self) -> float:
+        """The world's time in seconds since the epoch: the clock of its simulated cards (and of central)."""
+        return self.clock().timestamp()
 
     def identity(self) -> StationIdentity:
         return StationIdentity.load(self.home, TERMINAL_PASSPHRASE, now=self.now())
 
     def blank_card(self, **kwargs: Any) -> Any:
+        """A blank beneficiary card on the world's clock unless ``clock=`` is given."""
         from hardware_sims.card.apps.beneficiary import BeneficiaryApplication
         from hardware_sims.card.cardos import SimulatedCard
 
@@ -58,6 +94,7 @@ class RehearsalWorld:
         state = self.tmp / f"card-{number}-{uuid.uuid4().hex[:4]}"
         state.mkdir()
         app = BeneficiaryApplication(card_id=f"CARD-{number}", anchor=self.anchor)
+        kwargs.setdefault("clock", self.timestamp)
         card = SimulatedCard(state, applications=[app], **kwargs)
         self.cards.append(card)
         return card
@@ -75,12 +112,14 @@ def fko_template_probe(seed: int = FKO_FINGER_SEED, k: int = 0) -> bytes:
     return wrap_verify_template(encode_compact(template, max_minutiae=60))
 
 
-def build_world(tmp: Path) -> RehearsalWorld:
+def build_world(tmp: Path, *, now: Callable[[], datetime] = wall_clock) -> RehearsalWorld:
+    """The ceremony, the station home and the FKO card, all on the clock ``now`` (tests: ``pinned_clock()``;
+    benchmarks keep the wall clock)."""
     from hardware_sims.card.apps.officer import OfficerApplication
     from hardware_sims.card.cardos import SimulatedCard
 
     cost = ScryptCost(n=2**10)
-    km = KeyManager(tmp / "keymgmt", actor="dkma", now=lambda: datetime.now(UTC), scrypt_cost=cost)
+    km = KeyManager(tmp / "keymgmt", actor="dkma", now=now, scrypt_cost=cost)
     km.init_root(ROOT, FileCustody(ROOT_SECRET.encode()))
     km.add_district(DISTRICT, FileCustody(DISTRICT_SECRET.encode()), root_secret=ROOT_SECRET)
     km.register_terminal(
@@ -99,10 +138,10 @@ def build_world(tmp: Path) -> RehearsalWorld:
     )
     fko_state = tmp / f"fko-{uuid.uuid4().hex[:6]}"
     fko_state.mkdir()
-    fko_card = SimulatedCard(fko_state, applications=[OfficerApplication()])
+    fko_card = SimulatedCard(fko_state, applications=[OfficerApplication()], clock=lambda: now().timestamp())
     with InProcessConnection(fko_card) as conn:
         km.personalise_officer_card(
             OfficerCardSession(conn), FKO, district=DISTRICT, role=Role.FIELD_KEY_OFFICER,
             district_secret=DISTRICT_SECRET, pin=FKO_PIN, templates=[fko_template_probe(k=0)],
         )  # fmt: skip
-    return RehearsalWorld(tmp, km, home, fko_card, km.anchor())
+    return RehearsalWorld(tmp, km, home, fko_card, km.anchor(), clock=now)

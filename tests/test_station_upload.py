@@ -4,7 +4,6 @@ is idempotent; the card chains and the templates sealed to central's de-duplicat
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,6 @@ from cardsvc.central import create_app
 from cardsvc.central.extensions import get_db
 from cardsvc.central.models import BatchRow, Card, SealedTemplates
 from cardsvc.central.services.terminals import register_terminal
-from cardsvc.central.testing import FixedClock
 from cardsvc.formats.batch import BatchKind, CampCard, FkoLedgerEntry, SignedBatch
 from cardsvc.formats.profile import card_number
 from cardsvc.formats.templates import open_templates
@@ -69,11 +67,13 @@ class FlaskOpener:
 
 
 @pytest.fixture
-def central(sqlite_url: str) -> Iterator[Flask]:
+def central(sqlite_url: str, station_world: StationWorld) -> Iterator[Flask]:
+    """Central on the station world's clock (the pinned day, moving on): requests signed at the station's
+    time are on time at central however long the test runs."""
     from tests.fixtures.db import _empty_all_tables
 
     _empty_all_tables(sqlite_url)
-    app = create_app({"DATABASE_URL": sqlite_url, "CLOCK": FixedClock(time.time()), "TESTING": True})
+    app = create_app({"DATABASE_URL": sqlite_url, "CLOCK": station_world.timestamp, "TESTING": True})
     yield app
     get_db(app).dispose()
 
@@ -122,7 +122,7 @@ def test_camp_upload_reaches_central_once_with_chains_and_sealed_templates(
         key = ec.EllipticCurvePublicKey.from_encoded_point(
             ec.SECP256R1(), camp.identity.terminal.public_key()
         )
-        register_terminal(session, camp.identity.terminal_id, key, int(time.time()) - 60)
+        register_terminal(session, camp.identity.terminal_id, key, int(camp.now().timestamp()) - 60)
         session.commit()
     opener = FlaskOpener(central)
     opener.fail = True
@@ -156,7 +156,7 @@ def _uncompressed() -> tuple[Any, Any]:
 def _headers(camp: Camp, batch: SignedBatch) -> dict[str, str]:
     from enrolment_station.upload import sign_headers
 
-    return sign_headers(camp.identity, "POST", "/api/v1/batches", batch.encode(), int(time.time()))
+    return sign_headers(camp.identity, "POST", "/api/v1/batches", batch.encode(), int(camp.now().timestamp()))
 
 
 def test_records_the_station_makes_on_cards_reach_central(
@@ -195,7 +195,7 @@ def test_records_the_station_makes_on_cards_reach_central(
         key = ec.EllipticCurvePublicKey.from_encoded_point(
             ec.SECP256R1(), camp.identity.terminal.public_key()
         )
-        register_terminal(session, camp.identity.terminal_id, key, int(time.time()) - 60)
+        register_terminal(session, camp.identity.terminal_id, key, int(camp.now().timestamp()) - 60)
         session.commit()
     receipts = send_pending(camp.journal, camp.identity, "http://central", now=camp.now,
                             opener=FlaskOpener(central))  # fmt: skip
