@@ -8,7 +8,8 @@
 //    and the answer shows every step at once.
 // 4. File pickers: the line data-file-name-for names the (visually hidden) file input whose chosen file it
 //    shows, a file name marked translate="no" (data); "no file chosen" is the line's own text, in the page's
-//    language. Without JavaScript the line stays hidden and the form still posts the file.
+//    language. Without JavaScript the line stays hidden and the form still posts the file. A required picker
+//    saved with no file says so on that line, in the page's language (data-missing), not in the browser's.
 (function () {
   "use strict";
   function showFileName(input, line) {
@@ -49,7 +50,22 @@
       if (!input) { return; }
       line.dataset.none = line.textContent;
       showFileName(input, line);  // a file the browser kept (back button) is shown too
-      input.addEventListener("change", function () { showFileName(input, line); });
+      input.addEventListener("change", function () {
+        input.setCustomValidity("");
+        line.classList.remove("missing");
+        showFileName(input, line);
+      });
+      if (line.dataset.missing) {
+        input.addEventListener("invalid", function () {
+          if (input.validity.valueMissing || input.validity.customError) {
+            input.setCustomValidity(line.dataset.missing);
+            line.textContent = line.dataset.missing;
+            line.removeAttribute("translate");
+            line.classList.add("missing");
+            line.hidden = false;
+          }
+        });
+      }
     });
     document.querySelectorAll("[data-status-url]").forEach(function (bar) {
       poll(bar);
