@@ -28,6 +28,7 @@ from cardsvc.bio.iso19794 import decode_compact
 from cardsvc.bio.matcher import Gallery, Matcher, fmr_to_threshold
 from cardsvc.bio.template import FingerTemplate
 from cardsvc.central.models import Card, FlagRow, SealedTemplates
+from cardsvc.central.services.chunks import in_chunks
 from cardsvc.central.services.ingest import insert_ignore
 from cardsvc.central.services.reconcile import Flag, FlagKind
 from cardsvc.formats.templates import SealError, open_templates
@@ -247,11 +248,9 @@ def deduplicate(
             ))  # fmt: skip
     report.new_flags = record_flags(session, flags, now)
     searched = [c for cards in pending.values() for c in cards]
-    for start in range(0, len(searched), 1000):
+    for chunk in in_chunks(searched, 1000):
         session.execute(
-            update(SealedTemplates)
-            .where(SealedTemplates.card_id.in_(searched[start : start + 1000]))
-            .values(searched_at=now)
+            update(SealedTemplates).where(SealedTemplates.card_id.in_(chunk)).values(searched_at=now)
         )
     session.commit()
     return report

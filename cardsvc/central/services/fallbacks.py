@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cardsvc.central.models import FallbackRow, Terminal, TransactionRow
+from cardsvc.central.services.chunks import in_chunks
 from cardsvc.formats.batch import FallbackItem, FallbackKind, canonical_json, id_hex
 
 CHUNK: Final = 1000
@@ -94,9 +95,9 @@ def override_verifications(session: Session, card_ids: Sequence[str]) -> dict[tu
     """(card id, record counter) -> the supervised override the record was made under, for these cards."""
     out: dict[tuple[str, int], Override] = {}
     ids = sorted(set(card_ids))
-    for start in range(0, len(ids), CHUNK):
+    for chunk in in_chunks(ids, CHUNK):
         query = select(FallbackRow).where(
-            FallbackRow.card_id.in_(ids[start : start + CHUNK]),
+            FallbackRow.card_id.in_(chunk),
             FallbackRow.kind == FallbackKind.OVERRIDE.value,
         )
         for row in session.execute(query.order_by(FallbackRow.at, FallbackRow.id)).scalars():

@@ -7,6 +7,7 @@ so resolving one of those lasts until the next run finds it again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,10 +61,10 @@ def _of(row: FlagRow) -> OpenFlag:
 def open_flags(
     session: Session,
     *,
-    card_ids: list[str] | None = None,
+    card_ids: Sequence[str] | None = None,
     facility_id: int | None = None,
-    kinds: list[str] | None = None,
-    terminal_ids: list[str] | None = None,
+    kinds: Sequence[str] | None = None,
+    terminal_ids: Sequence[str] | None = None,
 ) -> list[OpenFlag]:
     """Unresolved flags, oldest first; optionally only those on some cards, touching a facility (naming
     it, or on a card used there), of some kinds, or naming some terminals (filters combine with AND)."""

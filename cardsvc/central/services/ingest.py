@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
 from operator import itemgetter
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 from sqlalchemy import JSON, Table, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -35,6 +35,7 @@ from cardsvc.central.errors import (
     UnprocessableError,
 )
 from cardsvc.central.models import BatchRow, Card, FkoLedgerRow, SealedTemplates, TransactionRow
+from cardsvc.central.services.chunks import in_chunks
 from cardsvc.central.services.ledgers import check_signed_ledger
 from cardsvc.central.services.renewals import apply_renewals
 from cardsvc.central.services.terminals import TerminalDirectory, public_key_bytes
@@ -454,7 +455,7 @@ def registered_keys(session: Session, parsed: Sequence[tuple[Any, ...]]) -> dict
     """The registered public keys of the cards these records name (cards not yet registered are absent)."""
     card_ids = sorted({f"{fields[2]:016x}" for fields in parsed})
     registered: dict[str, bytes] = {}
-    for chunk in _chunks(card_ids, CHUNK):
+    for chunk in in_chunks(card_ids, CHUNK):
         query = select(Card.card_id, Card.public_key).where(Card.card_id.in_(chunk))
         registered.update((k, v) for k, v in session.execute(query))
     return registered
@@ -617,7 +618,7 @@ def _store_cards(session: Session, cards: Sequence[CampCard], batch_id: int, now
     by_id = {id_hex(c.card_id): c for c in cards}
     normalised = {cid: public_key_bytes(load_public_key(c.card_key)) for cid, c in by_id.items()}
     existing: dict[str, bytes] = {}
-    for chunk in _chunks(sorted(by_id), CHUNK):
+    for chunk in in_chunks(sorted(by_id), CHUNK):
         query = select(Card.card_id, Card.public_key).where(Card.card_id.in_(chunk))
         existing.update((k, v) for k, v in session.execute(query))
     for cid, key in existing.items():
@@ -687,7 +688,7 @@ def insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], conf
                 _copy_insert_ignore(cursor, table.name, columns, json_columns, rows, target)
                 return
             sql = f"INSERT INTO {table.name} ({names}) VALUES %s ON CONFLICT ({target}) DO NOTHING"
-            for chunk in _chunks(rows, CHUNK):
+            for chunk in in_chunks(rows, CHUNK):
                 values = [tuple(pg(row[c], c) for c in columns) for row in chunk]
                 execute_values(cursor, sql, values, page_size=CHUNK)
         elif dialect == "sqlite":
@@ -753,11 +754,3 @@ def _copy_insert_ignore(
         f"ON CONFLICT ({target}) DO NOTHING"
     )
     cursor.execute(f"TRUNCATE {staging}")
-
-
-T = TypeVar("T")
-
-
-def _chunks(values: Sequence[T], size: int) -> Iterable[Sequence[T]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]

@@ -32,13 +32,13 @@ from cardsvc.central.models import (
     Terminal,
     TransactionRow,
 )
+from cardsvc.central.services.chunks import in_chunks
 from cardsvc.central.services.fallbacks import override_rate_flags
 from cardsvc.central.services.ingest import KeySource, insert_ignore
 from cardsvc.central.services.renewals import (
     PeriodWindow,
     apply_renewals,
     camp_period,
-    in_chunks,
     period_windows,
     unmatched_renewals,
     unmatched_splits,
@@ -324,11 +324,9 @@ def _settle_presented_keys(session: Session) -> Iterable[Flag]:
             )
             continue
         genuine.append(row_id)
-    for start in range(0, len(genuine), 1000):
+    for chunk in in_chunks(genuine, 1000):
         session.execute(
-            update(TransactionRow)
-            .where(TransactionRow.id.in_(genuine[start : start + 1000]))
-            .values(key_source=KeySource.REGISTERED)
+            update(TransactionRow).where(TransactionRow.id.in_(chunk)).values(key_source=KeySource.REGISTERED)
         )
 
 

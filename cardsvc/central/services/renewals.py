@@ -25,21 +25,19 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TypeVar
 
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from cardsvc.beneficiary.protocol import Authorisation
 from cardsvc.central.models import AuthorisationRow, Card, CardPeriod, TransactionRow
+from cardsvc.central.services.chunks import in_chunks
 from cardsvc.formats.errors import FormatError
 from cardsvc.formats.transaction import RecordType
 
 log = logging.getLogger(__name__)  # card ids, serials and dates only
 
-T = TypeVar("T")
 DAY = 86_400
-CHUNK = 500
 #: card authorisations a RENEWAL record may answer (reference = serial): renewal of the policy year, a new
 #: balance (a split's lowering is a SPLIT record, not a RENEWAL)
 RENEWAL_KINDS = ("renew_policy", "renewal")
@@ -232,9 +230,3 @@ def camp_period(session: Session, card_ids: Sequence[str]) -> dict[str, CardPeri
         query = select(CardPeriod).where(CardPeriod.serial == 0, CardPeriod.card_id.in_(chunk))
         out.update((p.card_id, p) for p in session.execute(query).scalars())
     return out
-
-
-def in_chunks(values: Sequence[T]) -> Iterable[Sequence[T]]:
-    """``values`` in slices of CHUNK (bound parameters of one IN clause)."""
-    for start in range(0, len(values), CHUNK):
-        yield values[start : start + CHUNK]

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from cardsvc.central.errors import MalformedError, NotFoundError
 from cardsvc.central.models import Facility, Operator, SettlementRun, Terminal, TransactionRow
+from cardsvc.central.services.chunks import in_chunks
 from cardsvc.central.services.fallbacks import override_verifications
 from cardsvc.central.services.flags import OpenFlag, open_flags
 from cardsvc.central.services.ingest import KeySource
@@ -150,11 +151,11 @@ def compute_settlement(session: Session, facility_id: int, start: int, end: int)
     terminal_ids = sorted({r.terminal_id for r in settles})
     by_card: defaultdict[str, list[OpenFlag]] = defaultdict(list)
     terminal_flags: defaultdict[str, list[OpenFlag]] = defaultdict(list)
-    for start_at in range(0, len(card_ids), CHUNK):
-        for flag in open_flags(session, card_ids=card_ids[start_at : start_at + CHUNK]):
+    for card_chunk in in_chunks(card_ids, CHUNK):
+        for flag in open_flags(session, card_ids=card_chunk):
             by_card[str(flag.card_id)].append(flag)
-    for start_at in range(0, len(terminal_ids), CHUNK):
-        for flag in open_flags(session, terminal_ids=terminal_ids[start_at : start_at + CHUNK]):
+    for terminal_chunk in in_chunks(terminal_ids, CHUNK):
+        for flag in open_flags(session, terminal_ids=terminal_chunk):
             if flag.kind == FlagKind.REVOKED_TERMINAL or flag.card_id is None:  # about the terminal itself
                 terminal_flags[str(flag.terminal_id)].append(flag)  # repeats are dropped per claim below
     facility_flags = [

@@ -39,6 +39,7 @@ from cardsvc.central.services.authorise import (
     IssuedAuthorisation,
     issue_card_authorisation,
 )
+from cardsvc.central.services.chunks import in_chunks
 from cardsvc.central.services.flags import open_flags
 from cardsvc.central.services.publish import CentralKey
 from cardsvc.central.services.reconcile import FlagKind
@@ -123,8 +124,7 @@ def issue_sync_acks(session: Session, key: CentralKey, card_ids: Iterable[str], 
     """Acknowledge each card's contiguous ledger when it grew since its last SYNC_ACK (idempotent)."""
     report = AckReport()
     wanted = sorted(set(card_ids))
-    for start in range(0, len(wanted), CHUNK):
-        chunk = wanted[start : start + CHUNK]
+    for chunk in in_chunks(wanted, CHUNK):
         ledgers = _ledgers(session, chunk)
         acked = _acknowledged(session, chunk)
         known = dict(
