@@ -14,7 +14,7 @@ import pytest
 from enrolment_station.journal import CardState, HouseholdStatus
 from enrolment_station.journal import Journal as StationJournal
 from tests.fixtures.screens import LiveServer, Screens, SimStationHardware, serve_app
-from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, StationWorld
+from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, PinnedClock, StationWorld
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,10 @@ class StationScreens:
 
 
 @pytest.fixture
-def station_screens(station_world: StationWorld, tmp_path: Path) -> Iterator[StationScreens]:
+def station_screens(
+    station_world: StationWorld, station_clock: PinnedClock, tmp_path: Path
+) -> Iterator[StationScreens]:
+    """The station's app served live over the real camp service, on the world's pinned clock."""
     from enrolment_station.camp import Camp
     from enrolment_station.fingers import SyntheticFingerReader
     from enrolment_station.web import CampThread, RecordingReader, StationContext, create_app
@@ -105,7 +108,8 @@ def station_screens(station_world: StationWorld, tmp_path: Path) -> Iterator[Sta
         recorder = RecordingReader(SlowReader(fingers))
         progress = StationProgress()
         camp = Camp(station_world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-anita",
-                    camp_id="CAMP-PAT-01", reader=recorder, progress=progress)  # fmt: skip
+                    camp_id="CAMP-PAT-01", reader=recorder, progress=progress,
+                    now=station_world.now)  # fmt: skip
         context = StationContext(camp, hw, recorder, imports_dir=tmp_path / "imports", progress=progress)
         return create_app(context, {"SECRET_KEY": b"screens-test"}), camp.close
 

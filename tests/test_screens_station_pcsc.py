@@ -19,7 +19,7 @@ from enrolment_station.web.serve import PcscStationHardware
 from hardware_sims.sensor.simulator import SensorSimulator
 from tests.fixtures.pcsc import ServedCard
 from tests.fixtures.screens import LiveServer, Screens, serve_app
-from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, StationWorld, verify_issued
+from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, PinnedClock, StationWorld, verify_issued
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.slow]
 
@@ -40,6 +40,7 @@ class LiveStation:
 @pytest.fixture
 def live_station(
     station_world: StationWorld,
+    station_clock: PinnedClock,
     sensor_sim: SensorSimulator,
     serve_card: Callable[..., ServedCard],
     tmp_path: Path,
@@ -60,7 +61,8 @@ def live_station(
     def build() -> tuple[Any, Callable[[], None]]:  # as enrol serve: on the camp thread
         recorder, progress = RecordingReader(fingers), StationProgress()
         camp = Camp(station_world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-meera",
-                    camp_id="CAMP-PCSC-01", reader=recorder, progress=progress)  # fmt: skip
+                    camp_id="CAMP-PCSC-01", reader=recorder, progress=progress,
+                    now=station_world.now)  # fmt: skip
         context = StationContext(
             camp, hardware, recorder, imports_dir=tmp_path / "imports", progress=progress
         )

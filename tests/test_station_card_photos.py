@@ -19,7 +19,14 @@ from cardsvc.card.transport import CardConnection
 from enrolment_station.camp import Camp
 from enrolment_station.fingers import SyntheticFingerReader
 from enrolment_station.photos import CARD_PHOTO_BYTES, CARD_PHOTO_SIZE, card_photo, record_photo
-from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, OpenCamp, StationWorld, verify_issued
+from tests.fixtures.station import (
+    FKO_PIN,
+    TERMINAL_PASSPHRASE,
+    OpenCamp,
+    PinnedClock,
+    StationWorld,
+    verify_issued,
+)
 
 
 def face(seed: int, size: tuple[int, int] = (480, 600)) -> bytes:
@@ -96,7 +103,9 @@ HH-0500,123456,5,Kamla Devi,F,1948,MOTHER
 """
 
 
-def test_five_members_with_busy_photos_fit_the_card(station_world: StationWorld, tmp_path: Path) -> None:
+def test_five_members_with_busy_photos_fit_the_card(
+    station_world: StationWorld, station_clock: PinnedClock, tmp_path: Path
+) -> None:
     reader = SyntheticFingerReader()
     camp = Camp(
         station_world.home,
@@ -104,6 +113,7 @@ def test_five_members_with_busy_photos_fit_the_card(station_world: StationWorld,
         operator="op-anita",
         camp_id="CAMP-P5",
         reader=reader,
+        now=station_world.now,
     )
     try:
         (tmp_path / "five.csv").write_text(FIVE)

@@ -17,7 +17,7 @@ from enrolment_station.errors import DuplicateFingerError, SessionError
 from enrolment_station.fingers import SensorFingerReader
 from enrolment_station.journal import CardState, HouseholdStatus
 from hardware_sims.sensor.simulator import SensorSimulator
-from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, StationWorld
+from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, PinnedClock, StationWorld
 
 LIST = """household_id,village_code,member_no,name,gender,year_of_birth,relation
 HH-0001,123456,1,Ramesh Kumar,M,1971,HEAD
@@ -29,12 +29,15 @@ HH-0003,123456,2,Geeta Lal,F,1984,SPOUSE
 
 
 @pytest.fixture
-def camp(station_world: StationWorld, sensor_sim: SensorSimulator, tmp_path: Path):
+def camp(
+    station_world: StationWorld, station_clock: PinnedClock, sensor_sim: SensorSimulator, tmp_path: Path
+):
+    """A camp on the world's pinned clock (its FKO session never meets midnight)."""
     sensor = FingerprintSensor(sensor_sim.port)
     sensor.open()
     reader = SensorFingerReader(sensor, placer=sensor_sim)
     c = Camp(station_world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-anita", camp_id="CAMP-PAT-01",
-             reader=reader)
+             reader=reader, now=station_world.now)  # fmt: skip
     c.reader = reader  # type: ignore[attr-defined]
     listing = tmp_path / "list.csv"
     listing.write_text(LIST)

@@ -20,7 +20,7 @@ from enrolment_station.fingers import SensorFingerReader, finger_seed
 from enrolment_station.journal import CardState, HouseholdStatus, MemberException
 from hardware_sims.sensor.simulator import SensorSimulator
 from tests.fixtures.pcsc import ServedCard
-from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, StationWorld, verify_issued
+from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, PinnedClock, StationWorld, verify_issued
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.slow]
 
@@ -47,6 +47,7 @@ BAD_LIST = HEADER + (
 
 def test_camp_of_20_households_through_pcscd(
     station_world: StationWorld,
+    station_clock: PinnedClock,
     sensor_sim: SensorSimulator,
     serve_card: Callable[..., ServedCard],
     tmp_path: Path,
@@ -64,6 +65,7 @@ def test_camp_of_20_households_through_pcscd(
             operator="op-meera",
             camp_id="CAMP-PAT-11",
             reader=reader,
+            now=world.now,
         )
         bad = tmp_path / "bad.csv"
         bad.write_text(BAD_LIST)
@@ -142,7 +144,12 @@ class PullingConnection:
     ("k", "recovery"), [(13, "wiped and restarted"), (14, "completed (already activated)")]
 )
 def test_card_pulled_through_pcscd_is_recovered(
-    station_world: StationWorld, serve_card: Callable[..., ServedCard], tmp_path: Path, k: int, recovery: str
+    station_world: StationWorld,
+    station_clock: PinnedClock,
+    serve_card: Callable[..., ServedCard],
+    tmp_path: Path,
+    k: int,
+    recovery: str,
 ) -> None:
     """APDU 13 is WRITE OBJECT templates (the card is wiped and restarted), 14 PUT CERTIFICATE (the card
     activated but the station never heard: it finds the card complete)."""
@@ -154,7 +161,12 @@ def test_card_pulled_through_pcscd_is_recovered(
     slot = serve_card(slot=0, card=card)
     reader = SyntheticFingerReader()
     camp = Camp(
-        world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-tear", camp_id="CAMP-TEAR", reader=reader
+        world.home,
+        passphrase=TERMINAL_PASSPHRASE,
+        operator="op-tear",
+        camp_id="CAMP-TEAR",
+        reader=reader,
+        now=world.now,
     )
     (tmp_path / "l.csv").write_text(HEADER + "HH-0900,204101,1,Sunita Devi,F,1970,HEAD\n")
     camp.import_list(tmp_path / "l.csv")

@@ -6,7 +6,7 @@ leaves the old valid card or the new one, never a mixture."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from tests.fixtures.station import (
     ROOT,
     ROOT_SECRET,
     TERMINAL_PASSPHRASE,
+    PinnedClock,
     StationWorld,
     build_world,
 )
@@ -55,13 +56,15 @@ NEW_COVER = 3_500_000
 
 
 class Clock:
-    """One clock for the station, the FKO card and the beneficiary card, moved forward by the test."""
+    """One clock for the station, the FKO card and the beneficiary card, moved forward by the test: ``base``
+    (the station tests' pinned clock, never the wall clock) plus ``offset``."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: Callable[[], datetime]) -> None:
+        self.base = base
         self.offset = timedelta(0)
 
     def now(self) -> datetime:
-        return datetime.now(UTC) + self.offset
+        return self.base() + self.offset
 
     def __call__(self) -> float:
         return self.now().timestamp()
@@ -85,9 +88,10 @@ class RenewalCamp:
 
 
 @pytest.fixture
-def renewal_camp(tmp_path: Path) -> Iterator[RenewalCamp]:
-    clock = Clock()
-    world = build_world(tmp_path)
+def renewal_camp(tmp_path: Path, station_clock: PinnedClock) -> Iterator[RenewalCamp]:
+    """The session opened at noon of the pinned day (station_clock); the ceremony on the same day."""
+    clock = Clock(station_clock)
+    world = build_world(tmp_path, now=station_clock)
     world.fko_card.clock = clock
     reader = SyntheticFingerReader()
     camp = Camp(world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-meena", camp_id="CAMP-REN",

@@ -4,7 +4,7 @@ the right card, PIN or fingerprint, and closed by the day's end and by inactivit
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from cardsvc.pki.signer import verify_signature
 from enrolment_station.camp import Camp
 from enrolment_station.errors import SessionClosedError, SessionError
 from enrolment_station.fingers import SyntheticFingerReader
-from tests.fixtures.station import FKO, FKO_PIN, TERMINAL_PASSPHRASE, StationWorld
+from tests.fixtures.station import FKO, FKO_PIN, TERMINAL_PASSPHRASE, PinnedClock, StationWorld
 
 LIST = (
     "household_id,village_code,member_no,name,gender,year_of_birth,relation\n"
@@ -24,16 +24,20 @@ LIST = (
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.t = datetime.now(UTC).replace(hour=9, minute=0)
+    """09:00 of the world's pinned day, moved only by the test."""
+
+    def __init__(self, day: PinnedClock) -> None:
+        self.t = day().replace(hour=9, minute=0)
 
     def __call__(self) -> datetime:
         return self.t
 
 
 @pytest.fixture
-def clocked(station_world: StationWorld, tmp_path: Path) -> tuple[Camp, Clock, SyntheticFingerReader]:
-    clock = Clock()
+def clocked(
+    station_world: StationWorld, station_clock: PinnedClock, tmp_path: Path
+) -> tuple[Camp, Clock, SyntheticFingerReader]:
+    clock = Clock(station_clock)
     reader = SyntheticFingerReader()
     camp = Camp(
         station_world.home,
@@ -102,15 +106,18 @@ def test_session_closes_after_idle_time_and_at_the_end_of_the_day(
     assert camp.journal.captures("HH-0700") == []
 
 
-def test_a_full_fko_ledger_closes_the_session_saying_why(station_world: StationWorld, tmp_path: Path) -> None:
+def test_a_full_fko_ledger_closes_the_session_saying_why(
+    station_world: StationWorld, station_clock: PinnedClock, tmp_path: Path
+) -> None:
     from enrolment_station.rehearsal import build_world
 
     small = tmp_path / "small"
     small.mkdir()
-    world = build_world(small)
+    world = build_world(small, now=station_clock)
     world.fko_card.applications[0].ledger_capacity = 1  # a nearly full officer card
     reader = SyntheticFingerReader()
-    camp = Camp(world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-x", camp_id="CAMP-F", reader=reader)
+    camp = Camp(world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-x", camp_id="CAMP-F", reader=reader,
+                now=world.now)  # fmt: skip
     (tmp_path / "l.csv").write_text(LIST + "HH-0701,111111,1,Shyam Lal,M,1961,HEAD\n")
     camp.import_list(tmp_path / "l.csv")
     camp.open_session(InProcessConnection(world.fko_card), pin=FKO_PIN, fingerprint=reader.officer_probe)

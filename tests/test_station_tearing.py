@@ -24,7 +24,7 @@ from enrolment_station.fingers import SyntheticFingerReader
 from enrolment_station.journal import HouseholdStatus
 from enrolment_station.photos import card_photo, record_photo
 from hardware_sims.card.cardos import SimulatedCard
-from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, StationWorld, verify_issued
+from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, PinnedClock, StationWorld, verify_issued
 
 LIST = (
     "household_id,village_code,member_no,name,gender,year_of_birth,relation\n"
@@ -70,8 +70,9 @@ class TearingConnection:
 
 
 @pytest.fixture
-def captured(station_world: StationWorld, tmp_path: Path):
-    """HH-0100 captured (synthetic impressions straight to the extractor) with a photo; FKO session open."""
+def captured(station_world: StationWorld, station_clock: PinnedClock, tmp_path: Path):
+    """HH-0100 captured (synthetic impressions straight to the extractor) with a photo; FKO session open; on
+    the world's pinned clock (the sweep is long: its session never meets midnight)."""
     reader = SyntheticFingerReader()
     camp = Camp(
         station_world.home,
@@ -79,6 +80,7 @@ def captured(station_world: StationWorld, tmp_path: Path):
         operator="op-ravi",
         camp_id="CAMP-T",
         reader=reader,
+        now=station_world.now,
     )
     (tmp_path / "l.csv").write_text(LIST)
     camp.import_list(tmp_path / "l.csv")

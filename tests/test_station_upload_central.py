@@ -23,7 +23,7 @@ from cardsvc.central.models import Card, FlagRow, SealedTemplates
 from cardsvc.central.services.dedup import deduplicate
 from cardsvc.central.services.pki_keys import register_certified_terminal
 from cardsvc.central.services.reconcile import FlagKind
-from cardsvc.central.testing import FixedClock, p256_key
+from cardsvc.central.testing import p256_key
 from cardsvc.formats.batch import BatchKind, CampCard, SchemeCover, SignedBatch, id_hex
 from cardsvc.formats.profile import HouseholdProfile, card_number
 from cardsvc.pki.rights import Right, Role
@@ -37,6 +37,7 @@ from tests.fixtures.station import (
     FKO_PIN,
     TERMINAL_PASSPHRASE,
     OpenCamp,
+    PinnedClock,
     StationWorld,
 )
 from tests.test_station_upload import FlaskOpener
@@ -66,13 +67,14 @@ def _point(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 @pytest.fixture
 def central(tmp_path: Path, station_world: StationWorld) -> Iterator[Flask]:
-    """Central with its own SQLite DB and the world's root as trust anchor (card chains are checked)."""
+    """Central with its own SQLite DB and the world's root as trust anchor (card chains are checked), on the
+    station world's clock: requests signed at the station's time are on time at central."""
     url = f"sqlite:///{tmp_path / 'central.db'}"
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
     app = create_app({
-        "DATABASE_URL": url, "CLOCK": FixedClock(station_world.now().timestamp()), "TESTING": True,
+        "DATABASE_URL": url, "CLOCK": station_world.timestamp, "TESTING": True,
         "TRUST_ANCHOR": station_world.anchor,
     })  # fmt: skip
     yield app
@@ -98,7 +100,8 @@ def _second_station(world: StationWorld, dedup_point: bytes) -> Path:
 def _run_camp(
     world: StationWorld, home: Path, camp_id: str, listing: str, reader: SyntheticFingerReader
 ) -> tuple[Camp, list[str]]:
-    camp = Camp(home, passphrase=TERMINAL_PASSPHRASE, operator="op-anita", camp_id=camp_id, reader=reader)
+    camp = Camp(home, passphrase=TERMINAL_PASSPHRASE, operator="op-anita", camp_id=camp_id, reader=reader,
+                now=world.now)  # fmt: skip
     (world.tmp / f"{camp_id}.csv").write_text(listing)
     listed = camp.import_list(world.tmp / f"{camp_id}.csv")
     camp.open_session(InProcessConnection(world.fko_card), pin=FKO_PIN, fingerprint=reader.officer_probe)
@@ -115,7 +118,10 @@ def _register(central: Flask, identity: StationIdentity, world: StationWorld) ->
 
 
 def test_two_camps_register_cards_with_schemes_and_chains_and_the_person_enrolled_twice_is_flagged(
-    station_world: StationWorld, central: Flask, dedup_key: ec.EllipticCurvePrivateKey
+    station_world: StationWorld,
+    station_clock: PinnedClock,
+    central: Flask,
+    dedup_key: ec.EllipticCurvePrivateKey,
 ) -> None:
     world = station_world
     install_b = _second_station(world, _point(dedup_key))
