@@ -316,6 +316,48 @@ def personalise_officer_card(
     click.echo(f"officer card personalised: {cert.describe()}")
 
 
+@main.command("unblock-officer-card")
+@click.option("--reader", required=True, help="PC/SC reader holding the blocked officer card.")
+@click.option("--district", required=True, help="Reference of the district that issued the card (this DKMA).")
+@click.option("--pin", "unblock_pin", is_flag=True, help="Unblock the PIN: the officer chooses a new one.")
+@click.option("--fingerprint", "unblock_finger", is_flag=True, help="Give the fingerprint its tries back.")
+@click.pass_context
+def unblock_officer_card(
+    ctx: click.Context, reader: str, district: str, unblock_pin: bool, unblock_finger: bool
+) -> None:
+    """Unblock an officer card's PIN (new PIN, typed twice by the officer) and/or fingerprint check."""
+    from cardsvc.card.pcsc import PcscConnection
+    from cardsvc.pki.officer import Unblock
+    from cardsvc.pki.officer_card import OfficerCardSession
+
+    if not (unblock_pin or unblock_finger):
+        _fail("error: say what to unblock: --pin, --fingerprint or both")
+    what = Unblock(0)
+    if unblock_pin:
+        what |= Unblock.PIN
+    if unblock_finger:
+        what |= Unblock.FINGERPRINT
+    m = _manager(ctx)
+    d_secret = _secret(DISTRICT_SECRET_ENV, f"key passphrase / PIN of {district}")
+    new_pin: str | None = None
+    if unblock_pin:  # typed twice by the officer, never by the DKMA staff
+        new_pin = _secret(OFFICER_PIN_ENV, "the officer's new PIN (4-12 digits)", confirm=True)
+    conn = _run(lambda: PcscConnection(reader, exclusive=True))
+    try:
+        cert = _run(
+            lambda: m.unblock_officer_card(
+                OfficerCardSession(conn),
+                district=district,
+                district_secret=d_secret,
+                what=what,
+                new_pin=new_pin,
+            )
+        )
+    finally:
+        conn.close()
+    click.echo(f"officer card unblocked ({what.describe()}): {cert.describe()}")
+
+
 @main.command("read-ledger")
 @click.option("--reader", required=True, help="PC/SC reader holding the officer card.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)

@@ -18,7 +18,7 @@ from cardsvc.pki.bundle import TrustBundle, apply_bundle
 from cardsvc.pki.chain import TrustAnchor, ValidatedChain, validate_chain
 from cardsvc.pki.cvc import CvCertificate, check_reference, issue_certificate, self_signed_root
 from cardsvc.pki.errors import KeyCustodyError, PkiError
-from cardsvc.pki.officer import Lifecycle
+from cardsvc.pki.officer import Lifecycle, Unblock, check_new_pin, sign_unblock
 from cardsvc.pki.revocation import (
     RevocationEntry,
     RevocationList,
@@ -371,6 +371,83 @@ class KeyManager:
             None,
         )
         return ledger
+
+    def unblock_officer_card(
+        self,
+        session: OfficerCardSession,
+        *,
+        district: str,
+        district_secret: str,
+        what: Unblock,
+        new_pin: str | None = None,
+    ) -> CvCertificate:
+        """Unblock the officer card in a reader (docs/keymgmt.md, "Unblocking an officer card").
+
+        The card must be OPERATIONAL, certified by ``district`` from this keystore (the certificate on the
+        card the one on record) and its officer not revoked (published or merely recorded). ``district``'s
+        key signs an authorisation for the card's fresh challenge, its CHR and ``what``; the card checks it
+        and sets ``new_pin`` (PIN unblock) and/or resets the fingerprint tries in one transaction. The
+        audit entry, signed by the district, names the card and what was unblocked, never the PIN.
+        """
+        what = Unblock(what)
+        if not what or int(what) & ~int(Unblock.PIN | Unblock.FINGERPRINT):
+            raise ServiceError("say what to unblock: the PIN, the fingerprint or both")
+        if bool(what & Unblock.PIN) != (new_pin is not None):
+            raise ServiceError("a new PIN is needed for a PIN unblock, and only for one")
+        if new_pin is not None:
+            try:
+                check_new_pin(new_pin.encode() if new_pin.isascii() else b"")
+            except PkiError:
+                raise ServiceError("the new PIN must be 4-12 digits") from None
+        status = session.status()
+        if status.lifecycle is not Lifecycle.OPERATIONAL:
+            raise ServiceError(
+                f"the card in the reader is {status.lifecycle.name}: only an OPERATIONAL card is unblocked"
+            )
+        cert = session.certificate()
+        if cert.car != district:
+            raise ServiceError(
+                f"{cert.chr} was issued by {cert.car}, not {district}: only its own district can unblock it",
+                subject=cert.chr,
+            )
+        if not self.store.exists(cert.chr) or self.store.certificate(cert.chr) != cert:
+            raise ServiceError(
+                f"{cert.chr}: the certificate on this card is not the one {district} issued (not on record)",
+                subject=cert.chr,
+            )
+        revoked = [e for e in self._pending(district)["entries"] if e["subject"] == cert.chr]
+        if revoked:
+            raise ServiceError(
+                f"{cert.chr} is revoked ({revoked[0]['reason'].lower()}): issue a new card, do not unblock",
+                subject=cert.chr,
+            )
+        validate_chain(
+            [*self.store.chain(district), cert],
+            self.anchor(),
+            now=self.now(),
+            revocations=self.revocation_store(),
+        )
+        signer = self.load_signer(district, district_secret)
+        try:
+            authorisation = sign_unblock(
+                signer, self.store.certificate(district), cert.chr, session.unblock_challenge(), what
+            )
+            session.reset_retry_counter(authorisation, new_pin)
+            self._record(
+                "officer.card.unblock",
+                cert.chr,
+                {
+                    "district": district,
+                    "unblocked": what.names(),
+                    "key_id": key_id(cert.public_point),
+                    "tries_before": {"code": status.pin_tries_left, "fingerprint": status.bio_tries_left},
+                },
+                signer,
+                district,
+            )
+        finally:
+            self._close(signer)
+        return cert
 
     def _issue_holder(
         self,

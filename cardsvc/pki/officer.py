@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum, IntFlag
 
-from cardsvc.pki.cvc import check_reference
+from cardsvc.pki.cvc import CvCertificate, check_reference
 from cardsvc.pki.errors import FormatError, SignatureInvalidError
-from cardsvc.pki.signer import verify_signature
+from cardsvc.pki.signer import Signer, verify_signature
 from cardsvc.tlv import strict_codec
 
 expect_sequence, parse_all, _, tlv = strict_codec(FormatError)
@@ -51,6 +51,7 @@ class OfficerIns(IntEnum):
     ACTIVATE_CARD = 0x60  # data = a beneficiary card's 7F4E body; returns the 64-byte signature
     READ_LEDGER = 0x62  # P1P2 = first entry index, data = host challenge (8-32 bytes)
     AUTHENTICATE = 0x64  # data = host challenge (8-32 bytes); returns flags(1) || officer_auth signature
+    RESET_RETRY_COUNTER = 0x2C  # data = a district's UnblockAuthorisation [|| new PIN]; see below
 
 
 class Lifecycle(IntEnum):
@@ -308,3 +309,141 @@ def split_templates(data: bytes) -> list[bytes]:
 
 def join_templates(templates: Sequence[bytes]) -> bytes:
     return b"".join(templates)
+
+
+# --- unblock at the DKMA (RESET RETRY COUNTER under the district's signature) ---------------------------
+
+UNBLOCK_DOMAIN = b"RSBY-OFFICER-UNBLOCK\x01"
+UNBLOCK_CHALLENGE_LENGTH = 16  # GET CHALLENGE Le the DKMA asks for (the card takes 8-32 bytes)
+PIN_MIN_LENGTH = 4
+PIN_MAX_LENGTH = 12
+
+
+class Unblock(IntFlag):
+    """What a district authorises the card to unblock (tag 82 of the authorisation)."""
+
+    PIN = 0x01  # a new PIN (tag 83 of the command) and fresh PIN tries
+    FINGERPRINT = 0x02  # fresh match-on-card tries
+
+    def names(self) -> list[str]:
+        """["PIN"], ["fingerprint"] or both: for messages and the audit log."""
+        return [
+            name for flag, name in ((Unblock.PIN, "PIN"), (Unblock.FINGERPRINT, "fingerprint")) if self & flag
+        ]
+
+    def describe(self) -> str:
+        return " and ".join(self.names())
+
+
+UNBLOCK_ALL = Unblock.PIN | Unblock.FINGERPRINT
+
+
+class UnblockTag(IntEnum):
+    """Tags of the RESET RETRY COUNTER command data, in this order (docs/keymgmt.md)."""
+
+    DISTRICT_CERTIFICATE = 0x7F21  # the authorising district's CV certificate (chains to the card's anchor)
+    OFFICER = 0x80  # CHR of the card's own officer certificate
+    CHALLENGE = 0x81  # the card's GET CHALLENGE answer, 8-32 bytes
+    WHAT = 0x82  # one byte of Unblock flags
+    SIGNATURE = 0x5F37  # district key over unblock_statement(...)
+    NEW_PIN = 0x83  # 4-12 ASCII digits, present exactly when WHAT has PIN; NOT covered by the signature
+
+
+def check_new_pin(pin: bytes) -> bytes:
+    """An officer PIN as the card stores it: 4-12 ASCII digits (the message never echoes it)."""
+    if not (PIN_MIN_LENGTH <= len(pin) <= PIN_MAX_LENGTH and pin.isascii() and pin.isdigit()):
+        raise FormatError(f"the new PIN must be {PIN_MIN_LENGTH}-{PIN_MAX_LENGTH} digits")
+    return pin
+
+
+def unblock_statement(officer_chr: str, challenge: bytes, what: Unblock) -> bytes:
+    """What the district signs: "RSBY-OFFICER-UNBLOCK" 01 || 80 officer CHR || 81 challenge || 82 what.
+
+    The prefix keeps it apart from everything else a district key signs (7F4E certificate bodies,
+    revocation lists, audit-entry hashes). The new PIN is deliberately not in it: a signature over a
+    4-12 digit PIN and a public challenge would let anyone holding the authorisation search the PIN.
+    """
+    what = Unblock(what)
+    if not what or int(what) & ~int(UNBLOCK_ALL):  # int: ~ on a flag keeps only known bits
+        raise FormatError(f"unblock must name the PIN, the fingerprint or both, got {int(what):02X}")
+    return (
+        UNBLOCK_DOMAIN
+        + tlv(0x80, check_reference(officer_chr, "officer CHR").encode("ascii"))
+        + tlv(0x81, check_auth_challenge(challenge))
+        + tlv(0x82, bytes([what]))
+    )
+
+
+@dataclass(frozen=True)
+class UnblockAuthorisation:
+    """A district's signed permission for ONE card (``officer_chr``) to unblock ``what``, now (``challenge``)
+
+    is the card's GET CHALLENGE of this power session, so the permission works once)."""
+
+    district: CvCertificate
+    officer_chr: str
+    challenge: bytes
+    what: Unblock
+    signature: bytes
+
+    def statement(self) -> bytes:
+        return unblock_statement(self.officer_chr, self.challenge, self.what)
+
+    def verify(self) -> None:
+        """The signature is the presented district certificate's key over the statement (else raises)."""
+        verify_signature(self.district.public_point, self.statement(), self.signature,
+                         subject=self.district.chr)  # fmt: skip
+
+    def encode(self, new_pin: bytes | None = None) -> bytes:
+        """RESET RETRY COUNTER command data; ``new_pin`` exactly when the PIN is unblocked."""
+        self.statement()  # refuses a malformed authorisation before it is sent
+        if bool(self.what & Unblock.PIN) != (new_pin is not None):
+            raise FormatError("a new PIN goes with a PIN unblock, and only with one")
+        if len(self.signature) != AUTH_SIGNATURE_SIZE:
+            raise FormatError(f"district signature must be {AUTH_SIGNATURE_SIZE} bytes")
+        out = (
+            self.district.encode()
+            + tlv(UnblockTag.OFFICER, self.officer_chr.encode("ascii"))
+            + tlv(UnblockTag.CHALLENGE, self.challenge)
+            + tlv(UnblockTag.WHAT, bytes([self.what]))
+            + tlv(UnblockTag.SIGNATURE, self.signature)
+        )
+        return out if new_pin is None else out + tlv(UnblockTag.NEW_PIN, check_new_pin(new_pin))
+
+    @classmethod
+    def parse(cls, data: bytes) -> tuple[UnblockAuthorisation, bytes | None]:
+        """Strict decoding of RESET RETRY COUNTER data: every tag once, in order, nothing else.
+
+        Returns the authorisation and the new PIN (None for a fingerprint-only unblock). The signature is
+        NOT checked here (:meth:`verify`; the card also validates the district certificate).
+        """
+        items = parse_all(data)
+        tags = [UnblockTag.DISTRICT_CERTIFICATE, UnblockTag.OFFICER, UnblockTag.CHALLENGE, UnblockTag.WHAT,
+                UnblockTag.SIGNATURE]  # fmt: skip
+        with_pin = len(items) == len(tags) + 1
+        values = expect_sequence(items, [*tags, UnblockTag.NEW_PIN] if with_pin else tags, "unblock")
+        district = CvCertificate.parse(items[0].encoded)
+        try:
+            officer_chr = check_reference(values[1].decode("ascii"), "officer CHR")
+        except UnicodeDecodeError:
+            raise FormatError("unblock officer CHR is not ASCII") from None
+        challenge = check_auth_challenge(values[2])
+        if len(values[3]) != 1:
+            raise FormatError("unblock 'what' must be one byte")
+        what = Unblock(values[3][0])
+        if len(values[4]) != AUTH_SIGNATURE_SIZE:
+            raise FormatError(f"district signature must be {AUTH_SIGNATURE_SIZE} bytes, got {len(values[4])}")
+        auth = cls(district, officer_chr, challenge, what, values[4])
+        auth.statement()  # 'what' names something known
+        new_pin = check_new_pin(values[5]) if with_pin else None
+        if bool(what & Unblock.PIN) != with_pin:
+            raise FormatError("a new PIN goes with a PIN unblock, and only with one")
+        return auth, new_pin
+
+
+def sign_unblock(
+    signer: Signer, district: CvCertificate, officer_chr: str, challenge: bytes, what: Unblock
+) -> UnblockAuthorisation:
+    """The district (its key in ``signer``) authorises ``officer_chr``'s card to unblock ``what``."""
+    signature = signer.sign(unblock_statement(officer_chr, challenge, what))
+    return UnblockAuthorisation(district, officer_chr, challenge, Unblock(what), signature)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cardsvc.card.errors import ApduError, WrongPinError
+from cardsvc.card.iso import SW
 from cardsvc.card.session import ApplicationSession, encode_pin
 from cardsvc.pki import officer as fmt
 from cardsvc.pki.cvc import CvCertificate
@@ -50,6 +51,31 @@ class OfficerNotVerifiedError(OfficerCardError):
         named = ((fmt.AuthFlag.PIN_VERIFIED, "PIN"), (fmt.AuthFlag.FINGERPRINT_VERIFIED, "fingerprint"))
         missing = [what for flag, what in named if not flags & flag]
         super().__init__(f"{officer_chr}: {' and '.join(missing)} not verified on the card in this session")
+
+
+class UnblockRefusedError(OfficerCardError):
+    """The card refused a district's RESET RETRY COUNTER; ``sw`` is its status word, the message says why."""
+
+    rule = "unblock-refused"
+
+    def __init__(self, officer_chr: str, sw: int, why: str) -> None:
+        self.sw = sw
+        super().__init__(f"{officer_chr}: the card refused the unblock: {why}", subject=officer_chr)
+
+
+#: What each refusal of RESET RETRY COUNTER means (the card's checks, hardware_sims/card/apps/officer.py).
+UNBLOCK_REFUSALS: dict[int, str] = {
+    SW.CONDITIONS_NOT_SATISFIED: "the card is not OPERATIONAL (or holds no trust anchor)",
+    SW.REFERENCE_DATA_NOT_USABLE: (
+        "the authorisation is not for the card's current challenge (replayed or stale)"
+    ),
+    SW.SECURITY_STATUS_NOT_SATISFIED: (
+        "the district certificate does not chain to the card's root, or the signature is not that "
+        "district's over this authorisation (altered, or signed by another key)"
+    ),
+    SW.REFERENCE_NOT_FOUND: "the authorisation is not from this card's own district, or names another card",
+    SW.INCORRECT_DATA: "the authorisation is malformed",
+}
 
 
 @dataclass(frozen=True)
@@ -195,6 +221,23 @@ class OfficerCardSession(ApplicationSession):
             raise OfficerNotVerifiedError(cert.chr, flags)
         return OfficerAuthentication(cert, challenge, flags, signature)
 
+    def unblock_challenge(self) -> bytes:
+        """A fresh GET CHALLENGE for a district's unblock authorisation (one command, this power session)."""
+        return self.get_challenge(fmt.UNBLOCK_CHALLENGE_LENGTH)
+
+    def reset_retry_counter(
+        self, authorisation: fmt.UnblockAuthorisation, new_pin: str | None = None
+    ) -> None:
+        """Send a district's authorisation: the card sets ``new_pin`` (PIN unblock) and/or resets the
+        fingerprint tries in one transaction, or raises :class:`UnblockRefusedError` saying why not."""
+        pin = None if new_pin is None else encode_pin(new_pin)
+        data = authorisation.encode(pin)
+        try:
+            self._cmd(fmt.OfficerIns.RESET_RETRY_COUNTER, data, sensitive=pin is not None)
+        except ApduError as exc:
+            why = UNBLOCK_REFUSALS.get(exc.sw, f"status {exc.sw_name}")
+            raise UnblockRefusedError(authorisation.officer_chr, exc.sw, why) from None
+
     def read_ledger(self, *, rng: Callable[[int], bytes] = os.urandom) -> VerifiedLedger:
         """Read the whole ledger with a fresh challenge and verify the card's signature and hash chain."""
         challenge = rng(16)
@@ -241,5 +284,6 @@ __all__ = [
     "OfficerCardSession",
     "OfficerNotGenuineError",
     "OfficerNotVerifiedError",
+    "UnblockRefusedError",
     "VerifiedLedger",
 ]

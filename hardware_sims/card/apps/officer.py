@@ -6,20 +6,25 @@ checks use cardsvc/pki/cvc.py, the same pure code terminals run. See docs/keymgm
 Personalisation (life cycle PERSONALISATION): GENERATE KEY, PUT CERTIFICATE, PUT TEMPLATES, SET PIN, LOCK.
 Operational: ISO VERIFY of PIN 81, VERIFY BIOMETRIC (match-on-card), ACTIVATE CARD (needs PIN AND
 fingerprint in this power session; appends to the ledger in the same transaction), READ LEDGER (signed),
-AUTHENTICATE (signs a terminal's challenge under its own domain prefix: proves the card holds the key).
+AUTHENTICATE (signs a terminal's challenge under its own domain prefix: proves the card holds the key),
+RESET RETRY COUNTER (CLA 80 INS 2C: the card's own district, by a signature over the card's GET CHALLENGE,
+sets a new PIN and/or gives the fingerprint its tries back; the card checks the district certificate
+against the trust anchor it was given).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from cardsvc.beneficiary.protocol import RENEWAL_WINDOW
 from cardsvc.pki import officer as fmt
-from cardsvc.pki.chain import check_extensions
+from cardsvc.pki.chain import TrustAnchor, check_extensions, validate_chain
 from cardsvc.pki.cvc import CvCertificate
-from cardsvc.pki.errors import FormatError, ValidationError
+from cardsvc.pki.errors import FormatError, PkiError, SignatureInvalidError, ValidationError
 from cardsvc.pki.rights import ISSUABLE_BY, Right, Role
 
 from ..access import NEVER, AccessCondition, Op, Pin
@@ -52,15 +57,26 @@ def _matcher() -> Any:
 
 
 class OfficerApplication(Application):
-    """An officer card; ``threshold`` is the match-on-card decision score (-10 log10 FMR)."""
+    """An officer card; ``threshold`` is the match-on-card decision score (-10 log10 FMR).
+
+    ``anchor``: the root key the card trusts for district certificates (an unblock's); without one the card
+    can never be unblocked (RESET RETRY COUNTER answers 6985).
+    """
 
     aid = fmt.OFFICER_AID
     label = "RSBY OFFICER"
     df_fid = 0xDF10
 
-    def __init__(self, *, ledger_capacity: int = fmt.LEDGER_CAPACITY, threshold: float = 40.0) -> None:
+    def __init__(
+        self,
+        *,
+        ledger_capacity: int = fmt.LEDGER_CAPACITY,
+        threshold: float = 40.0,
+        anchor: TrustAnchor | None = None,
+    ) -> None:
         self.ledger_capacity = ledger_capacity
         self.threshold = threshold
+        self.anchor = anchor
 
     # ------------------------------------------------------------------ install and state
     def install(self, card: CardServices) -> None:
@@ -119,6 +135,7 @@ class OfficerApplication(Application):
             fmt.OfficerIns.ACTIVATE_CARD: self._activate_card,
             fmt.OfficerIns.READ_LEDGER: self._read_ledger,
             fmt.OfficerIns.AUTHENTICATE: self._authenticate,
+            fmt.OfficerIns.RESET_RETRY_COUNTER: self._reset_retry_counter,
         }
         handler = handlers.get(apdu.ins)  # type: ignore[call-overload]
         if handler is None:
@@ -298,3 +315,52 @@ class OfficerApplication(Application):
             flags |= fmt.AuthFlag.FINGERPRINT_VERIFIED
         message = fmt.officer_auth_message(own.chr, challenge, flags)
         return fmt.encode_auth_response(flags, card.sign(self, fmt.OFFICER_KEY_REF, message)), SW.OK
+
+    def _reset_retry_counter(self, apdu: CommandApdu, card: CardServices) -> Response:
+        """ISO RESET RETRY COUNTER with the card's own district as the security condition (no PUK).
+
+        The card's GET CHALLENGE is consumed by this command whatever its outcome, so an authorisation
+        works once and only in the power session it was made for. Checks, each with its own status word:
+        OPERATIONAL (6985), a trust anchor (6985), the challenge (6984), the district certificate chains to
+        the anchor (6982), the district issued this card (6A88), the authorisation names this card (6A88),
+        the district signature (6982). Then the new PIN and the tries in ONE transaction.
+        """
+        challenge, card.session.challenge = card.session.challenge, None
+        if apdu.p1p2 != 0:
+            raise IsoError(SW.INCORRECT_P1P2, "RESET RETRY COUNTER (officer) takes P1P2 = 0000")
+        self._require_lifecycle(card, fmt.Lifecycle.OPERATIONAL, "RESET RETRY COUNTER")
+        if self.anchor is None:
+            raise IsoError(SW.CONDITIONS_NOT_SATISFIED, "no trust anchor on this card: cannot be unblocked")
+        auth, new_pin = fmt.UnblockAuthorisation.parse(apdu.data)
+        if challenge is None or not hmac.compare_digest(challenge, auth.challenge):
+            raise IsoError(SW.REFERENCE_DATA_NOT_USABLE, "authorisation not for this card's last challenge")
+        now = datetime.fromtimestamp(card.now(), tz=UTC)
+        try:
+            district = validate_chain([auth.district], self.anchor, now=now).leaf
+        except PkiError as exc:
+            raise IsoError(SW.SECURITY_STATUS_NOT_SATISFIED, f"district certificate refused: {exc}") from None
+        own = self._certificate(card)
+        if district.role is not Role.DISTRICT or district.chr != own.car:
+            raise IsoError(SW.REFERENCE_NOT_FOUND, f"{district.chr} is not this card's issuer ({own.car})")
+        if auth.officer_chr != own.chr:
+            raise IsoError(SW.REFERENCE_NOT_FOUND, f"authorisation for {auth.officer_chr}, not this card")
+        try:
+            auth.verify()
+        except SignatureInvalidError:
+            raise IsoError(SW.SECURITY_STATUS_NOT_SATISFIED, "district signature does not verify") from None
+        scope = card.app_df(self)
+        pin = card.objects.pin(scope, fmt.PIN_REF)
+        if pin is None:
+            raise IsoError(SW.REFERENCE_NOT_FOUND, "officer PIN missing")
+        lc, _, count, head = self._state(card)
+        with card.transaction():
+            if new_pin is not None:
+                card.objects.put_pin(scope, replace(pin, value=new_pin, tries_left=pin.max_tries))
+                card.checkpoint("new PIN staged")
+            if auth.what & fmt.Unblock.FINGERPRINT:
+                self._put_state(card, lc, fmt.BIO_MAX_TRIES, count, head)
+                card.checkpoint("fingerprint tries staged")
+        # nothing verified survives a reset: the officer proves the new PIN (and finger) afresh
+        card.session.security.verified_pins.discard((scope, fmt.PIN_REF))
+        card.ram(self).pop(RAM_BIO_OK, None)
+        return b"", SW.OK
