@@ -238,13 +238,13 @@ def _platform(p: Pilot) -> None:
     p.summary.figures["apdu_round_trip_ms"] = round(per_apdu_ms, 4)
 
 
-def _officer_card(p: Pilot, name: str) -> Any:
+def _officer_card(p: Pilot, name: str, anchor: Any) -> Any:
     from hardware_sims.card.apps.officer import OfficerApplication
     from hardware_sims.card.cardos import SimulatedCard
 
     state = p.root / "cards" / name
     state.mkdir(parents=True)
-    return SimulatedCard(state, applications=[OfficerApplication()])
+    return SimulatedCard(state, applications=[OfficerApplication(anchor=anchor)])
 
 
 def _officer_template(seed: int) -> bytes:
@@ -300,7 +300,7 @@ def _ceremony(p: Pilot) -> None:
     ]
     try:
         for chr_, role, pin, seed in officers:
-            card = _officer_card(p, chr_)
+            card = _officer_card(p, chr_, km.anchor())
             slot.serve(card)
             with slot.connect() as conn:
                 km.personalise_officer_card(

@@ -138,7 +138,9 @@ def build_world(tmp: Path, *, now: Callable[[], datetime] = wall_clock) -> Rehea
     )
     fko_state = tmp / f"fko-{uuid.uuid4().hex[:6]}"
     fko_state.mkdir()
-    fko_card = SimulatedCard(fko_state, applications=[OfficerApplication()], clock=lambda: now().timestamp())
+    fko_card = SimulatedCard(
+        fko_state, applications=[OfficerApplication(anchor=km.anchor())], clock=lambda: now().timestamp()
+    )
     with InProcessConnection(fko_card) as conn:
         km.personalise_officer_card(
             OfficerCardSession(conn), FKO, district=DISTRICT, role=Role.FIELD_KEY_OFFICER,
