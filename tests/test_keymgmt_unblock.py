@@ -127,7 +127,7 @@ def _block_fingerprint(o: Officer) -> None:
 
 def _pos_sign_in(km: KeyManager, o: Officer, pin: str) -> None:
     """What the POS does when a clerk signs in (point_of_service.services.signin), over this connection."""
-    o.conn.reconnect(wait=REINSERT_WAIT)  # a new power session, as at the POS
+    o.conn.power_cycle()  # a new power session, as at the POS
     sign_in(
         o.conn, pin=pin, capture=lambda: impression(OFFICER_FINGER, 3), anchor=km.anchor(),
         districts={DISTRICT: km.store.certificate(DISTRICT)}, now=int(CARD_NOW.timestamp()),
