@@ -32,13 +32,12 @@ from cardsvc.formats.transaction import RecordType, TransactionRecord
 from enrolment_station.fingers import SyntheticFingerReader, finger_seed
 from point_of_service.services.sync import SyncService
 from tests.fixtures.pcsc import ServedCard
-from tests.fixtures.station import StationWorld
+from tests.fixtures.station import MovableClock, PinnedClock, StationWorld
 from tests.test_central_reconcile import DAY
 from tests.test_pos_sync_ack import Transport
 from tests.test_renewal_end_to_end import (
     HOUSEHOLD,
     Central,
-    Clock,
     Pos,
     _camp,
     _enrol_and_register,
@@ -95,7 +94,7 @@ def _visit(pos: Pos, served: ServedCard, at: int, *, pay: bool = True) -> Visit:
     return Visit(visit.verified.status, visit.card_records, reads, paid, visit.authorisations.limits_renewed)
 
 
-def _second_pos(world: StationWorld, home: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Pos:
+def _second_pos(world: StationWorld, home: Path, clock: MovableClock, monkeypatch: pytest.MonkeyPatch) -> Pos:
     """Another terminal of the same hospital, its own journal and clerk (the end-to-end test's builder with
     other names)."""
     from tests import test_renewal_end_to_end as e2e
@@ -109,12 +108,13 @@ def _second_pos(world: StationWorld, home: Path, clock: Clock, monkeypatch: pyte
 @pytest.mark.usefixtures("pcscd")
 def test_a_held_renewal_reaches_central_through_the_pos_and_is_acknowledged(
     station_world: StationWorld,
+    station_clock: PinnedClock,
     central: Central,
     serve_card: Callable[..., ServedCard],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    world, clock = station_world, Clock()
+    world, clock = station_world, MovableClock(station_clock)  # the station, cards and POS: the pinned day
     world.fko_card.clock = clock
     reader = SyntheticFingerReader()
     camp = _camp(world, clock, reader, tmp_path, "CAMP-HELD")

@@ -58,6 +58,8 @@ from tests.fixtures.station import (
     DISTRICT_SECRET,
     FKO_PIN,
     TERMINAL_PASSPHRASE,
+    MovableClock,
+    PinnedClock,
     StationWorld,
     fko_template_probe,
 )
@@ -189,22 +191,6 @@ CLERK_FINGER = 7_777
 FACILITY = 17
 
 
-class Clock:
-    """One clock for the station, its FKO card, the beneficiary card and the POS, moved by the test."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def now(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def __call__(self) -> float:
-        return self.now().timestamp()
-
-    def go_to(self, when: datetime) -> None:
-        self.offset = when - datetime.now(UTC)
-
-
 @dataclass
 class Pos:
     """A hospital terminal of the station's district: identity, journal, trust, a signed-in clerk."""
@@ -237,7 +223,7 @@ class Pos:
         return int(outcome.record.counter)
 
 
-def _pos(world: StationWorld, home: Path, clock: Clock) -> Pos:
+def _pos(world: StationWorld, home: Path, clock: MovableClock) -> Pos:
     """The POS terminal and its clerk's officer card (in-process), certified by the station's district."""
     from cardsvc.pki.officer_card import OfficerCardSession
     from cardsvc.pki.rights import Role
@@ -279,7 +265,7 @@ class Central:
     clock: FixedClock
     key: CentralKey
 
-    def at(self, clock: Clock) -> Central:
+    def at(self, clock: MovableClock) -> Central:
         self.clock.now = float(int(clock()))
         return self
 
@@ -306,7 +292,9 @@ def central(db_url: str, tmp_path: Path, station_world: StationWorld) -> Iterato
     get_db(app).dispose()
 
 
-def _camp(world: StationWorld, clock: Clock, reader: SyntheticFingerReader, home: Path, camp_id: str) -> Camp:
+def _camp(
+    world: StationWorld, clock: MovableClock, reader: SyntheticFingerReader, home: Path, camp_id: str
+) -> Camp:
     """The renewal tests' camp on the shared clock: HOUSEHOLD listed, the FKO session open."""
     camp = Camp(world.home, passphrase=TERMINAL_PASSPHRASE, operator="op-meena", camp_id=camp_id,
                 reader=reader, now=clock.now)  # fmt: skip
@@ -317,8 +305,8 @@ def _camp(world: StationWorld, clock: Clock, reader: SyntheticFingerReader, home
 
 
 def _enrol_and_register(
-    world: StationWorld, central: Central, camp: Camp, served: ServedCard, opener: FlaskOpener, clock: Clock,
-    hospital: Sequence[Pos],
+    world: StationWorld, central: Central, camp: Camp, served: ServedCard, opener: FlaskOpener,
+    clock: MovableClock, hospital: Sequence[Pos],
 ) -> tuple[str, tuple[int, int]]:  # fmt: skip
     """The camp enrols HOUSEHOLD on ``served`` through pcscd + vpcd; central registers the station and the
     ``hospital``'s terminals; the camp's batches are uploaded. Returns (card id hex, the camp period
@@ -343,8 +331,8 @@ def _enrol_and_register(
 
 
 def _renew(
-    world: StationWorld, central: Central, camp: Camp, served: ServedCard, opener: FlaskOpener, clock: Clock,
-    reader: SyntheticFingerReader, card_hex: str, year: tuple[date, date],
+    world: StationWorld, central: Central, camp: Camp, served: ServedCard, opener: FlaskOpener,
+    clock: MovableClock, reader: SyntheticFingerReader, card_hex: str, year: tuple[date, date],
 ) -> RenewalResult:  # fmt: skip
     """Central authorises ``year`` for the card at the clock's time; the camp renews it through pcscd +
     vpcd (a new FKO session: the camp day) and uploads what it made."""
@@ -366,9 +354,13 @@ def _renew(
 
 @pytest.mark.usefixtures("pcscd")
 def test_a_card_renewed_at_the_station_is_used_in_its_new_year_and_central_follows(
-    station_world: StationWorld, central: Central, serve_card: Callable[..., ServedCard], tmp_path: Path
+    station_world: StationWorld,
+    station_clock: PinnedClock,
+    central: Central,
+    serve_card: Callable[..., ServedCard],
+    tmp_path: Path,
 ) -> None:
-    world, clock = station_world, Clock()
+    world, clock = station_world, MovableClock(station_clock)  # the station, cards and POS: the pinned day
     world.fko_card.clock = clock
     reader = SyntheticFingerReader()
     camp = _camp(world, clock, reader, tmp_path, "CAMP-E2E")

@@ -6,7 +6,7 @@ leaves the old valid card or the new one, never a mixture."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from tests.fixtures.station import (
     ROOT,
     ROOT_SECRET,
     TERMINAL_PASSPHRASE,
+    MovableClock,
     PinnedClock,
     StationWorld,
     build_world,
@@ -55,26 +56,11 @@ OLD_COVER = 3_000_000  # the station's default Policy
 NEW_COVER = 3_500_000
 
 
-class Clock:
-    """One clock for the station, the FKO card and the beneficiary card, moved forward by the test: ``base``
-    (the station tests' pinned clock, never the wall clock) plus ``offset``."""
-
-    def __init__(self, base: Callable[[], datetime]) -> None:
-        self.base = base
-        self.offset = timedelta(0)
-
-    def now(self) -> datetime:
-        return self.base() + self.offset
-
-    def __call__(self) -> float:
-        return self.now().timestamp()
-
-
 @dataclasses.dataclass
 class RenewalCamp:
     world: StationWorld
     camp: Camp
-    clock: Clock
+    clock: MovableClock  # the station, the FKO card and the beneficiary card
     reader: SyntheticFingerReader
     fko: InProcessConnection
 
@@ -90,7 +76,7 @@ class RenewalCamp:
 @pytest.fixture
 def renewal_camp(tmp_path: Path, station_clock: PinnedClock) -> Iterator[RenewalCamp]:
     """The session opened at noon of the pinned day (station_clock); the ceremony on the same day."""
-    clock = Clock(station_clock)
+    clock = MovableClock(station_clock)
     world = build_world(tmp_path, now=station_clock)
     world.fko_card.clock = clock
     reader = SyntheticFingerReader()

@@ -42,7 +42,7 @@ WINDOW = ben.RENEWAL_WINDOW.days
 def _set_day(rc: RenewalCamp, day: date) -> datetime:
     """Move the shared clock (station, FKO card, beneficiary card) to noon of ``day``: a test never crosses a
     midnight, whenever it runs."""
-    rc.clock.offset = datetime.combine(day, time(12), UTC) - rc.clock.base()
+    rc.clock.go_to(datetime.combine(day, time(12), UTC))
     return rc.clock.now()
 
 
