@@ -321,6 +321,24 @@ def test_cli_unblocks_a_card_in_a_reader(km: KeyManager, officer_card: Callable[
     assert "audit log intact" in run("audit", "verify").output
 
 
+def _torn_unblock(
+    km: KeyManager, o: Officer, *, at_step: int | None = None, after_writes: int | None = None,
+    torn_write: bool = False,
+) -> str | None:  # fmt: skip
+    """Block PIN and fingerprint, then send a PIN-and-fingerprint unblock with the card's fault armed
+    (FaultInjector.arm's terms): the card is pulled mid-command and put back. Returns where it fired."""
+    _block_pin(o)
+    _block_fingerprint(o)
+    auth = _authorisation(km, o, what=fmt.UNBLOCK_ALL)
+    session = o.session  # selected before the fault is armed
+    o.faults.arm(at_step=at_step, after_writes=after_writes, torn_write=torn_write)
+    with pytest.raises(CardRemovedError):
+        session.reset_retry_counter(auth, NEW_PIN)
+    fired: str | None = o.faults.fired
+    o.reinsert()
+    return fired
+
+
 def _torn_outcome(km: KeyManager, o: Officer) -> str:
     """After a tear and reinsertion: 'blocked' (old PIN, no tries) or 'unblocked' (new PIN); never a mix."""
     status = o.status()
@@ -348,15 +366,8 @@ def test_a_card_torn_during_the_unblock_is_still_blocked_or_unblocked_never_half
     km: KeyManager, officer_card: Callable[..., Officer], step: int, label: str, outcome: str
 ) -> None:
     o = officer_card()
-    _block_pin(o)
-    _block_fingerprint(o)
-    auth = _authorisation(km, o, what=fmt.UNBLOCK_ALL)
-    session = o.session  # selected before the fault is armed
-    o.faults.arm(at_step=step)  # counted from RESET RETRY COUNTER's own command on
-    with pytest.raises(CardRemovedError):
-        session.reset_retry_counter(auth, NEW_PIN)
-    assert o.faults.fired == f"at step {step} ({label})"
-    o.reinsert()
+    fired = _torn_unblock(km, o, at_step=step)  # counted from RESET RETRY COUNTER's own command on
+    assert fired == f"at step {step} ({label})"
     assert _torn_outcome(km, o) == outcome
     if outcome == "blocked":  # the DKMA simply unblocks again, with a fresh challenge
         _unblock(km, o, fmt.UNBLOCK_ALL)
@@ -368,13 +379,6 @@ def test_a_card_torn_at_any_write_of_the_unblock_is_blocked_or_unblocked(
     km: KeyManager, officer_card: Callable[..., Officer], write: int
 ) -> None:
     o = officer_card()
-    _block_pin(o)
-    _block_fingerprint(o)
-    auth = _authorisation(km, o, what=fmt.UNBLOCK_ALL)
-    session = o.session  # selected before the fault is armed
-    o.faults.arm(after_writes=write, torn_write=True)  # half of that write reaches memory
-    with pytest.raises(CardRemovedError):
-        session.reset_retry_counter(auth, NEW_PIN)
-    assert o.faults.fired is not None
-    o.reinsert()
+    fired = _torn_unblock(km, o, after_writes=write, torn_write=True)  # half of that write reaches memory
+    assert fired is not None
     assert _torn_outcome(km, o) in ("blocked", "unblocked")
