@@ -18,7 +18,7 @@ from cardsvc.pki.bundle import TrustBundle, apply_bundle
 from cardsvc.pki.chain import TrustAnchor, ValidatedChain, validate_chain
 from cardsvc.pki.cvc import CvCertificate, check_reference, issue_certificate, self_signed_root
 from cardsvc.pki.errors import KeyCustodyError, PkiError
-from cardsvc.pki.officer import Lifecycle, Unblock, check_new_pin, sign_unblock
+from cardsvc.pki.officer import Lifecycle, Unblock, check_unblock, sign_unblock
 from cardsvc.pki.revocation import (
     RevocationEntry,
     RevocationList,
@@ -389,16 +389,10 @@ class KeyManager:
         and sets ``new_pin`` (PIN unblock) and/or resets the fingerprint tries in one transaction. The
         audit entry, signed by the district, names the card and what was unblocked, never the PIN.
         """
-        what = Unblock(what)
-        if not what or int(what) & ~int(Unblock.PIN | Unblock.FINGERPRINT):
-            raise ServiceError("say what to unblock: the PIN, the fingerprint or both")
-        if bool(what & Unblock.PIN) != (new_pin is not None):
-            raise ServiceError("a new PIN is needed for a PIN unblock, and only for one")
-        if new_pin is not None:
-            try:
-                check_new_pin(new_pin.encode() if new_pin.isascii() else b"")
-            except PkiError:
-                raise ServiceError("the new PIN must be 4-12 digits") from None
+        try:  # before the card is touched: the same check the command's encoder makes
+            what = check_unblock(what, None if new_pin is None else new_pin.encode("utf-8"))
+        except PkiError as exc:
+            raise ServiceError(f"cannot unblock: {exc}") from None
         status = session.status()
         if status.lifecycle is not Lifecycle.OPERATIONAL:
             raise ServiceError(

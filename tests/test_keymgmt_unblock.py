@@ -289,6 +289,28 @@ def test_keymgmt_refuses_another_districts_card_and_a_revoked_officer(
     assert _unblock_entries(km) == []
 
 
+@pytest.mark.parametrize(
+    ("what", "new_pin", "why"),
+    [
+        (fmt.Unblock.PIN, "12", "4-12 digits"),
+        (fmt.Unblock.PIN, "١٢٣٤٥٦", "4-12 digits"),  # digits, but not the card's ASCII digits
+        (fmt.Unblock.PIN, None, "new PIN goes with a PIN unblock"),
+        (fmt.Unblock.FINGERPRINT, NEW_PIN, "new PIN goes with a PIN unblock"),
+        (fmt.Unblock(0), None, "the PIN, the fingerprint or both"),
+    ],
+)
+def test_keymgmt_refuses_a_bad_request_before_touching_the_card(
+    km: KeyManager, officer_card: Callable[..., Officer], what: fmt.Unblock, new_pin: str | None, why: str
+) -> None:
+    o = officer_card()
+    _block_pin(o)
+    with pytest.raises(ServiceError, match=why):
+        km.unblock_officer_card(
+            o.session, district=DISTRICT, district_secret=SECRET, what=what, new_pin=new_pin
+        )
+    assert o.status().pin_tries_left == 0 and _unblock_entries(km) == []
+
+
 def test_cli_unblocks_a_card_in_a_reader(km: KeyManager, officer_card: Callable[..., Officer]) -> None:
     from click.testing import CliRunner
 

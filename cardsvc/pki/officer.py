@@ -356,6 +356,26 @@ def check_new_pin(pin: bytes) -> bytes:
     return pin
 
 
+def check_unblock_what(what: Unblock | int) -> Unblock:
+    """What an unblock may name: the PIN, the fingerprint or both, nothing else."""
+    what = Unblock(what)
+    if not what or int(what) & ~int(UNBLOCK_ALL):  # int: ~ on a flag keeps only known bits
+        raise FormatError(f"unblock must name the PIN, the fingerprint or both, got {int(what):02X}")
+    return what
+
+
+def check_unblock(what: Unblock | int, new_pin: bytes | None) -> Unblock:
+    """What an unblock may name (the PIN, the fingerprint or both), with a new PIN (4-12 digits) exactly
+    when it names the PIN: the one check for the DKMA before it touches the card, the command's encoder and
+    its decoder."""
+    what = check_unblock_what(what)
+    if bool(what & Unblock.PIN) != (new_pin is not None):
+        raise FormatError("a new PIN goes with a PIN unblock, and only with one")
+    if new_pin is not None:
+        check_new_pin(new_pin)
+    return what
+
+
 def unblock_statement(officer_chr: str, challenge: bytes, what: Unblock) -> bytes:
     """What the district signs: "RSBY-OFFICER-UNBLOCK" 01 || 80 officer CHR || 81 challenge || 82 what.
 
@@ -363,9 +383,7 @@ def unblock_statement(officer_chr: str, challenge: bytes, what: Unblock) -> byte
     revocation lists, audit-entry hashes). The new PIN is deliberately not in it: a signature over a
     4-12 digit PIN and a public challenge would let anyone holding the authorisation search the PIN.
     """
-    what = Unblock(what)
-    if not what or int(what) & ~int(UNBLOCK_ALL):  # int: ~ on a flag keeps only known bits
-        raise FormatError(f"unblock must name the PIN, the fingerprint or both, got {int(what):02X}")
+    what = check_unblock_what(what)
     return (
         UNBLOCK_DOMAIN
         + tlv(0x80, check_reference(officer_chr, "officer CHR").encode("ascii"))
@@ -397,8 +415,7 @@ class UnblockAuthorisation:
     def encode(self, new_pin: bytes | None = None) -> bytes:
         """RESET RETRY COUNTER command data; ``new_pin`` exactly when the PIN is unblocked."""
         self.statement()  # refuses a malformed authorisation before it is sent
-        if bool(self.what & Unblock.PIN) != (new_pin is not None):
-            raise FormatError("a new PIN goes with a PIN unblock, and only with one")
+        check_unblock(self.what, new_pin)
         if len(self.signature) != AUTH_SIGNATURE_SIZE:
             raise FormatError(f"district signature must be {AUTH_SIGNATURE_SIZE} bytes")
         out = (
@@ -408,7 +425,7 @@ class UnblockAuthorisation:
             + tlv(UnblockTag.WHAT, bytes([self.what]))
             + tlv(UnblockTag.SIGNATURE, self.signature)
         )
-        return out if new_pin is None else out + tlv(UnblockTag.NEW_PIN, check_new_pin(new_pin))
+        return out if new_pin is None else out + tlv(UnblockTag.NEW_PIN, new_pin)
 
     @classmethod
     def parse(cls, data: bytes) -> tuple[UnblockAuthorisation, bytes | None]:
@@ -435,9 +452,8 @@ class UnblockAuthorisation:
             raise FormatError(f"district signature must be {AUTH_SIGNATURE_SIZE} bytes, got {len(values[4])}")
         auth = cls(district, officer_chr, challenge, what, values[4])
         auth.statement()  # 'what' names something known
-        new_pin = check_new_pin(values[5]) if with_pin else None
-        if bool(what & Unblock.PIN) != with_pin:
-            raise FormatError("a new PIN goes with a PIN unblock, and only with one")
+        new_pin = values[5] if with_pin else None
+        check_unblock(what, new_pin)
         return auth, new_pin
 
 
