@@ -388,3 +388,12 @@ def test_short_apdu_card_hands_over_its_ledger_in_signed_pages(
         session.activate_card(_card_body(FKO, f"CARD-{i}"))
     ledger = session.read_ledger()
     assert [e.card_chr for e in ledger.entries] == [f"CARD-{i}" for i in range(7)]
+
+
+@pytest.mark.parametrize("pin", ["123", "1234567890123", "12a4"])
+def test_set_pin_refuses_what_is_not_4_to_12_ascii_digits(tmp_path: Path, pin: str) -> None:
+    """The card's SET PIN takes what an unblock's new PIN takes (officer.check_new_pin), nothing else."""
+    session = OfficerCardSession(InProcessConnection(_blank_card(tmp_path)))
+    with pytest.raises(IncorrectDataError):
+        session.set_pin(pin)
+    session.set_pin("2468")  # a good one is taken

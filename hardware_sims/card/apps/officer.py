@@ -89,7 +89,7 @@ class OfficerApplication(Application):
         # Until SET PIN the PIN is a random value nobody knows.
         card.create_pin(self, PinObject(fmt.PIN_REF, card.random(8).hex()[:12].encode(),
                                         max_tries=fmt.PIN_MAX_TRIES, tries_left=fmt.PIN_MAX_TRIES,
-                                        min_length=4, max_length=12))
+                                        min_length=fmt.PIN_MIN_LENGTH, max_length=fmt.PIN_MAX_LENGTH))
         card.create_key_slot(self, fmt.OFFICER_KEY_REF, {Op.USE: NEVER, Op.GENERATE: NEVER})
 
     def _state(self, card: CardServices) -> tuple[fmt.Lifecycle, int, int, bytes]:
@@ -192,11 +192,11 @@ class OfficerApplication(Application):
 
     def _set_pin(self, apdu: CommandApdu, card: CardServices) -> Response:
         self._require_lifecycle(card, fmt.Lifecycle.PERSONALISATION, "SET PIN")
-        if not (4 <= len(apdu.data) <= 12 and apdu.data.isdigit()):
-            raise IsoError(SW.WRONG_DATA, "the PIN must be 4-12 digits")
+        pin = fmt.check_new_pin(apdu.data)  # 4-12 ASCII digits, as an unblock's new PIN (else 6A80)
         with card.transaction():
-            card.create_pin(self, PinObject(fmt.PIN_REF, apdu.data, max_tries=fmt.PIN_MAX_TRIES,
-                                            tries_left=fmt.PIN_MAX_TRIES, min_length=4, max_length=12))
+            card.create_pin(self, PinObject(fmt.PIN_REF, pin, max_tries=fmt.PIN_MAX_TRIES,
+                                            tries_left=fmt.PIN_MAX_TRIES, min_length=fmt.PIN_MIN_LENGTH,
+                                            max_length=fmt.PIN_MAX_LENGTH))
         return b"", SW.OK
 
     def _lock(self, apdu: CommandApdu, card: CardServices) -> Response:
