@@ -13,7 +13,7 @@ import pytest
 
 from enrolment_station.journal import CardState, HouseholdStatus
 from enrolment_station.journal import Journal as StationJournal
-from tests.fixtures.screens import LiveServer, Screens, SimStationHardware, serve_app
+from tests.fixtures.screens import VIEWPORT, LiveServer, Screens, SimStationHardware, serve_app
 from tests.fixtures.station import FKO_PIN, TERMINAL_PASSPHRASE, PinnedClock, StationWorld
 
 pytestmark = pytest.mark.slow
@@ -309,7 +309,7 @@ def test_file_pickers_work_without_javascript(station_screens: StationScreens, c
     chooser, the file posts with its form; the file-name line stays hidden rather than say "no file chosen"
     after a file was chosen."""
     s = station_screens
-    context = chromium_browser.new_context(viewport={"width": 1366, "height": 768}, java_script_enabled=False)
+    context = chromium_browser.new_context(viewport=VIEWPORT, java_script_enabled=False)
     try:
         page = context.new_page()
         page.set_default_timeout(20_000)
